@@ -1,0 +1,57 @@
+/* One small interface per hypervisor (xen now, qemu next), in the style of
+ * nbdcopy's struct rw_ops: the control core only talks to this vtable. */
+#ifndef VMMIG_BACKEND_H
+#define VMMIG_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "lock.h"
+
+enum vm_state { VM_RUNNING, VM_BLOCKED, VM_PAUSED, VM_SHUTDOWN, VM_DYING, VM_UNKNOWN };
+
+struct vm_info {
+    uint32_t domid;
+    char name[64];
+    char uuid[37];
+    enum vm_state state;
+    uint64_t mem_kib;
+    unsigned vcpus;
+};
+
+const char *vm_state_name(enum vm_state s);
+
+/* What read_events() reports. */
+#define BE_EV_DOMAINS 1u /* domains appeared or disappeared */
+#define BE_EV_HOLDS   2u /* some guest's hold node changed */
+
+struct backend;
+
+struct backend_ops {
+    const char *name;
+    int (*open)(struct backend **out, char *err, size_t errlen);
+    void (*close)(struct backend *b);
+    /* Every domain but the control domain; *out is malloc'd. */
+    int (*list)(struct backend *b, struct vm_info **out, size_t *n);
+    /* Readable when read_events() has something to report; -1 if none. */
+    int (*event_fd)(struct backend *b);
+    int (*read_events)(struct backend *b, unsigned *what);
+    /* Create the guest's hold channel (writable by that guest only) and watch it. */
+    int (*guest_hold_prepare)(struct backend *b, const struct vm_info *vm);
+    void (*guest_hold_forget)(struct backend *b, uint32_t domid);
+    /* The guest's raw request ("0", "1 reason=..."); -ENOENT when absent. */
+    int (*guest_hold_get)(struct backend *b, const struct vm_info *vm, char *buf, size_t size);
+    int (*guest_hold_set)(struct backend *b, const struct vm_info *vm, const char *value);
+    /* A hold from the domain's configuration; out->active false when none. */
+    int (*static_hold)(struct backend *b, const struct vm_info *vm, struct hold *out);
+    /* The command that live-migrates vm to host (NULL-terminated, malloc'd strings). */
+    int (*migrate_argv)(struct backend *b, const struct vm_info *vm, const char *host, char ***argv);
+};
+
+extern const struct backend_ops xen_backend_ops;
+
+/* "xen", or "auto": the backend whose hypervisor is present. */
+const struct backend_ops *backend_find(const char *name);
+
+void argv_free(char **argv);
+
+#endif

@@ -1,0 +1,189 @@
+#define _GNU_SOURCE
+#include "policy.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void policy_defaults(struct policy *p)
+{
+    memset(p, 0, sizeof *p);
+    p->guest_max_hold = 3600;
+    p->max_ttl = 86400;
+}
+
+static const char *trim(char *s)
+{
+    char *e;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+        *--e = 0;
+    return s;
+}
+
+static bool valid_group_name(const char *s)
+{
+    if (strlen(s) >= 64)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '_' || *s == '-' || *s == '.'))
+            return false;
+    return true;
+}
+
+int policy_set(struct policy *p, const char *line, size_t len, char *err, size_t errlen)
+{
+    char buf[256], *eq;
+    const char *key, *val;
+    struct policy np = *p;
+    long v;
+    int r;
+
+    len = chomp(line, len);
+    if (len == 0) {
+        snprintf(err, errlen, "empty policy line (expected key=value)");
+        return -EINVAL;
+    }
+    if (len >= sizeof buf) {
+        snprintf(err, errlen, "policy line too long (%zu bytes, at most %zu)", len, sizeof buf - 1);
+        return -EINVAL;
+    }
+    if (memchr(line, 0, len) || !printable(line, len)) {
+        snprintf(err, errlen, "policy line contains control characters");
+        return -EINVAL;
+    }
+    memcpy(buf, line, len);
+    buf[len] = 0;
+    eq = strchr(buf, '=');
+    if (!eq) {
+        snprintf(err, errlen, "'%s': expected key=value", buf);
+        return -EINVAL;
+    }
+    *eq = 0;
+    key = trim(buf);
+    val = trim(eq + 1);
+    /* Values may be quoted, as in xl.cfg. */
+    char unq[256];
+    size_t vl = strlen(val);
+    if (vl >= 2 && val[0] == '"' && val[vl - 1] == '"') {
+        memcpy(unq, val + 1, vl - 2);
+        unq[vl - 2] = 0;
+        val = unq;
+    }
+
+    if (!strcmp(key, "guest_max_hold") || !strcmp(key, "max_ttl")) {
+        r = parse_long(val, 0, POLICY_MAX_SECONDS, &v);
+        if (r) {
+            snprintf(err, errlen, "%s: '%s' is not a number of seconds from 0 to %ld", key, val,
+                     POLICY_MAX_SECONDS);
+            return -EINVAL;
+        }
+        if (!strcmp(key, "guest_max_hold")) {
+            np.guest_max_hold = v;
+        } else {
+            if (v == 0) {
+                snprintf(err, errlen, "max_ttl: must be at least 1 second");
+                return -EINVAL;
+            }
+            np.max_ttl = v;
+        }
+    } else if (!strcmp(key, "admin_group")) {
+        if (!valid_group_name(val)) {
+            snprintf(err, errlen, "admin_group: '%s' is not a valid group name", val);
+            return -EINVAL;
+        }
+        strlcpy0(np.admin_group, val, sizeof np.admin_group);
+    } else {
+        snprintf(err, errlen, "unknown policy key '%s' (known: guest_max_hold, max_ttl, admin_group)",
+                 key);
+        return -EINVAL;
+    }
+    *p = np;
+    return 0;
+}
+
+int policy_parse(struct policy *p, const char *text, size_t len, char *err, size_t errlen)
+{
+    struct policy np;
+    size_t i = 0;
+    int lineno = 0;
+
+    policy_defaults(&np);
+    while (i < len) {
+        const char *l = text + i, *nl = memchr(l, '\n', len - i);
+        size_t ll = nl ? (size_t)(nl - l) : len - i;
+        char line[256];
+        size_t j = 0;
+
+        i += ll + (nl ? 1 : 0);
+        lineno++;
+        /* Strip comments and surrounding blanks. */
+        const char *hash = memchr(l, '#', ll);
+        if (hash)
+            ll = (size_t)(hash - l);
+        while (ll && (l[ll - 1] == ' ' || l[ll - 1] == '\t' || l[ll - 1] == '\r'))
+            ll--;
+        while (j < ll && (l[j] == ' ' || l[j] == '\t'))
+            j++;
+        if (j == ll)
+            continue;
+        if (ll - j >= sizeof line) {
+            snprintf(err, errlen, "line %d: too long", lineno);
+            return -EINVAL;
+        }
+        memcpy(line, l + j, ll - j);
+        line[ll - j] = 0;
+        char e[200];
+        if (policy_set(&np, line, ll - j, e, sizeof e)) {
+            snprintf(err, errlen, "line %d: %s", lineno, e);
+            return -EINVAL;
+        }
+    }
+    *p = np;
+    return 0;
+}
+
+void policy_format(const struct policy *p, struct strbuf *sb)
+{
+    sb_printf(sb, "guest_max_hold = %ld\n", p->guest_max_hold);
+    sb_printf(sb, "max_ttl = %ld\n", p->max_ttl);
+    sb_printf(sb, "admin_group = %s\n", p->admin_group);
+}
+
+int policy_load(const char *path, struct policy *p, char *err, size_t errlen)
+{
+    char *text;
+    size_t len;
+    int rc = read_file(path, &text, &len);
+
+    if (rc == -ENOENT) {
+        policy_defaults(p);
+        return 0;
+    }
+    if (rc) {
+        snprintf(err, errlen, "%s: %s", path, strerror(-rc));
+        return rc;
+    }
+    char e[256];
+    rc = policy_parse(p, text, len, e, sizeof e);
+    if (rc)
+        snprintf(err, errlen, "%s: %s", path, e);
+    free(text);
+    return rc;
+}
+
+int policy_save(const char *path, const struct policy *p)
+{
+    struct strbuf sb = {0};
+    int rc;
+
+    sb_printf(&sb, "# vmmig policy: see vmmig.policy(5). Written by vmmigfs.\n");
+    policy_format(p, &sb);
+    rc = atomic_write(path, sb.s, sb.len, 0644);
+    sb_free(&sb);
+    return rc;
+}
