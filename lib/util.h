@@ -56,7 +56,7 @@ int parse_long(const char *s, long min, long max, long *out);
 /* Strip one trailing newline (what `echo` adds); returns the new length. */
 size_t chomp(const char *buf, size_t len);
 
-/* Does the text contain only printable characters (and spaces)? */
+/* Does the text contain only printable characters (spaces and tabs allowed)? */
 bool printable(const char *s, size_t len);
 
 #endif

@@ -36,7 +36,8 @@ void usage_exit(const struct applet *a, const char *fmt, ...)
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\nTry '%s --help' for more information.\n", a->name);
+    fprintf(stderr, "\nTry '%s --help' for more information.\n", toolname);
+    (void)a;
     exit(EXIT_USAGE);
 }
 
