@@ -40,6 +40,24 @@ static void touch(struct ctl *c, struct domain *d)
 int ctl_open(struct ctl *c, const char *backend, const char *state_dir, const char *policy_path,
              char *err, size_t errlen)
 {
+    const struct backend_ops *ops = backend_find(backend);
+
+    if (!ops) {
+        memset(c, 0, sizeof *c);
+        c->lock_fd = -1;
+        if (!backend || !strcmp(backend, "auto"))
+            snprintf(err, errlen, "no supported hypervisor found (no /proc/xen, /dev/xen or "
+                                  "XENSTORED_PATH); use --backend");
+        else
+            snprintf(err, errlen, "unknown backend '%s' (known: xen)", backend);
+        return -ENODEV;
+    }
+    return ctl_open_ops(c, ops, state_dir, policy_path, err, errlen);
+}
+
+int ctl_open_ops(struct ctl *c, const struct backend_ops *ops, const char *state_dir,
+                 const char *policy_path, char *err, size_t errlen)
+{
     char path[600];
     int rc;
 
@@ -70,16 +88,7 @@ int ctl_open(struct ctl *c, const char *backend, const char *state_dir, const ch
                  state_dir);
         goto fail;
     }
-    c->ops = backend_find(backend);
-    if (!c->ops) {
-        rc = -ENODEV;
-        if (!backend || !strcmp(backend, "auto"))
-            snprintf(err, errlen, "no supported hypervisor found (no /proc/xen, /dev/xen or "
-                                  "XENSTORED_PATH); use --backend");
-        else
-            snprintf(err, errlen, "unknown backend '%s' (known: xen)", backend);
-        goto fail;
-    }
+    c->ops = ops;
     rc = c->ops->open(&c->be, err, errlen);
     if (rc)
         goto fail;
@@ -146,6 +155,8 @@ static int save_domain(struct ctl *c, struct domain *d)
 
     st.admin = d->locks.h[HOLD_ADMIN];
     st.guest_since = d->locks.h[HOLD_GUEST].active ? d->locks.h[HOLD_GUEST].since : 0;
+    memcpy(st.peers, d->peers, sizeof st.peers);
+    st.npeers = d->npeers;
     return state_save(c->state_dir, d->vm.uuid, &st);
 }
 
@@ -265,6 +276,8 @@ static struct domain *domain_add(struct ctl *c, const struct vm_info *vm)
         snprintf(st.admin.reason, sizeof st.admin.reason, "unreadable state record");
     }
     d->locks.h[HOLD_ADMIN] = st.admin;
+    memcpy(d->peers, st.peers, sizeof d->peers);
+    d->npeers = st.npeers;
     c->doms = xrealloc(c->doms, sizeof *c->doms * (c->ndoms + 1));
     c->doms[c->ndoms++] = d;
     events_emit(&c->ev, vm->name, "domain-added", "domid=%u uuid=%s", vm->domid, vm->uuid);
@@ -602,6 +615,20 @@ int ctl_migrate_write(struct ctl *c, struct domain *d, const char *buf, size_t l
         touch(c, d);
         return -EBUSY;
     }
+    if (d->npeers) {
+        struct strbuf names = {0};
+        ctl_format_peers(c, d, &names);
+        for (char *p = names.s; p && *p; p++)
+            if (*p == '\n')
+                *p = p[1] ? ' ' : 0;
+        snprintf(err, errlen,
+                 "%s must migrate together with its peers (%s); this version cannot co-migrate",
+                 d->vm.name, names.s ? names.s : "");
+        sb_free(&names);
+        events_emit(&c->ev, d->vm.name, "migrate-refused", "to=%s by=%s uid=%u why=\"%s\"", host,
+                    user, (unsigned)who->uid, err);
+        return -EOPNOTSUPP;
+    }
     rc = c->ops->migrate_argv(c->be, &d->vm, host, &argv);
     if (!rc)
         rc = c->run.start(c->run.arg, argv, &d->mig_pid, &d->mig_fd);
@@ -761,4 +788,128 @@ void ctl_format_status(struct ctl *c, struct domain *d, struct strbuf *sb)
     sb_printf(sb, "migration: %s\n", d->migration);
     if (d->last_refusal[0])
         sb_printf(sb, "last_refusal: %s\n", d->last_refusal);
+}
+
+/* ---- peer groups ------------------------------------------------------------ */
+
+static struct domain *find_uuid(struct ctl *c, const char *uuid)
+{
+    for (size_t i = 0; i < c->ndoms; i++)
+        if (!strcmp(c->doms[i]->vm.uuid, uuid))
+            return c->doms[i];
+    return NULL;
+}
+
+static bool in_group(const struct domain *d, const char *uuid)
+{
+    for (int i = 0; i < d->npeers; i++)
+        if (!strcmp(d->peers[i], uuid))
+            return true;
+    return false;
+}
+
+void ctl_format_peers(struct ctl *c, struct domain *d, struct strbuf *sb)
+{
+    for (int i = 0; i < d->npeers; i++) {
+        struct domain *p = find_uuid(c, d->peers[i]);
+        /* A member not on this host is named by its UUID. */
+        sb_printf(sb, "%s\n", p ? p->vm.name : d->peers[i]);
+    }
+}
+
+/* Groups are symmetric: every member lists every other member.  Writing a
+ * domain's peer file makes {domain} + the names its whole group; an empty
+ * write takes it out of its group. */
+int ctl_peer_write(struct ctl *c, struct domain *d, const char *buf, size_t len,
+                   const struct caller *who, char *err, size_t errlen)
+{
+    char text[LOCK_REQUEST_MAX + 1], user[64];
+    struct domain *members[PEERS_MAX + 1];
+    int n = 0;
+    char *tok, *save = NULL;
+
+    if (memchr(buf, 0, len)) {
+        snprintf(err, errlen, "request contains a NUL byte");
+        goto invalid;
+    }
+    len = chomp(buf, len);
+    if (len > LOCK_REQUEST_MAX || !printable(buf, len)) {
+        snprintf(err, errlen, "request too long or with control characters");
+        goto invalid;
+    }
+    memcpy(text, buf, len);
+    text[len] = 0;
+    for (char *p = text; *p; p++)
+        if (*p == '\n')
+            *p = ' ';
+    members[n++] = d;
+    for (tok = strtok_r(text, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
+        struct domain *p = ctl_find(c, tok);
+        if (!p) {
+            snprintf(err, errlen, "unknown domain '%.64s'", tok);
+            goto invalid;
+        }
+        if (p == d) {
+            snprintf(err, errlen, "%s cannot be its own peer", d->vm.name);
+            goto invalid;
+        }
+        for (int i = 0; i < n; i++)
+            if (members[i] == p) {
+                snprintf(err, errlen, "'%s' named twice", tok);
+                goto invalid;
+            }
+        if (n > PEERS_MAX) {
+            snprintf(err, errlen, "a group has at most %d members", PEERS_MAX + 1);
+            goto invalid;
+        }
+        /* Joining is fine from no group or from d's own group; not from another. */
+        if (p->npeers && !in_group(d, p->vm.uuid)) {
+            struct domain *q = find_uuid(c, p->peers[0]);
+            snprintf(err, errlen, "%s is already in a group with %s", p->vm.name,
+                     q ? q->vm.name : p->peers[0]);
+            goto invalid;
+        }
+        members[n++] = p;
+    }
+
+    /* Old members left out lose d and the new members; new members get the new group. */
+    for (int i = 0; i < d->npeers; i++) {
+        struct domain *old = find_uuid(c, d->peers[i]);
+        bool kept = false;
+        for (int j = 0; j < n; j++)
+            kept |= members[j] == old;
+        if (old && !kept) {
+            old->npeers = 0;
+            save_domain(c, old);
+            touch(c, old);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        struct domain *m = members[i];
+        m->npeers = 0;
+        if (n > 1)
+            for (int j = 0; j < n; j++)
+                if (j != i)
+                    strlcpy0(m->peers[m->npeers++], members[j]->vm.uuid, 37);
+        int rc = save_domain(c, m);
+        if (rc) {
+            snprintf(err, errlen, "cannot record the group in %s: %s", c->state_dir,
+                     strerror(-rc));
+            events_emit(&c->ev, d->vm.name, "write-failed", "file=peer why=\"%s\"", err);
+            return -EIO;
+        }
+        touch(c, m);
+    }
+    struct strbuf names = {0};
+    for (int i = 1; i < n; i++)
+        sb_printf(&names, "%s%s", i > 1 ? "," : "", members[i]->vm.name);
+    caller_name(who->uid, user, sizeof user);
+    events_emit(&c->ev, d->vm.name, n > 1 ? "peers-set" : "peers-cleared", "peers=%s by=%s uid=%u",
+                names.s ? names.s : "", user, (unsigned)who->uid);
+    sb_free(&names);
+    return 0;
+
+invalid:
+    ctl_reject(c, d->vm.name, "peer", who, err);
+    return -EINVAL;
 }

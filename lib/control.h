@@ -32,6 +32,8 @@ struct domain {
     int mig_fd;                          /* the migration command's output */
     struct strbuf mig_out;
     int mig_exit;                        /* wait status, or -1 while unknown */
+    char peers[PEERS_MAX][37];           /* UUIDs of the peer group's other members */
+    int npeers;
     bool seen;
     uint64_t gen;                        /* bumped on every change, for poll() */
 };
@@ -61,6 +63,9 @@ struct ctl {
 
 int ctl_open(struct ctl *c, const char *backend, const char *state_dir, const char *policy_path,
              char *err, size_t errlen);
+/* The same with a given backend (tests use an in-memory one). */
+int ctl_open_ops(struct ctl *c, const struct backend_ops *ops, const char *state_dir,
+                 const char *policy_path, char *err, size_t errlen);
 void ctl_close(struct ctl *c);
 
 int ctl_refresh(struct ctl *c);
@@ -82,6 +87,8 @@ int ctl_lock_write(struct ctl *c, struct domain *d, const char *buf, size_t len,
                    const struct caller *who, char *err, size_t errlen);
 int ctl_migrate_write(struct ctl *c, struct domain *d, const char *buf, size_t len,
                       const struct caller *who, char *err, size_t errlen);
+int ctl_peer_write(struct ctl *c, struct domain *d, const char *buf, size_t len,
+                   const struct caller *who, char *err, size_t errlen);
 int ctl_policy_write(struct ctl *c, const char *buf, size_t len, const struct caller *who,
                      char *err, size_t errlen);
 /* A write that failed validation: explain it in events (callers use this for every EINVAL). */
@@ -91,6 +98,7 @@ void ctl_reject(struct ctl *c, const char *domain, const char *file, const struc
 void ctl_format_status(struct ctl *c, struct domain *d, struct strbuf *sb);
 void ctl_format_lock(struct ctl *c, struct domain *d, struct strbuf *sb);
 void ctl_format_migration(struct ctl *c, struct domain *d, struct strbuf *sb);
+void ctl_format_peers(struct ctl *c, struct domain *d, struct strbuf *sb);
 
 /* "root" or "uid 1234". */
 void caller_name(uid_t uid, char *buf, size_t size);

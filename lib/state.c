@@ -34,6 +34,8 @@ void state_format(const struct domstate *st, struct strbuf *sb)
     }
     if (st->guest_since)
         sb_printf(sb, "guest.since=%lld\n", (long long)st->guest_since);
+    for (int i = 0; i < st->npeers; i++)
+        sb_printf(sb, "peer=%s\n", st->peers[i]);
 }
 
 static int parse_time(const char *v, time_t *out)
@@ -95,6 +97,9 @@ int state_parse(const char *text, size_t len, struct domstate *out, char *err, s
             bad = strlen(v) > REASON_MAX || (strlcpy0(st.admin.reason, v, sizeof st.admin.reason), 0);
         else if (!strcmp(line, "guest.since"))
             bad = parse_time(v, &st.guest_since);
+        else if (!strcmp(line, "peer"))
+            bad = !uuid_valid(v) || st.npeers >= PEERS_MAX ||
+                  (strlcpy0(st.peers[st.npeers++], v, 37), 0);
         else {
             snprintf(err, errlen, "line %d: unknown key '%.40s'", lineno, line);
             return -EINVAL;

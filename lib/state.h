@@ -8,9 +8,13 @@
 #include <time.h>
 #include "lock.h"
 
+#define PEERS_MAX 8
+
 struct domstate {
     struct hold admin;
     time_t guest_since; /* when dom0 first saw the current guest hold; 0 if none */
+    char peers[PEERS_MAX][37]; /* UUIDs of the domains that must migrate with this one */
+    int npeers;
 };
 
 bool uuid_valid(const char *uuid);

@@ -167,7 +167,7 @@ static void show(enum fkind kind, struct domain *d, struct strbuf *sb)
         ctl_format_migration(c, d, sb);
         break;
     case FK_PEER:
-        /* Peer groups are not kept yet: an empty list, as for a domain without peers. */
+        ctl_format_peers(c, d, sb);
         break;
     case FK_STATUS:
         ctl_format_status(c, d, sb);
@@ -358,9 +358,7 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off,
             fs.admin_gid = (gid_t)-1;
         break;
     case FK_PEER:
-        snprintf(err, sizeof err, "peer groups are not supported by this version");
-        ctl_reject(C(), d->vm.name, "peer", &who, err);
-        rc = -EOPNOTSUPP;
+        rc = ctl_peer_write(C(), d, buf, size, &who, err, sizeof err);
         break;
     default:
         rc = -EACCES;
