@@ -650,6 +650,7 @@ static int vmmigfs_main(int argc, char **argv)
     char *fargv[] = {argv[0], "-o", mopts.s, debug ? "-d" : NULL, NULL};
     struct fuse_args args = FUSE_ARGS_INIT(debug ? 4 : 3, fargv);
     fuse = fuse_new(&args, &vmmigfs_ops, sizeof vmmigfs_ops, NULL);
+    fuse_opt_free_args(&args);
     if (!fuse) {
         error_msg("cannot set up FUSE (bad -o option?)");
         rc = 1;
@@ -688,8 +689,11 @@ static int vmmigfs_main(int argc, char **argv)
     rc = rc ? 1 : 0;
 out:
     spawner_unmount_and_quit(&fs.helper);
-    if (fuse)
+    if (fuse) {
+        /* Already unmounted by the helper: this only closes the channel and frees. */
+        fuse_unmount(fuse);
         fuse_destroy(fuse);
+    }
     ctl_close(&fs.ctl);
     sb_free(&mopts);
     return rc;
