@@ -19,13 +19,28 @@
 
 void caller_name(uid_t uid, char *buf, size_t size)
 {
+    /* Every write names its caller: remember the last few to spare /etc/passwd. */
+    static struct {
+        uid_t uid;
+        char name[64];
+        time_t when;
+    } cache[8];
     struct passwd pw, *res = NULL;
     char tmp[1024];
+    time_t now = time(NULL);
+    size_t slot = uid % ARRAY_SIZE(cache);
 
+    if (cache[slot].when && cache[slot].uid == uid && now - cache[slot].when < 60) {
+        strlcpy0(buf, cache[slot].name, size);
+        return;
+    }
     if (!getpwuid_r(uid, &pw, tmp, sizeof tmp, &res) && res)
-        strlcpy0(buf, res->pw_name, size);
+        strlcpy0(cache[slot].name, res->pw_name, sizeof cache[slot].name);
     else
-        snprintf(buf, size, "uid%u", (unsigned)uid);
+        snprintf(cache[slot].name, sizeof cache[slot].name, "uid%u", (unsigned)uid);
+    cache[slot].uid = uid;
+    cache[slot].when = now;
+    strlcpy0(buf, cache[slot].name, size);
 }
 
 static void touch(struct ctl *c, struct domain *d)
@@ -117,6 +132,7 @@ static void domain_free(struct domain *d)
 
 void ctl_close(struct ctl *c)
 {
+    ctl_flush(c);
     for (size_t i = 0; i < c->ndoms; i++)
         domain_free(c->doms[i]);
     free(c->doms);
@@ -219,9 +235,23 @@ static void guest_hold_update(struct ctl *c, struct domain *d, time_t saved_sinc
     }
     bool changed = h->active != nh.active || h->since != nh.since;
     *h = nh;
+    /* xenstore holds the request itself; we only keep its start time.  Saving
+     * after pollers are woken keeps the disk off the visibility path. */
     if (changed)
-        save_domain(c, d);
+        d->dirty = true;
     touch(c, d);
+}
+
+void ctl_flush(struct ctl *c)
+{
+    for (size_t i = 0; i < c->ndoms; i++)
+        if (c->doms[i]->dirty) {
+            int rc = save_domain(c, c->doms[i]);
+            if (rc)
+                events_emit(&c->ev, c->doms[i]->vm.name, "write-failed", "file=state why=\"%s\"",
+                            strerror(-rc));
+            c->doms[i]->dirty = false;
+        }
 }
 
 /* ---- discovery -------------------------------------------------------------- */
@@ -316,6 +346,8 @@ int ctl_refresh(struct ctl *c)
             if (strcmp(d->vm.name, vms[i].name)) {
                 events_emit(&c->ev, vms[i].name, "domain-renamed", "from=%s domid=%u", d->vm.name,
                             d->vm.domid);
+                if (c->name_gone)
+                    c->name_gone(c->name_gone_arg, d->vm.name);
                 touch(c, d);
             }
             if (d->vm.state != vms[i].state || d->vm.mem_kib != vms[i].mem_kib)
@@ -341,6 +373,10 @@ int ctl_refresh(struct ctl *c)
         }
         events_emit(&c->ev, d->vm.name, "domain-removed", "domid=%u uuid=%s", d->vm.domid,
                     d->vm.uuid);
+        if (d->dirty)
+            save_domain(c, d);
+        if (c->name_gone)
+            c->name_gone(c->name_gone_arg, d->vm.name);
         c->ops->guest_hold_forget(c->be, d->vm.domid);
         domain_free(d);
         c->gen++;

@@ -34,6 +34,7 @@ struct domain {
     int mig_exit;                        /* wait status, or -1 while unknown */
     char peers[PEERS_MAX][37];           /* UUIDs of the peer group's other members */
     int npeers;
+    bool dirty;                          /* state record to be saved by ctl_flush() */
     bool seen;
     uint64_t gen;                        /* bumped on every change, for poll() */
 };
@@ -58,7 +59,9 @@ struct ctl {
     uint64_t gen;        /* any change at all */
     int lock_fd;         /* flock on the state directory: one controller at a time */
     struct runner run;
-    bool in_refresh;
+    /* Called when a domain name stops existing (removed or renamed). */
+    void (*name_gone)(void *arg, const char *name);
+    void *name_gone_arg;
 };
 
 int ctl_open(struct ctl *c, const char *backend, const char *state_dir, const char *policy_path,
@@ -71,6 +74,8 @@ void ctl_close(struct ctl *c);
 int ctl_refresh(struct ctl *c);
 /* Backend fd readable: pick up domain and guest-hold changes. */
 int ctl_backend_event(struct ctl *c);
+/* Save records marked dirty (after pollers were woken). */
+void ctl_flush(struct ctl *c);
 /* Once a second: expire holds. */
 void ctl_tick(struct ctl *c, time_t now);
 /* Migration output readable (or closed) for d. */

@@ -158,12 +158,15 @@ int state_save(const char *dir, const char *uuid, const struct domstate *st)
     rc = state_path(dir, uuid, path, sizeof path);
     if (rc)
         return rc;
-    snprintf(sub, sizeof sub, "%s/domains", dir);
-    rc = mkdir_p(sub, 0755);
-    if (rc)
-        return rc;
     state_format(st, &sb);
     rc = atomic_write(path, sb.s, sb.len, 0644);
+    if (rc == -ENOENT) {
+        /* First record: create the directory once, not on every save. */
+        snprintf(sub, sizeof sub, "%s/domains", dir);
+        rc = mkdir_p(sub, 0755);
+        if (!rc)
+            rc = atomic_write(path, sb.s, sb.len, 0644);
+    }
     sb_free(&sb);
     return rc;
 }

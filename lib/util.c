@@ -185,8 +185,25 @@ int atomic_write(const char *path, const void *data, size_t len, mode_t mode)
         goto out;
     }
     fd = -1;
-    if (rename(tmp, path) < 0)
+    if (rename(tmp, path) < 0) {
         rc = -errno;
+        goto out;
+    }
+    /* Make the rename itself durable. */
+    char dir[PATH_MAX];
+    strlcpy0(dir, path, sizeof dir);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir)
+        slash[1] = 0;
+    else if (slash)
+        *slash = 0;
+    else
+        strcpy(dir, ".");
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
 out:
     if (fd >= 0)
         close(fd);

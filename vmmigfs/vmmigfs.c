@@ -194,7 +194,8 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     /* Content changes behind the kernel's back: never cache it. */
     cfg->direct_io = 1;
     cfg->kernel_cache = 0;
-    cfg->entry_timeout = 0;
+    /* Names are cached for a second; removals and renames invalidate them at once. */
+    cfg->entry_timeout = 1.0;
     cfg->attr_timeout = 0;
     cfg->negative_timeout = 0;
     return NULL;
@@ -514,6 +515,17 @@ static int drop_capabilities(void)
 
 /* ---- main loop -------------------------------------------------------------- */
 
+static struct fuse *fs_fuse;
+
+static void invalidate_name(void *arg, const char *name)
+{
+    char path[128];
+    (void)arg;
+    snprintf(path, sizeof path, "/%s", name);
+    if (fs_fuse)
+        fuse_invalidate_path(fs_fuse, path);
+}
+
 static void drain_helper(void)
 {
     pid_t pid;
@@ -572,7 +584,8 @@ static int run_loop(struct fuse_session *se)
         for (int i = 0; i < nm; i++)
             if (p[3 + i].revents)
                 ctl_migration_io(C(), migrating[i]);
-        drain_helper();
+        if (fs.helper.npending)
+            drain_helper();
 
         time_t now = time(NULL);
         if (now != last_tick) {
@@ -585,6 +598,7 @@ static int run_loop(struct fuse_session *se)
             last_refresh = now;
         }
         notify_pollers();
+        ctl_flush(C());
     }
     free(buf.mem);
     return rc;
@@ -675,6 +689,8 @@ static int vmmigfs_main(int argc, char **argv)
         rc = 1;
         goto out;
     }
+    fs_fuse = fuse;
+    fs.ctl.name_gone = invalidate_name;
     struct fuse_session *se = fuse_get_session(fuse);
     if (fuse_set_signal_handlers(se)) {
         rc = 1;
