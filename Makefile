@@ -23,10 +23,11 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/test/%.t)
 # Packages the build and the tests need on a fresh Debian 12.
 BUILD_DEPS := gcc make pkg-config libfuse3-dev fuse3 libxen-dev libcap-dev
 TEST_DEPS  := perl util-linux python3 xen-utils-4.17 xenstore-utils qemu-system-x86 \
-              busybox-static cpio gzip linux-kbuild-6.1 kmod
+              busybox-static cpio gzip linux-kbuild-6.1 kmod groff-base man-db
 DEPS_STAMP := .cache/deps.stamp
 
-.PHONY: all deps check check-unit check-fs check-xen demo bench clean install
+.PHONY: all deps check check-unit check-fs check-man check-install check-xen demo bench clean \
+        install uninstall
 all: $(B)/bin/vmmig
 
 deps: $(DEPS_STAMP)
@@ -83,13 +84,45 @@ check-fs: $(B)/bin/vmmig $(B)/asan/vmmig test-helpers
 check-xen: $(B)/bin/vmmig $(KMOD)
 	prove tests/xen/system.t
 
-check: check-unit check-fs check-xen
+check-man: $(B)/bin/vmmig
+	prove tests/man.t
+
+check-install: $(B)/bin/vmmig
+	prove tests/install.t
+
+check: check-unit check-fs check-man check-install check-xen
 
 demo: $(B)/bin/vmmig $(KMOD)
 	tests/xen/demo.sh
 
 bench: $(B)/bin/vmmig test-helpers
 	bench/run.sh
+
+# Installation: the binary, its applet links, man pages, the systemd unit and
+# a default policy (an existing policy is kept).
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+UNITDIR    ?= /lib/systemd/system
+MANPAGES   := $(wildcard man/*.[1-8])
+
+install: $(B)/bin/vmmig
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/vmmig
+	install -m 755 $(B)/bin/vmmig $(DESTDIR)$(BINDIR)/vmmig
+	for l in $(LINKS); do ln -sf vmmig $(DESTDIR)$(BINDIR)/$$l; done
+	for m in $(MANPAGES); do s=$${m##*.}; install -d $(DESTDIR)$(MANDIR)/man$$s; \
+	    install -m 644 $$m $(DESTDIR)$(MANDIR)/man$$s/; done
+	printf '.so man1/vmmig-lock.1\n' > $(DESTDIR)$(MANDIR)/man1/vmmig-unlock.1
+	sed 's|@BINDIR@|$(BINDIR)|g' vmmigfs/vmmigfs.service.in > $(DESTDIR)$(UNITDIR)/vmmigfs.service
+	[ -e $(DESTDIR)$(SYSCONFDIR)/vmmig/policy ] || \
+	    install -m 644 vmmigfs/policy.default $(DESTDIR)$(SYSCONFDIR)/vmmig/policy
+
+# The policy is configuration: uninstall leaves it.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/vmmig $(addprefix $(DESTDIR)$(BINDIR)/,$(LINKS))
+	for m in $(MANPAGES); do s=$${m##*.}; rm -f $(DESTDIR)$(MANDIR)/man$$s/$${m#man/}; done
+	rm -f $(DESTDIR)$(MANDIR)/man1/vmmig-unlock.1 $(DESTDIR)$(UNITDIR)/vmmigfs.service
 
 clean:
 	rm -rf $(B)

@@ -171,6 +171,7 @@ static int save_domain(struct ctl *c, struct domain *d)
 
     st.admin = d->locks.h[HOLD_ADMIN];
     st.guest_since = d->locks.h[HOLD_GUEST].active ? d->locks.h[HOLD_GUEST].since : 0;
+    st.guest_expires = d->locks.h[HOLD_GUEST].active ? d->locks.h[HOLD_GUEST].expires : 0;
     memcpy(st.peers, d->peers, sizeof st.peers);
     st.npeers = d->npeers;
     return state_save(c->state_dir, d->vm.uuid, &st);
@@ -181,7 +182,7 @@ static int save_domain(struct ctl *c, struct domain *d)
 /* Re-read the guest's request and turn it into the guest hold.  A value that
  * does not parse counts as a hold: the guest asked for something, and failing
  * closed never migrates a domain that wanted to stay. */
-static void guest_hold_update(struct ctl *c, struct domain *d, time_t saved_since)
+static void guest_hold_update(struct ctl *c, struct domain *d, const struct domstate *saved)
 {
     char raw[LOCK_REQUEST_MAX + 1], err[200];
     struct lock_request req;
@@ -205,7 +206,7 @@ static void guest_hold_update(struct ctl *c, struct domain *d, time_t saved_sinc
     if (!raw[0] || !strcmp(raw, "0")) {
         nh.active = false;
     } else if (rc == -E2BIG ||
-               lock_request_parse(raw, strlen(raw), c->pol.max_ttl, 0, &req, err, sizeof err)) {
+               lock_request_parse(raw, strlen(raw), POLICY_MAX_SECONDS, 0, &req, err, sizeof err)) {
         if (rc == -E2BIG)
             snprintf(err, sizeof err, "request longer than %d bytes", LOCK_REQUEST_MAX);
         events_emit(&c->ev, d->vm.name, "guest-request-invalid", "why=\"%s\" counted=hold", err);
@@ -216,13 +217,23 @@ static void guest_hold_update(struct ctl *c, struct domain *d, time_t saved_sinc
     } else {
         nh.active = true;
         strlcpy0(nh.reason, req.reason, sizeof nh.reason);
+        if (req.ttl > c->pol.max_ttl) {
+            events_emit(&c->ev, d->vm.name, "guest-ttl-clamped", "asked=%ld max_ttl=%ld", req.ttl,
+                        c->pol.max_ttl);
+            req.ttl = c->pol.max_ttl;
+        }
         nh.expires = req.ttl; /* relative for now */
     }
 
     if (nh.active) {
-        /* A hold that was already there keeps its start time, also across restarts. */
-        nh.since = h->active ? h->since : (saved_since ? saved_since : now);
-        nh.expires = nh.expires ? nh.since + nh.expires : 0;
+        /* A hold that was already there keeps its start time (the quota runs
+         * from it), also across restarts; a new ttl counts from now. */
+        bool restored = !h->active && saved && saved->guest_since;
+        nh.since = h->active ? h->since : restored ? saved->guest_since : now;
+        if (restored && nh.expires && saved->guest_expires)
+            nh.expires = saved->guest_expires;
+        else
+            nh.expires = nh.expires ? now + nh.expires : 0;
         strlcpy0(nh.by, "guest", sizeof nh.by);
         if (!h->active || strcmp(h->reason, nh.reason) || h->expires != nh.expires) {
             char exp[32];
@@ -233,7 +244,7 @@ static void guest_hold_update(struct ctl *c, struct domain *d, time_t saved_sinc
     } else if (h->active && !first) {
         events_emit(&c->ev, d->vm.name, "hold-released", "holder=guest domid=%u", d->vm.domid);
     }
-    bool changed = h->active != nh.active || h->since != nh.since;
+    bool changed = h->active != nh.active || h->since != nh.since || h->expires != nh.expires;
     *h = nh;
     /* xenstore holds the request itself; we only keep its start time.  Saving
      * after pollers are woken keeps the disk off the visibility path. */
@@ -316,7 +327,7 @@ static struct domain *domain_add(struct ctl *c, const struct vm_info *vm)
     if (rc)
         events_emit(&c->ev, vm->name, "guest-channel-failed", "domid=%u error=\"%s\"", vm->domid,
                     strerror(-rc));
-    guest_hold_update(c, d, st.guest_since);
+    guest_hold_update(c, d, &st);
     d->prepared = rc == 0;
     static_hold_update(c, d);
     touch(c, d);
@@ -356,7 +367,7 @@ int ctl_refresh(struct ctl *c)
             if (!d->prepared) {
                 d->prepared = c->ops->guest_hold_prepare(c->be, &d->vm) == 0;
                 if (d->prepared)
-                    guest_hold_update(c, d, 0);
+                    guest_hold_update(c, d, NULL);
             }
             static_hold_update(c, d);
         }
@@ -394,7 +405,7 @@ int ctl_backend_event(struct ctl *c)
         ctl_refresh(c);
     if (what & BE_EV_HOLDS)
         for (size_t i = 0; i < c->ndoms; i++)
-            guest_hold_update(c, c->doms[i], 0);
+            guest_hold_update(c, c->doms[i], NULL);
     return rc;
 }
 
@@ -483,11 +494,16 @@ bool ctl_may_write(struct ctl *c, const struct caller *who)
 void ctl_reject(struct ctl *c, const char *domain, const char *file, const struct caller *who,
                 const char *why)
 {
-    char user[64];
+    char user[64], safe[512];
 
     caller_name(who->uid, user, sizeof user);
-    events_emit(&c->ev, domain, "write-rejected", "file=%s by=%s pid=%d why=\"%s\"", file, user,
-                (int)who->pid, why);
+    /* why= may quote what the caller wrote: keep the event line parseable. */
+    strlcpy0(safe, why, sizeof safe);
+    for (char *p = safe; *p; p++)
+        if (*p == '"')
+            *p = '\'';
+    events_emit(&c->ev, domain, "write-rejected", "file=%s by=%s uid=%u pid=%d why=\"%s\"", file,
+                user, (unsigned)who->uid, (int)who->pid, safe);
 }
 
 /* ---- lock ------------------------------------------------------------------- */
@@ -558,9 +574,11 @@ int ctl_lock_write(struct ctl *c, struct domain *d, const char *buf, size_t len,
         rc = c->ops->guest_hold_set(c->be, &d->vm, "0");
         if (!rc)
             strlcpy0(d->guest_raw, "0", sizeof d->guest_raw);
+        char held[32];
+        fmt_time(saved_g.since, held, sizeof held);
         events_emit(&c->ev, d->vm.name, "hold-overridden",
-                    "holder=guest by=%s uid=%u held_since=%lld reason=\"%s\"%s", user,
-                    (unsigned)who->uid, (long long)saved_g.since, saved_g.reason,
+                    "holder=guest by=%s uid=%u held_since=%s reason=\"%s\"%s", user,
+                    (unsigned)who->uid, held, saved_g.reason,
                     rc ? " guest-node=unwritable" : "");
     }
     touch(c, d);
@@ -623,6 +641,7 @@ int ctl_migrate_write(struct ctl *c, struct domain *d, const char *buf, size_t l
     if (!strcmp(host, "cancel")) {
         if (d->mig_pid <= 0) {
             snprintf(err, errlen, "no migration is running");
+            ctl_reject(c, d->vm.name, "migrate", who, err);
             return -ESRCH;
         }
         c->run.stop(c->run.arg, d->mig_pid);
@@ -635,6 +654,7 @@ int ctl_migrate_write(struct ctl *c, struct domain *d, const char *buf, size_t l
     }
     if (d->mig_pid > 0) {
         snprintf(err, errlen, "a migration to %s is already running", d->mig_host);
+        ctl_reject(c, d->vm.name, "migrate", who, err);
         return -EBUSY;
     }
     if (lockset_locked(&d->locks, now)) {
@@ -719,8 +739,9 @@ static void migration_finish(struct ctl *c, struct domain *d)
         else
             snprintf(d->migration, sizeof d->migration, "failed %s: exit %d%s%s", d->mig_host,
                      WEXITSTATUS(st), last[0] ? ": " : "", last);
-        events_emit(&c->ev, d->vm.name, "migrate-failed", "to=%s why=\"%s\"", d->mig_host,
-                    d->migration + 7);
+        /* "failed HOST: why" -> why */
+        const char *why = d->migration + 7 + strlen(d->mig_host) + 2;
+        events_emit(&c->ev, d->vm.name, "migrate-failed", "to=%s why=\"%s\"", d->mig_host, why);
     }
     d->mig_pid = 0;
     d->mig_exit = -1;
@@ -821,6 +842,15 @@ void ctl_format_status(struct ctl *c, struct domain *d, struct strbuf *sb)
     sb_printf(sb, "vcpus: %u\n", d->vm.vcpus);
     sb_printf(sb, "locked: %d\n", lockset_locked(&d->locks, now) ? 1 : 0);
     lockset_format(&d->locks, &c->pol, now, sb);
+    if (d->npeers) {
+        struct strbuf peers = {0};
+        ctl_format_peers(c, d, &peers);
+        for (char *p = peers.s; *p; p++)
+            if (*p == '\n')
+                *p = p[1] ? ' ' : 0;
+        sb_printf(sb, "peers: %s\n", peers.s);
+        sb_free(&peers);
+    }
     sb_printf(sb, "migration: %s\n", d->migration);
     if (d->last_refusal[0])
         sb_printf(sb, "last_refusal: %s\n", d->last_refusal);

@@ -105,7 +105,7 @@ void ctl_format_lock(struct ctl *c, struct domain *d, struct strbuf *sb);
 void ctl_format_migration(struct ctl *c, struct domain *d, struct strbuf *sb);
 void ctl_format_peers(struct ctl *c, struct domain *d, struct strbuf *sb);
 
-/* "root" or "uid 1234". */
+/* "root", or "uid1234" for a uid without a name. */
 void caller_name(uid_t uid, char *buf, size_t size);
 
 #endif

@@ -22,17 +22,22 @@ int hold_kind_parse(const char *name, enum hold_kind *out)
     return -EINVAL;
 }
 
-/* Tokens are separated by blanks.  Only the reason may contain blanks: a token
- * that does not start a known key continues the reason when one is open.  A
- * reason may also be given in double quotes. */
+static bool blank(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* Words are separated by blanks.  Only the reason may contain blanks: either
+ * quoted (reason="two words", read verbatim up to the closing quote) or bare,
+ * in which case it runs until a word that starts another field (ttl=...,
+ * reason=..., force).  A reason never contains a double quote. */
 int lock_request_parse(const char *buf, size_t len, long max_ttl, unsigned flags,
                        struct lock_request *req, char *err, size_t errlen)
 {
     struct lock_request r = {0};
     char text[LOCK_REQUEST_MAX + 1];
-    char *tok, *save = NULL;
-    bool in_reason = false, have_reason = false, have_ttl = false;
-    size_t rlen = 0;
+    bool have_reason = false, have_ttl = false;
+    char *p, *w;
 
     if (len > LOCK_REQUEST_MAX) {
         snprintf(err, errlen, "request too long (%zu bytes, at most %d)", len, LOCK_REQUEST_MAX);
@@ -50,83 +55,121 @@ int lock_request_parse(const char *buf, size_t len, long max_ttl, unsigned flags
     memcpy(text, buf, len);
     text[len] = 0;
 
-    tok = strtok_r(text, " \t", &save);
-    if (!tok) {
+    p = text;
+    while (blank(*p))
+        p++;
+    if (!*p) {
         snprintf(err, errlen, "empty request (expected 0 or 1)");
         return -EINVAL;
     }
-    if (!strcmp(tok, "0"))
+    w = p;
+    while (*p && !blank(*p))
+        p++;
+    if (*p)
+        *p++ = 0;
+    if (!strcmp(w, "0"))
         r.value = 0;
-    else if (!strcmp(tok, "1"))
+    else if (!strcmp(w, "1"))
         r.value = 1;
     else {
-        snprintf(err, errlen, "'%.40s': expected 0 or 1 first", tok);
+        snprintf(err, errlen, "'%.40s': expected 0 or 1 first", w);
         return -EINVAL;
     }
 
-    while ((tok = strtok_r(NULL, " \t", &save))) {
-        if (!strncmp(tok, "reason=", 7)) {
+    for (;;) {
+        while (blank(*p))
+            p++;
+        if (!*p)
+            break;
+        if (!strncmp(p, "reason=", 7)) {
+            size_t rlen;
             if (have_reason) {
                 snprintf(err, errlen, "reason given twice");
                 return -EINVAL;
             }
-            have_reason = in_reason = true;
-            tok += 7;
-            rlen = 0;
-            if (!*tok)
-                continue;
-        } else if (!strncmp(tok, "ttl=", 4)) {
+            have_reason = true;
+            p += 7;
+            if (*p == '"') {
+                char *q = strchr(++p, '"');
+                if (!q) {
+                    snprintf(err, errlen, "unbalanced quote in reason");
+                    return -EINVAL;
+                }
+                rlen = (size_t)(q - p);
+                if (q[1] && !blank(q[1])) {
+                    snprintf(err, errlen, "text right after the closing quote of reason");
+                    return -EINVAL;
+                }
+                if (rlen > REASON_MAX) {
+                    snprintf(err, errlen, "reason longer than %d characters", REASON_MAX);
+                    return -EINVAL;
+                }
+                memcpy(r.reason, p, rlen);
+                r.reason[rlen] = 0;
+                p = q + 1;
+            } else {
+                /* Bare: words up to the next field. */
+                rlen = 0;
+                for (;;) {
+                    char *end = p;
+                    while (*end && !blank(*end))
+                        end++;
+                    size_t wl = (size_t)(end - p);
+                    if (!wl)
+                        break;
+                    if (rlen && (!strncmp(p, "ttl=", 4) || !strncmp(p, "reason=", 7) ||
+                                 (wl == 5 && !strncmp(p, "force", 5))))
+                        break;
+                    if (memchr(p, '"', wl)) {
+                        snprintf(err, errlen, "a reason may not contain '\"' except as quotes");
+                        return -EINVAL;
+                    }
+                    if (rlen + (rlen ? 1 : 0) + wl > REASON_MAX) {
+                        snprintf(err, errlen, "reason longer than %d characters", REASON_MAX);
+                        return -EINVAL;
+                    }
+                    if (rlen)
+                        r.reason[rlen++] = ' ';
+                    memcpy(r.reason + rlen, p, wl);
+                    rlen += wl;
+                    r.reason[rlen] = 0;
+                    p = end;
+                    while (blank(*p))
+                        p++;
+                }
+            }
+            if (!r.reason[0]) {
+                snprintf(err, errlen, "reason= is empty");
+                return -EINVAL;
+            }
+            continue;
+        }
+        w = p;
+        while (*p && !blank(*p))
+            p++;
+        if (*p)
+            *p++ = 0;
+        if (!strncmp(w, "ttl=", 4)) {
             long v;
-            in_reason = false;
             if (have_ttl) {
                 snprintf(err, errlen, "ttl given twice");
                 return -EINVAL;
             }
             have_ttl = true;
-            int rc = parse_long(tok + 4, 1, max_ttl, &v);
-            if (rc) {
+            if (parse_long(w + 4, 1, max_ttl, &v)) {
                 snprintf(err, errlen, "ttl '%.40s' is not a number of seconds from 1 to %ld",
-                         tok + 4, max_ttl);
+                         w + 4, max_ttl);
                 return -EINVAL;
             }
             r.ttl = v;
-            continue;
-        } else if (!strcmp(tok, "force") && !in_reason) {
+        } else if (!strcmp(w, "force")) {
             if (!(flags & LOCKREQ_ALLOW_FORCE)) {
                 snprintf(err, errlen, "force is not allowed here");
                 return -EINVAL;
             }
             r.force = true;
-            continue;
-        } else if (!in_reason) {
-            snprintf(err, errlen, "unknown word '%.40s' (known: reason=, ttl=, force)", tok);
-            return -EINVAL;
-        }
-        /* (Continuation of) the reason. */
-        size_t tl = strlen(tok);
-        if (rlen + (rlen ? 1 : 0) + tl > REASON_MAX) {
-            snprintf(err, errlen, "reason longer than %d characters", REASON_MAX);
-            return -EINVAL;
-        }
-        if (rlen)
-            r.reason[rlen++] = ' ';
-        memcpy(r.reason + rlen, tok, tl);
-        rlen += tl;
-        r.reason[rlen] = 0;
-    }
-
-    if (have_reason) {
-        /* reason="two words" */
-        if (rlen >= 2 && r.reason[0] == '"' && r.reason[rlen - 1] == '"') {
-            memmove(r.reason, r.reason + 1, rlen - 2);
-            rlen -= 2;
-            r.reason[rlen] = 0;
-        } else if (memchr(r.reason, '"', rlen)) {
-            snprintf(err, errlen, "unbalanced quote in reason");
-            return -EINVAL;
-        }
-        if (!rlen) {
-            snprintf(err, errlen, "reason= is empty");
+        } else {
+            snprintf(err, errlen, "unknown word '%.40s' (known: reason=, ttl=, force)", w);
             return -EINVAL;
         }
     }
@@ -147,8 +190,10 @@ void lock_request_format(const struct lock_request *req, struct strbuf *sb)
     sb_printf(sb, "%d", req->value);
     if (req->force)
         sb_printf(sb, " force");
+    /* Quoted, so that words in the reason can never read as other fields. */
     if (req->reason[0])
-        sb_printf(sb, " reason=%s", req->reason);
+        sb_printf(sb, strpbrk(req->reason, " \t=") ? " reason=\"%s\"" : " reason=%s",
+                  req->reason);
     if (req->ttl)
         sb_printf(sb, " ttl=%ld", req->ttl);
 }

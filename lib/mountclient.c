@@ -61,26 +61,40 @@ int mount_read(const char *mnt, const char *dom, const char *file, char **out)
     return read_file(path, out, NULL);
 }
 
-char *mount_last_reason(const char *mnt, const char *dom)
+char *mount_events_mark(const char *mnt)
+{
+    char *text, *last = NULL;
+
+    if (mount_read(mnt, NULL, "events", &text))
+        return NULL;
+    for (char *l = strtok(text, "\n"); l; l = strtok(NULL, "\n"))
+        last = l;
+    char *res = last ? strdup(last) : NULL;
+    free(text);
+    return res;
+}
+
+char *mount_last_reason(const char *mnt, const char *dom, const char *mark)
 {
     char *text, *found = NULL;
     char needle[128];
+    bool after = mark == NULL;
 
     if (mount_read(mnt, NULL, "events", &text))
         return NULL;
     snprintf(needle, sizeof needle, " %s ", dom ? dom : "-");
     for (char *l = strtok(text, "\n"); l; l = strtok(NULL, "\n")) {
+        if (!after) {
+            after = !strcmp(l, mark);
+            continue;
+        }
         char *w = strstr(l, " why=\"");
         if (w && strstr(l, needle) == strchr(l, ' '))
             found = w + 6;
     }
     char *res = NULL;
-    if (found) {
-        size_t n = strlen(found);
-        if (n && found[n - 1] == '"')
-            n--;
-        res = strndup(found, n);
-    }
+    if (found)
+        res = strndup(found, strcspn(found, "\""));
     free(text);
     return res;
 }

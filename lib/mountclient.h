@@ -10,7 +10,9 @@ bool mount_present(const char *mnt);
 int mount_write(const char *mnt, const char *dom, const char *file, const char *text);
 /* Read MNT/DOM/FILE into a malloc'd string.  0 or -errno. */
 int mount_read(const char *mnt, const char *dom, const char *file, char **out);
-/* The newest event about dom that explains a refused write (why=...), or NULL. */
-char *mount_last_reason(const char *mnt, const char *dom);
+/* The newest event line now, to tell later events from earlier ones (malloc'd; may be NULL). */
+char *mount_events_mark(const char *mnt);
+/* The newest event about dom after mark that explains a refused write (why="..."), or NULL. */
+char *mount_last_reason(const char *mnt, const char *dom, const char *mark);
 
 #endif

@@ -34,6 +34,8 @@ void state_format(const struct domstate *st, struct strbuf *sb)
     }
     if (st->guest_since)
         sb_printf(sb, "guest.since=%lld\n", (long long)st->guest_since);
+    if (st->guest_expires)
+        sb_printf(sb, "guest.expires=%lld\n", (long long)st->guest_expires);
     for (int i = 0; i < st->npeers; i++)
         sb_printf(sb, "peer=%s\n", st->peers[i]);
 }
@@ -97,6 +99,8 @@ int state_parse(const char *text, size_t len, struct domstate *out, char *err, s
             bad = strlen(v) > REASON_MAX || (strlcpy0(st.admin.reason, v, sizeof st.admin.reason), 0);
         else if (!strcmp(line, "guest.since"))
             bad = parse_time(v, &st.guest_since);
+        else if (!strcmp(line, "guest.expires"))
+            bad = parse_time(v, &st.guest_expires);
         else if (!strcmp(line, "peer"))
             bad = !uuid_valid(v) || st.npeers >= PEERS_MAX ||
                   (strlcpy0(st.peers[st.npeers++], v, 37), 0);

@@ -13,6 +13,7 @@
 struct domstate {
     struct hold admin;
     time_t guest_since; /* when dom0 first saw the current guest hold; 0 if none */
+    time_t guest_expires; /* when that hold's ttl runs out; 0 if it has none */
     char peers[PEERS_MAX][37]; /* UUIDs of the domains that must migrate with this one */
     int npeers;
 };

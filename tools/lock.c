@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include "applet.h"
@@ -97,20 +98,26 @@ static int apply(struct lock_opts *o, const char *dom, const char *req)
     int rc;
 
     if (mount_present(o->mount)) {
+        char *mark = mount_events_mark(o->mount);
         rc = mount_write(o->mount, dom, "lock", req);
         if (rc == -ENOENT)
             error_exit("%s: no such domain", dom);
         if (rc) {
-            char *why = mount_last_reason(o->mount, dom);
+            char *why = mount_last_reason(o->mount, dom, mark);
+            free(mark);
             error_msg("%s: %s%s%s", dom, strerror(-rc), why ? ": " : "", why ? why : "");
             free(why);
             return 1;
         }
+        free(mark);
         return 0;
     }
     struct ctl c;
     if (ctl_open(&c, "auto", o->state_dir, o->policy, err, sizeof err))
         error_exit("no vmmigfs at %s, and direct access failed: %s", o->mount, err);
+    /* Without vmmigfs, the audit trail is syslog alone. */
+    openlog("vmmig", LOG_PID, LOG_AUTH);
+    c.ev.use_syslog = 1;
     struct domain *d = ctl_find(&c, dom);
     if (!d) {
         ctl_close(&c);
@@ -131,12 +138,15 @@ static int apply(struct lock_opts *o, const char *dom, const char *req)
 
 static int lock_common(const struct applet *a, int argc, char **argv, bool unlock)
 {
-    static const struct option longopts[] = {
+    static const struct option lock_opts[] = {
         {"reason", required_argument, 0, 'r'}, {"ttl", required_argument, 0, 't'},
-        {"list", no_argument, 0, 'l'},         {"force", no_argument, 0, 'f'},
-        {"mount", required_argument, 0, 'm'},  {"state-dir", required_argument, 0, 'S'},
-        {"policy", required_argument, 0, 'P'}, {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"list", no_argument, 0, 'l'},         {"mount", required_argument, 0, 'm'},
+        {"state-dir", required_argument, 0, 'S'}, {"policy", required_argument, 0, 'P'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    static const struct option unlock_opts[] = {
+        {"force", no_argument, 0, 'f'},        {"mount", required_argument, 0, 'm'},
+        {"state-dir", required_argument, 0, 'S'}, {"policy", required_argument, 0, 'P'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     struct lock_opts o = {
         .mount = env_default("VMMIG_MOUNT", DEFAULT_MOUNT),
         .state_dir = env_default("VMMIG_STATE_DIR", DEFAULT_STATE_DIR),
@@ -144,7 +154,9 @@ static int lock_common(const struct applet *a, int argc, char **argv, bool unloc
     };
     int opt;
 
-    while ((opt = getopt_long(argc, argv, unlock ? "+fm:h" : "+r:t:lm:h", longopts, NULL)) != -1) {
+    /* Options may come before or after DOMAIN. */
+    while ((opt = getopt_long(argc, argv, unlock ? "fm:h" : "r:t:lm:h",
+                              unlock ? unlock_opts : lock_opts, NULL)) != -1) {
         switch (opt) {
         case 'r':
             o.reason = optarg;
@@ -158,8 +170,6 @@ static int lock_common(const struct applet *a, int argc, char **argv, bool unloc
             o.list = true;
             break;
         case 'f':
-            if (!unlock)
-                usage_exit(a, "--force goes with unlock");
             o.force = true;
             break;
         case 'm': o.mount = optarg; break;

@@ -47,7 +47,7 @@ static int migrate_main(int argc, char **argv)
     bool wait = true;
     int opt, rc;
 
-    while ((opt = getopt_long(argc, argv, "+nm:h", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "nm:h", longopts, NULL)) != -1) {
         switch (opt) {
         case 'n': wait = false; break;
         case 'm': mnt = optarg; break;
@@ -63,6 +63,7 @@ static int migrate_main(int argc, char **argv)
 
     char req[300];
     snprintf(req, sizeof req, "%s\n", host);
+    char *mark = mount_events_mark(mnt);
     rc = mount_write(mnt, dom, "migrate", req);
     if (rc == -ENOENT)
         error_exit("%s: no such domain", dom);
@@ -76,11 +77,13 @@ static int migrate_main(int argc, char **argv)
             free(st);
         }
         if (!why)
-            why = mount_last_reason(mnt, dom);
+            why = mount_last_reason(mnt, dom, mark);
         error_msg("%s: %s%s%s", dom, strerror(-rc), why ? ": " : "", why ? why : "");
         free(why);
+        free(mark);
         return 1;
     }
+    free(mark);
     if (!wait || !strcmp(host, "cancel"))
         return 0;
 

@@ -15,7 +15,10 @@ static const struct applet *const applets[] = {
 static const char vmmig_help[] =
     "usage: vmmig APPLET [ARGS...]    or    APPLET [ARGS...] through a link named APPLET\n"
     "\n"
-    "Control live migration of Xen domains.  Applets:\n";
+    "       vmmig --list | --help\n"
+    "\n"
+    "Control live migration of Xen domains.  --list prints the applet names.\n"
+    "Applets:\n";
 
 const char *env_default(const char *var, const char *def)
 {

@@ -538,7 +538,7 @@ static void drain_helper(void)
 static int run_loop(struct fuse_session *se)
 {
     struct fuse_buf buf = {0};
-    time_t last_tick = 0, last_refresh = time(NULL);
+    time_t last_tick = 0, last_refresh = time(NULL), dirty_since = 0;
     int rc = 0;
 
     while (!fuse_session_exited(se)) {
@@ -555,7 +555,14 @@ static int run_loop(struct fuse_session *se)
                 p[n++] = (struct pollfd){.fd = C()->doms[i]->mig_fd, .events = POLLIN};
             }
 
-        int r = poll(p, (nfds_t)n, 250);
+        /* Dirty records are saved when the loop is idle (or within a second
+         * under load), so a reader woken by a change is answered first. */
+        bool dirty = false;
+        for (size_t i = 0; i < C()->ndoms; i++)
+            dirty |= C()->doms[i]->dirty;
+        if (dirty && !dirty_since)
+            dirty_since = time(NULL);
+        int r = poll(p, (nfds_t)n, dirty ? 5 : 250);
         if (r < 0 && errno != EINTR) {
             rc = -errno;
             break;
@@ -598,7 +605,10 @@ static int run_loop(struct fuse_session *se)
             last_refresh = now;
         }
         notify_pollers();
-        ctl_flush(C());
+        if (dirty_since && (r == 0 || now - dirty_since >= 1)) {
+            ctl_flush(C());
+            dirty_since = 0;
+        }
     }
     free(buf.mem);
     return rc;
@@ -621,7 +631,7 @@ static int vmmigfs_main(int argc, char **argv)
     int opt, rc = 1;
 
     sb_printf(&mopts, "allow_other,fsname=vmmigfs,subtype=vmmigfs");
-    while ((opt = getopt_long(argc, argv, "+fdo:h", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "fdo:h", longopts, NULL)) != -1) {
         switch (opt) {
         case 'f': foreground = true; break;
         case 'd': debug = foreground = true; break;
@@ -641,6 +651,15 @@ static int vmmigfs_main(int argc, char **argv)
     if (!realpath(mnt, mntabs))
         perror_exit("%s", mnt);
 
+    /* fuse_daemonize() changes to /: relative paths must be resolved first. */
+    char state_abs[4096], policy_abs[4096];
+    if (mkdir_p(state_dir, 0755) == 0 && realpath(state_dir, state_abs))
+        state_dir = state_abs;
+    if (policy[0] != '/' && getcwd(policy_abs, sizeof policy_abs - strlen(policy) - 2)) {
+        strcat(policy_abs, "/");
+        strcat(policy_abs, policy);
+        policy = policy_abs;
+    }
     openlog("vmmigfs", LOG_PID, LOG_DAEMON);
     if (ctl_open(&fs.ctl, backend, state_dir, policy, err, sizeof err))
         error_exit("%s", err);

@@ -275,6 +275,26 @@ int main(void)
     is_str(mock_node[0], "0", "the guest's node was reset");
     ok(events_have(&c, "web1 hold-overridden holder=guest by=root"), "override audited");
 
+    /* A guest ttl above max_ttl is clamped, not an eternal hold. */
+    strcpy(mock_node[0], "1 ttl=999999");
+    mock_pending = BE_EV_HOLDS;
+    ctl_backend_event(&c);
+    ok(web->locks.h[HOLD_GUEST].expires && web->locks.h[HOLD_GUEST].expires <= time(NULL) + 86400,
+       "guest ttl clamped to max_ttl");
+    ok(events_have(&c, "web1 guest-ttl-clamped asked=999999 max_ttl=86400"), "clamp reported");
+    /* Asking again with a ttl extends from now; the quota clock keeps running. */
+    time_t since = web->locks.h[HOLD_GUEST].since;
+    web->locks.h[HOLD_GUEST].since -= 100;
+    since -= 100;
+    strcpy(mock_node[0], "1 ttl=50");
+    mock_pending = BE_EV_HOLDS;
+    ctl_backend_event(&c);
+    ok(web->locks.h[HOLD_GUEST].since == since, "since kept on a new request");
+    ok(web->locks.h[HOLD_GUEST].expires >= time(NULL) + 49, "ttl counts from the new request");
+    strcpy(mock_node[0], "0");
+    mock_pending = BE_EV_HOLDS;
+    ctl_backend_event(&c);
+
     /* Guest ttl expiry resets the node. */
     strcpy(mock_node[0], "1 ttl=5");
     mock_pending = BE_EV_HOLDS;

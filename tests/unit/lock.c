@@ -100,10 +100,25 @@ int main(void)
     strcpy(in.reason, "db checkpoint");
     struct strbuf sb = {0};
     lock_request_format(&in, &sb);
-    is_str(sb.s, "1 reason=db checkpoint ttl=42", "format");
+    is_str(sb.s, "1 reason=\"db checkpoint\" ttl=42", "format quotes a multi-word reason");
     is_int(parse(sb.s, sb.len, &out, err), 0, "formatted request parses");
     ok(out.value == 1 && out.ttl == 42 && !strcmp(out.reason, "db checkpoint"), "round trip");
     sb_free(&sb);
+
+    /* A reason cannot smuggle in other fields. */
+    struct lock_request inj = {.value = 1};
+    strcpy(inj.reason, "a ttl=5 force");
+    sb = (struct strbuf){0};
+    lock_request_format(&inj, &sb);
+    is_int(parse(sb.s, sb.len, &out, err), 0, "formatted tricky reason parses: %s", sb.s);
+    ok(out.ttl == 0 && !out.force && !strcmp(out.reason, "a ttl=5 force"),
+       "words in a quoted reason stay in the reason");
+    sb_free(&sb);
+    is_int(parse("1 reason=\"x\"y", 14, &r, err), -EINVAL, "text after closing quote refused");
+    is_int(parse("1 reason=a\"b", 12, &r, err), -EINVAL, "stray quote in bare reason refused");
+    is_int(parse("1 reason=\"\"", 12, &r, err), -EINVAL, "empty quoted reason refused");
+    is_int(parse("1 reason=\"a b\" ttl=3", 20, &r, err), 0, "quoted reason then ttl");
+    ok(!strcmp(r.reason, "a b") && r.ttl == 3, "both read");
 
     /* Holder names. */
     enum hold_kind k;
