@@ -90,7 +90,7 @@ check-man: $(B)/bin/vmmig
 check-install: $(B)/bin/vmmig
 	prove tests/install.t
 
-check: check-unit check-fs check-man check-install check-xen
+check: check-unit check-fs check-man check-install check-static check-xen
 
 demo: $(B)/bin/vmmig $(KMOD)
 	tests/xen/demo.sh
@@ -127,3 +127,6 @@ uninstall:
 clean:
 	rm -rf $(B)
 	-$(MAKE) -C guestctl/kmod clean
+
+# make static: the single static musl binary (issue 8); see tools/musl/.
+include tools/musl/static.mk
