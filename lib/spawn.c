@@ -177,6 +177,16 @@ static _Noreturn void helper_main(int sock, const char *mountpoint)
     signal(SIGTERM, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
     prctl(PR_SET_NAME, "vmmigfs-helper");
+    /* Let go of the caller's terminal or pipe: `x=$(vmmigfs DIR)` must return
+     * once the daemon has detached, and the helper outlives that. */
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull >= 0) {
+        dup2(devnull, 0);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        if (devnull > 2)
+            close(devnull);
+    }
     sigemptyset(&set);
     sigaddset(&set, SIGCHLD);
     sigprocmask(SIG_BLOCK, &set, NULL);

@@ -614,6 +614,59 @@ static int run_loop(struct fuse_session *se)
     return rc;
 }
 
+/* ---- detaching -------------------------------------------------------------- */
+
+static int ready_fd = -1;
+
+/* Detach before anything starts threads or opens connections: libxenstore's
+ * reader thread (started by the first watch) would not survive a later fork.
+ * The parent returns when the child says the mount is up, with its status. */
+static void detach(void)
+{
+    int p[2];
+    pid_t pid;
+
+    /* A daemon keeps none of its caller's descriptors but stdio (until ready). */
+    for (int fd = 3; fd < 1024; fd++)
+        close(fd);
+    if (pipe2(p, O_CLOEXEC) < 0)
+        perror_exit("pipe");
+    pid = fork();
+    if (pid < 0)
+        perror_exit("fork");
+    if (pid > 0) {
+        char st = 1;
+        close(p[1]);
+        if (read(p[0], &st, 1) != 1)
+            st = 1; /* the child died: it said why on stderr */
+        _exit(st ? 1 : 0);
+    }
+    close(p[0]);
+    ready_fd = p[1];
+    setsid();
+}
+
+static void report_ready(void)
+{
+    int null;
+
+    if (ready_fd < 0)
+        return;
+    if (chdir("/") < 0)
+        perror_msg("chdir /");
+    null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(null, 2);
+        if (null > 2)
+            close(null);
+    }
+    (void)!write(ready_fd, "", 1);
+    close(ready_fd);
+    ready_fd = -1;
+}
+
 static int vmmigfs_main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -651,7 +704,7 @@ static int vmmigfs_main(int argc, char **argv)
     if (!realpath(mnt, mntabs))
         perror_exit("%s", mnt);
 
-    /* fuse_daemonize() changes to /: relative paths must be resolved first. */
+    /* The daemon changes to /: relative paths must be resolved first. */
     char state_abs[4096], policy_abs[4096];
     if (mkdir_p(state_dir, 0755) == 0 && realpath(state_dir, state_abs))
         state_dir = state_abs;
@@ -660,6 +713,9 @@ static int vmmigfs_main(int argc, char **argv)
         strcat(policy_abs, policy);
         policy = policy_abs;
     }
+    if (!foreground)
+        detach();
+    prctl(PR_SET_NAME, "vmmigfs");
     openlog("vmmigfs", LOG_PID, LOG_DAEMON);
     if (ctl_open(&fs.ctl, backend, state_dir, policy, err, sizeof err))
         error_exit("%s", err);
@@ -704,10 +760,7 @@ static int vmmigfs_main(int argc, char **argv)
     }
     events_emit(&fs.ctl.ev, NULL, "mounted", "at=%s backend=%s domains=%zu", mntabs,
                 fs.ctl.ops->name, fs.ctl.ndoms);
-    if (fuse_daemonize(foreground)) {
-        rc = 1;
-        goto out;
-    }
+    report_ready();
     fs_fuse = fuse;
     fs.ctl.name_gone = invalidate_name;
     struct fuse_session *se = fuse_get_session(fuse);

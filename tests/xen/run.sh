@@ -58,7 +58,7 @@ bail() {
 }
 
 # --- prepare -----------------------------------------------------------------
-[ -x "$VMMIG_BIN" ] || { echo "1..0 # SKIP no vmmig binary at $VMMIG_BIN (run make first)"; exit 0; }
+[ -x "$VMMIG_BIN" ] || { echo "Bail out! no vmmig binary at $VMMIG_BIN (run make first)"; exit 1; }
 "$HERE/fetch.sh" >&2 || bail "tests/xen/fetch.sh failed"
 VMMIG_BIN=$VMMIG_BIN KMOD=$KMOD SCENARIOS=$SCENARIOS OUT=$IMAGES "$HERE/build-images.sh" >&2 ||
     bail "tests/xen/build-images.sh failed"
