@@ -73,6 +73,15 @@ int main(void)
     ok(strstr(sb.s, "guest_max_hold = 7\n") != NULL, "format: %s", sb.s);
     sb_free(&sb);
     unlink(path);
+    char deep[128];
+    snprintf(deep, sizeof deep, "%s/etc/vmmig/policy", dir);
+    is_int(policy_save(deep, &q), 0, "save creates a missing directory");
+    is_int(policy_load(deep, &r, err, sizeof err), 0, "and loads back");
+    unlink(deep);
+    snprintf(deep, sizeof deep, "%s/etc/vmmig", dir);
+    rmdir(deep);
+    snprintf(deep, sizeof deep, "%s/etc", dir);
+    rmdir(deep);
     rmdir(dir);
     return done_testing();
 }
