@@ -267,6 +267,21 @@ void ctl_flush(struct ctl *c)
 
 /* ---- discovery -------------------------------------------------------------- */
 
+/* A migration belongs to the domain (its UUID), not to one domid: during a
+ * migration within this host the incoming copy, with the same UUID, takes the
+ * name, and must show the same job. */
+static void share_job(struct ctl *c, const struct domain *from)
+{
+    for (size_t i = 0; i < c->ndoms; i++) {
+        struct domain *d = c->doms[i];
+        if (d == from || strcmp(d->vm.uuid, from->vm.uuid))
+            continue;
+        strlcpy0(d->migration, from->migration, sizeof d->migration);
+        strlcpy0(d->last_refusal, from->last_refusal, sizeof d->last_refusal);
+        touch(c, d);
+    }
+}
+
 static bool name_usable(const char *name)
 {
     static const char *const reserved[] = {"host", "backend", "policy", "events", ".", ".."};
@@ -316,6 +331,11 @@ static struct domain *domain_add(struct ctl *c, const struct vm_info *vm)
         strlcpy0(st.admin.by, "vmmig", sizeof st.admin.by);
         snprintf(st.admin.reason, sizeof st.admin.reason, "unreadable state record");
     }
+    for (size_t i = 0; i < c->ndoms; i++)
+        if (!strcmp(c->doms[i]->vm.uuid, vm->uuid) && c->doms[i]->mig_pid > 0) {
+            strlcpy0(d->migration, c->doms[i]->migration, sizeof d->migration);
+            strlcpy0(d->last_refusal, c->doms[i]->last_refusal, sizeof d->last_refusal);
+        }
     d->locks.h[HOLD_ADMIN] = st.admin;
     memcpy(d->peers, st.peers, sizeof d->peers);
     d->npeers = st.npeers;
@@ -746,6 +766,7 @@ static void migration_finish(struct ctl *c, struct domain *d)
     d->mig_pid = 0;
     d->mig_exit = -1;
     touch(c, d);
+    share_job(c, d);
     ctl_refresh(c);
 }
 

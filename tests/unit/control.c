@@ -345,6 +345,22 @@ int main(void)
     finish_migration(&c, solo);
     ok(strstr(status_of(&c, solo), "migration: done localhost"), "done");
     ok(events_have(&c, "db migrate-done to=localhost"), "event migrate-done");
+    /* Within one host the incoming copy (same UUID, new domid) shows the same job. */
+    mock_cmd = "exit 0";
+    is_int(wm(&c, solo, "localhost\n", err), 0, "migration within the host starts");
+    add_vm(9, "db--incoming", u3);
+    ctl_refresh(&c);
+    struct domain *incoming = ctl_find(&c, "db--incoming");
+    ok(incoming && !strcmp(incoming->migration, "running localhost"),
+       "the incoming copy shows the running job");
+    finish_migration(&c, solo);
+    ok(incoming && !strcmp(incoming->migration, "done localhost"),
+       "and its end: %s", incoming ? incoming->migration : "(none)");
+    mock_n--;
+    ctl_refresh(&c);
+    solo = db = ctl_find(&c, "db");
+    ok(solo != NULL, "db still there");
+
     mock_cmd = "echo first; echo 'xl: cannot connect'; exit 3";
     is_int(wm(&c, solo, "localhost\n", err), 0, "failing migration starts");
     finish_migration(&c, solo);
