@@ -10,7 +10,7 @@ static const struct backend_ops *const backends[] = {&xen_backend_ops};
 const char *vm_state_name(enum vm_state s)
 {
     static const char *const names[] = {"running", "blocked", "paused", "shutdown", "dying",
-                                        "unknown"};
+                                        "runnable", "unknown"};
     return (unsigned)s <= VM_UNKNOWN ? names[s] : "unknown";
 }
 

@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include "lock.h"
 
-enum vm_state { VM_RUNNING, VM_BLOCKED, VM_PAUSED, VM_SHUTDOWN, VM_DYING, VM_UNKNOWN };
+enum vm_state { VM_RUNNING, VM_BLOCKED, VM_PAUSED, VM_SHUTDOWN, VM_DYING, VM_RUNNABLE, VM_UNKNOWN };
 
 struct vm_info {
     uint32_t domid;

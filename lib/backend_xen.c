@@ -85,7 +85,7 @@ static enum vm_state state_from_flags(uint32_t f)
         return VM_RUNNING;
     if (f & XEN_DOMINF_blocked)
         return VM_BLOCKED;
-    return VM_UNKNOWN;
+    return VM_RUNNABLE; /* waiting for a CPU: xl shows "------" */
 }
 
 static int xen_list(struct backend *b, struct vm_info **out, size_t *np)
