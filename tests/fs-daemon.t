@@ -16,6 +16,8 @@ mkdir -p "$XENENV_DIR/rel"
 cd "$XENENV_DIR/rel" || bail_out "cd"
 echo "guest_max_hold = 77" > policy.rel
 
+# Processes of other vmmigfs instances on this machine are not ours.
+before=" $(pgrep -d ' ' -x 'vmmigfs|vmmigfs-helper|vmmig') "
 start=$EPOCHREALTIME
 out=$(LD_PRELOAD=$XENSHIM_SO ASAN_OPTIONS=verify_asan_link_order=0 \
       timeout 10 "$VMMIG" fs --state-dir state.rel --policy policy.rel "$M" 2>&1)
@@ -36,9 +38,11 @@ ok $? "a relative --state-dir was resolved before detaching"
 
 daemon= helper=
 for p in /proc/[0-9]*; do
+    pid=${p#/proc/}
+    case $before in *" $pid "*) continue ;; esac
     c=$(cat "$p/comm" 2>/dev/null)
-    [ "$c" = vmmigfs ] && daemon=${p#/proc/}
-    [ "$c" = vmmigfs-helper ] && helper=${p#/proc/}
+    [ "$c" = vmmigfs ] && daemon=$pid
+    [ "$c" = vmmigfs-helper ] && helper=$pid
 done
 isnt "$daemon" "" "daemon found"
 isnt "$helper" "" "helper found"
