@@ -718,6 +718,7 @@ int ctl_migrate_write(struct ctl *c, struct domain *d, const char *buf, size_t l
         return rc;
     }
     strlcpy0(d->mig_host, host, sizeof d->mig_host);
+    strlcpy0(d->mig_name, d->vm.name, sizeof d->mig_name);
     d->mig_exit = -1;
     sb_reset(&d->mig_out);
     snprintf(d->migration, sizeof d->migration, "running %s", host);
@@ -739,7 +740,8 @@ static void migration_finish(struct ctl *c, struct domain *d)
         return; /* wait for both the end of output and the exit status */
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
         snprintf(d->migration, sizeof d->migration, "done %s", d->mig_host);
-        events_emit(&c->ev, d->vm.name, "migrate-done", "to=%s uuid=%s", d->mig_host, d->vm.uuid);
+        events_emit(&c->ev, d->mig_name, "migrate-done", "to=%s uuid=%s domid=%u", d->mig_host,
+                    d->vm.uuid, d->vm.domid);
     } else {
         /* The last line the migration command printed says why. */
         char last[300] = "";
@@ -761,7 +763,7 @@ static void migration_finish(struct ctl *c, struct domain *d)
                      WEXITSTATUS(st), last[0] ? ": " : "", last);
         /* "failed HOST: why" -> why */
         const char *why = d->migration + 7 + strlen(d->mig_host) + 2;
-        events_emit(&c->ev, d->vm.name, "migrate-failed", "to=%s why=\"%s\"", d->mig_host, why);
+        events_emit(&c->ev, d->mig_name, "migrate-failed", "to=%s why=\"%s\"", d->mig_host, why);
     }
     d->mig_pid = 0;
     d->mig_exit = -1;

@@ -28,6 +28,7 @@ struct domain {
     char migration[512];                 /* idle | running H | done H | failed H: why */
     char last_refusal[512];
     char mig_host[256];
+    char mig_name[64];                   /* the name the job started with (xl renames) */
     pid_t mig_pid;
     int mig_fd;                          /* the migration command's output */
     struct strbuf mig_out;

@@ -353,7 +353,12 @@ int main(void)
     struct domain *incoming = ctl_find(&c, "db--incoming");
     ok(incoming && !strcmp(incoming->migration, "running localhost"),
        "the incoming copy shows the running job");
+    /* xl renames the source before it finishes. */
+    strcpy(mock_vms[2].name, "db--migratedaway");
+    ctl_refresh(&c);
     finish_migration(&c, solo);
+    ok(events_have(&c, "db migrate-done to=localhost"), "events name the job by its starting name");
+    strcpy(mock_vms[2].name, "db");
     ok(incoming && !strcmp(incoming->migration, "done localhost"),
        "and its end: %s", incoming ? incoming->migration : "(none)");
     mock_n--;

@@ -75,6 +75,11 @@ copy_bin() {
     local t=$1 src=$2 dest=$3 libpath=${4:-} out lib
     mkdir -p "$t/$(dirname "$dest")"
     cp -L "$src" "$t/$dest"
+    # A static binary (make static) needs nothing else.
+    local ph
+    if ph=$(LC_ALL=C readelf -l "$src" 2>/dev/null) && ! grep -q INTERP <<<"$ph"; then
+        return 0
+    fi
     out=$(LD_LIBRARY_PATH=$libpath ldd "$src" 2>&1) || die "ldd $src failed: $out"
     if echo "$out" | grep -q 'not found'; then
         die "$src: missing shared libraries:
