@@ -23,10 +23,12 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/test/%.t)
 # Packages the build and the tests need on a fresh Debian 12.
 BUILD_DEPS := gcc make pkg-config libfuse3-dev fuse3 libxen-dev libcap-dev
 TEST_DEPS  := perl util-linux python3 xen-utils-4.17 xenstore-utils qemu-system-x86 \
-              busybox-static cpio gzip linux-kbuild-6.1 kmod groff-base man-db
+              busybox-static cpio gzip linux-kbuild-6.1 kmod groff-base man-db \
+              clang-14 libclang-rt-14-dev
 DEPS_STAMP := .cache/deps.stamp
 
-.PHONY: all deps check check-unit check-fs check-man check-install check-xen demo bench clean \
+.PHONY: all deps check check-unit check-fs check-man check-install check-xen check-fuzz fuzz demo \
+        bench clean \
         install uninstall
 all: $(B)/bin/vmmig
 
@@ -90,7 +92,14 @@ check-man: $(B)/bin/vmmig
 check-install: $(B)/bin/vmmig
 	prove tests/install.t
 
-check: check-unit check-fs check-man check-install check-static check-xen
+# Control-protocol fuzzing (libFuzzer): a bounded run in check, longer with make fuzz.
+FUZZ_TIME ?= 300
+fuzz: | $(DEPS_STAMP)
+	tests/fuzz/run.sh $(FUZZ_TIME)
+check-fuzz: | $(DEPS_STAMP)
+	tests/fuzz/run.sh 20
+
+check: check-unit check-fs check-man check-install check-static check-fuzz check-xen
 
 demo: $(B)/bin/vmmig $(KMOD)
 	tests/xen/demo.sh
