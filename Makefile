@@ -83,8 +83,10 @@ check-fs: $(B)/bin/vmmig $(B)/asan/vmmig test-helpers
 	prove tests/fs-*.t
 	VMMIG=$(abspath $(B))/asan/vmmig prove tests/fs-*.t
 
-check-xen: $(B)/bin/vmmig $(KMOD)
+# On the emulated Xen host: the dynamic build, then the static one (in dom0 and in the guest).
+check-xen: $(B)/bin/vmmig $(KMOD) static
 	prove tests/xen/system.t
+	VMMIG_BIN=$(B)/static/vmmig.stripped prove tests/xen/system.t
 
 check-man: $(B)/bin/vmmig
 	prove tests/man.t
