@@ -1,0 +1,124 @@
+# Helpers for two-host scenarios. Installed in both dom0s as /xen2/lib.sh;
+# sources the one-host helpers (/scenarios/lib.sh = tests/xen/lib.sh: tap_ok,
+# is, like, check, wait_for, guest_create, guest_run, ...) and adds:
+#
+#   host_addr HOST                 10.99.0.1 for A/hostA, 10.99.0.2 for B/hostB
+#                                  (names from /etc/hosts; an IPv4 passes through)
+#   host_run HOST 'command'        run command with sh on HOST (this lib loaded
+#                                  there too); prints its stdout+stderr, returns
+#                                  its exit status; 124 when HOST_RUN_TIMEOUT
+#                                  (120 s) passes, 125 when HOST cannot be
+#                                  reached or the connection broke
+#   guest_run_on HOST NAME 'cmd'   guest_run NAME 'cmd' in HOST's dom0
+#   guest_domid_on HOST NAME       domid of NAME on HOST (status 1: not there)
+#   shq STRING                     STRING quoted for sh (to build host_run commands)
+#   xen2_cleanup                   destroy this host's guests, copy their
+#                                  consoles into this host's serial log
+#   xen2_migrate NAME HOST         xl migrate -s xen2-ssh NAME HOST (prints xl's
+#                                  output, returns its status)
+#   now                            seconds since boot, 2 decimals (for timings)
+#   elapsed_since T                seconds since T (a `now` value), 2 decimals
+#
+# The TAP counter lives on host A only: call the TAP helpers in scenarios
+# (which run on A), never inside host_run commands.
+#
+# Services (started by /init on both hosts, bound to the host's own address):
+#   port 7001  command service (host_run): the client sends a script and shuts
+#              down its sending half; the server runs it and answers with the
+#              output, then a last line "XEN2-RC <status>"
+#   port 7002  stream service (xen2-ssh, also installed as `ssh`): the first
+#              line is a command, run with sh; the rest of the connection is
+#              its stdin and stdout; its stderr goes to that host's serial log
+#              (lines "XEN2-SSH[n] ..."), as there is no channel back for it
+
+[ -f /scenarios/lib.sh ] && . /scenarios/lib.sh
+
+XEN2_CMD_PORT=7001
+XEN2_SSH_PORT=7002
+
+# guest_run's command numbers must only grow for a guest, whichever host
+# sends them: the agent ignores a number not above the last one it ran, and
+# remembers that across migrations. tests/xen/lib.sh keeps one counter per
+# dom0, so after A -> B, B's small numbers would be ignored (guest_run times
+# out). Here hostA's counter serves both hosts (hostB asks A for a number).
+_xen2_seq_local() {
+    local n
+    n=$(cat "$TAP_DIR/guest-seq" 2>/dev/null || echo 0)
+    n=$((n + 1))
+    echo "$n" > "$TAP_DIR/guest-seq"
+    echo "$n"
+}
+_guest_seq() {
+    if [ "${XEN2_HOST:-A}" = A ]; then
+        _xen2_seq_local
+    else
+        host_run A _xen2_seq_local
+    fi
+}
+
+shq() {
+    printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"
+}
+
+host_addr() {
+    case "$1" in
+        *[!0-9.]*) ;;
+        *.*.*.*) echo "$1"; return 0 ;;
+    esac
+    awk -v h="$1" '!/^[[:space:]]*#/ { for (i = 2; i <= NF; i++) if ($i == h) { print $1; exit 0 } }' \
+        /etc/hosts | grep . || { echo "host_addr: unknown host '$1'" >&2; return 1; }
+}
+
+host_run() {
+    local host=$1 cmd=$2 ip f rc last
+    ip=$(host_addr "$host") || return 125
+    f=$(mktemp /tmp/host-run.XXXXXX)
+    printf '%s' "$cmd" | timeout "${HOST_RUN_TIMEOUT:-120}" xen2-tcp connect -w 10 "$ip" "$XEN2_CMD_PORT" > "$f"
+    rc=$?
+    last=$(tail -n 1 "$f")
+    case "$last" in
+        "XEN2-RC "*)
+            sed '$d' "$f"
+            rm -f "$f"
+            return "${last#XEN2-RC }" ;;
+    esac
+    cat "$f"
+    rm -f "$f"
+    case "$rc" in
+        124|143) echo "host_run: no answer from $host ($ip) within ${HOST_RUN_TIMEOUT:-120} s" >&2; return 124 ;;
+        *) echo "host_run: connection to $host ($ip) failed or broke (status $rc)" >&2; return 125 ;;
+    esac
+}
+
+guest_run_on() {
+    host_run "$1" "guest_run $(shq "$2") $(shq "$3")"
+}
+
+guest_domid_on() {
+    host_run "$1" "xl domid $(shq "$2")"
+}
+
+now() {
+    cut -d' ' -f1 /proc/uptime
+}
+
+elapsed_since() {
+    awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f\n", b - a }'
+}
+
+xen2_migrate() {
+    xl migrate -s xen2-ssh "$1" "$2" 2>&1
+}
+
+xen2_cleanup() {
+    local c d
+    for c in /var/log/xen/console/guest-*.log; do
+        [ -s "$c" ] || continue
+        sed "s|^|GUEST-CONSOLE host$XEN2_HOST $(basename "$c" .log): |" "$c" > /dev/console
+        rm -f "$c"
+    done
+    for d in $(xl list 2>/dev/null | awk 'NR > 2 { print $1 }'); do
+        xl destroy "$d" >/dev/null 2>&1
+    done
+    return 0
+}
