@@ -27,7 +27,7 @@ TEST_DEPS  := perl util-linux python3 xen-utils-4.17 xenstore-utils qemu-system-
               clang-14 libclang-rt-14-dev
 DEPS_STAMP := .cache/deps.stamp
 
-.PHONY: all deps check check-unit check-fs check-man check-install check-xen check-fuzz fuzz demo \
+.PHONY: all deps check check-unit check-fs check-man check-install check-xen check-xen2 check-fuzz fuzz demo \
         bench clean \
         install uninstall
 all: $(B)/bin/vmmig
@@ -101,7 +101,11 @@ fuzz: | $(DEPS_STAMP)
 check-fuzz: | $(DEPS_STAMP)
 	tests/fuzz/run.sh 20
 
-check: check-unit check-fs check-man check-install check-static check-fuzz check-xen
+# Two emulated Xen hosts on one QEMU socket network (about 2 minutes).
+check-xen2: $(B)/bin/vmmig $(KMOD)
+	prove tests/xen2/system2.t
+
+check: check-unit check-fs check-man check-install check-static check-fuzz check-xen check-xen2
 
 demo: $(B)/bin/vmmig $(KMOD)
 	tests/xen/demo.sh
