@@ -101,6 +101,9 @@ fuzz: | $(DEPS_STAMP)
 check-fuzz: | $(DEPS_STAMP)
 	tests/fuzz/run.sh 20
 
+# static.t compares with the dynamic build and uses the userspace xenstored.
+check-static: $(B)/bin/vmmig test-helpers
+
 # Two emulated Xen hosts on one QEMU socket network (about 2 minutes).
 check-xen2: $(B)/bin/vmmig $(KMOD)
 	prove tests/xen2/system2.t
