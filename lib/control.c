@@ -613,6 +613,8 @@ save_failed:
 
 /* ---- migrate ---------------------------------------------------------------- */
 
+static void peers_on_one_line(struct ctl *c, struct domain *d, struct strbuf *sb);
+
 static bool host_valid(const char *h)
 {
     size_t n = strlen(h);
@@ -693,10 +695,7 @@ int ctl_migrate_write(struct ctl *c, struct domain *d, const char *buf, size_t l
     }
     if (d->npeers) {
         struct strbuf names = {0};
-        ctl_format_peers(c, d, &names);
-        for (char *p = names.s; p && *p; p++)
-            if (*p == '\n')
-                *p = p[1] ? ' ' : 0;
+        peers_on_one_line(c, d, &names);
         snprintf(err, errlen,
                  "%s must migrate together with its peers (%s); this version cannot co-migrate",
                  d->vm.name, names.s ? names.s : "");
@@ -867,10 +866,7 @@ void ctl_format_status(struct ctl *c, struct domain *d, struct strbuf *sb)
     lockset_format(&d->locks, &c->pol, now, sb);
     if (d->npeers) {
         struct strbuf peers = {0};
-        ctl_format_peers(c, d, &peers);
-        for (char *p = peers.s; *p; p++)
-            if (*p == '\n')
-                *p = p[1] ? ' ' : 0;
+        peers_on_one_line(c, d, &peers);
         sb_printf(sb, "peers: %s\n", peers.s);
         sb_free(&peers);
     }
@@ -1001,4 +997,13 @@ int ctl_peer_write(struct ctl *c, struct domain *d, const char *buf, size_t len,
 invalid:
     ctl_reject(c, d->vm.name, "peer", who, err);
     return -EINVAL;
+}
+
+/* "a b c": the peer file's names, space-separated, for messages and status. */
+static void peers_on_one_line(struct ctl *c, struct domain *d, struct strbuf *sb)
+{
+    ctl_format_peers(c, d, sb);
+    for (char *p = sb->s; p && *p; p++)
+        if (*p == '\n')
+            *p = p[1] ? ' ' : 0;
 }

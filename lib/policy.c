@@ -183,19 +183,8 @@ int policy_save(const char *path, const struct policy *p)
 
     sb_printf(&sb, "# vmmig policy: see vmmig.policy(5). Written by vmmigfs.\n");
     policy_format(p, &sb);
-    rc = atomic_write(path, sb.s, sb.len, 0644);
-    if (rc == -ENOENT) {
-        /* A host that never had a policy file (e.g. no /etc/vmmig yet). */
-        char dir[4096];
-        strlcpy0(dir, path, sizeof dir);
-        char *slash = strrchr(dir, '/');
-        if (slash && slash != dir) {
-            *slash = 0;
-            rc = mkdir_p(dir, 0755);
-            if (!rc)
-                rc = atomic_write(path, sb.s, sb.len, 0644);
-        }
-    }
+    /* A host that never had a policy file may have no /etc/vmmig yet. */
+    rc = atomic_write_mkdir(path, sb.s, sb.len, 0644);
     sb_free(&sb);
     return rc;
 }

@@ -155,7 +155,7 @@ int state_load(const char *dir, const char *uuid, struct domstate *st, char *err
 
 int state_save(const char *dir, const char *uuid, const struct domstate *st)
 {
-    char path[PATH_MAX], sub[PATH_MAX];
+    char path[PATH_MAX];
     struct strbuf sb = {0};
     int rc;
 
@@ -163,14 +163,7 @@ int state_save(const char *dir, const char *uuid, const struct domstate *st)
     if (rc)
         return rc;
     state_format(st, &sb);
-    rc = atomic_write(path, sb.s, sb.len, 0644);
-    if (rc == -ENOENT) {
-        /* First record: create the directory once, not on every save. */
-        snprintf(sub, sizeof sub, "%s/domains", dir);
-        rc = mkdir_p(sub, 0755);
-        if (!rc)
-            rc = atomic_write(path, sb.s, sb.len, 0644);
-    }
+    rc = atomic_write_mkdir(path, sb.s, sb.len, 0644);
     sb_free(&sb);
     return rc;
 }

@@ -212,6 +212,23 @@ out:
     return rc;
 }
 
+int atomic_write_mkdir(const char *path, const void *data, size_t len, mode_t mode)
+{
+    char dir[PATH_MAX];
+    int rc = atomic_write(path, data, len, mode);
+
+    if (rc != -ENOENT)
+        return rc;
+    /* Only the first write to a fresh directory pays for this. */
+    strlcpy0(dir, path, sizeof dir);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return rc;
+    *slash = 0;
+    rc = mkdir_p(dir, 0755);
+    return rc ? rc : atomic_write(path, data, len, mode);
+}
+
 int read_file(const char *path, char **out, size_t *lenp)
 {
     int fd, rc = 0;

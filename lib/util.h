@@ -43,6 +43,8 @@ void strlcpy0(char *dst, const char *src, size_t size);
 /* Write a whole file through a temporary and rename(), so readers see the
  * old or the new content, never a torn one.  Returns 0 or -errno. */
 int atomic_write(const char *path, const void *data, size_t len, mode_t mode);
+/* The same, creating the file's directory first if it does not exist yet. */
+int atomic_write_mkdir(const char *path, const void *data, size_t len, mode_t mode);
 /* Read a whole (small) file; *out is NUL-terminated.  Returns 0 or -errno. */
 int read_file(const char *path, char **out, size_t *len);
 int mkdir_p(const char *path, mode_t mode);
