@@ -3,6 +3,7 @@
 #ifndef VMMIG_BACKEND_H
 #define VMMIG_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "lock.h"
@@ -26,6 +27,15 @@ const char *vm_state_name(enum vm_state s);
 
 struct backend;
 
+/* What a migration job asks for; the backend turns it into a command. */
+struct mig_request {
+    const char *host;      /* destination host name */
+    bool force;            /* proceed over guest holds past their quota (already checked) */
+    const char *transport; /* "tcp", or an exec command template ("ssh %h vmmig receive") */
+    unsigned port;         /* tcp port of the destination agent */
+    unsigned timeout_s;    /* longest silence from the peer */
+};
+
 struct backend_ops {
     const char *name;
     int (*open)(struct backend **out, char *err, size_t errlen);
@@ -43,8 +53,9 @@ struct backend_ops {
     int (*guest_hold_set)(struct backend *b, const struct vm_info *vm, const char *value);
     /* A hold from the domain's configuration; out->active false when none. */
     int (*static_hold)(struct backend *b, const struct vm_info *vm, struct hold *out);
-    /* The command that live-migrates vm to host (NULL-terminated, malloc'd strings). */
-    int (*migrate_argv)(struct backend *b, const struct vm_info *vm, const char *host, char ***argv);
+    /* The command that live-migrates vm (NULL-terminated, malloc'd strings). */
+    int (*migrate_argv)(struct backend *b, const struct vm_info *vm, const struct mig_request *req,
+                        char ***argv);
 };
 
 extern const struct backend_ops xen_backend_ops;

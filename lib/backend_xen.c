@@ -311,27 +311,43 @@ static int xen_static_hold(struct backend *b, const struct vm_info *vm, struct h
     return 0;
 }
 
-static int xen_migrate_argv(struct backend *b, const struct vm_info *vm, const char *host,
-                            char ***argvp)
+/* `vmmig send`: this very binary ($VMMIG_SEND replaces it, for tests). */
+static int xen_migrate_argv(struct backend *b, const struct vm_info *vm,
+                            const struct mig_request *req, char ***argvp)
 {
-    char **argv = xzalloc(sizeof *argv * 8);
-    char dom[16];
+    char **argv = xzalloc(sizeof *argv * 16);
+    char self[PATH_MAX], num[32];
+    const char *send = getenv("VMMIG_SEND");
     int i = 0;
 
     (void)b;
-    snprintf(dom, sizeof dom, "%u", vm->domid);
-    argv[i++] = xstrdup(env_or("VMMIG_XL", "xl"));
-    argv[i++] = xstrdup("migrate");
-    if (!strcmp(host, "localhost")) {
-        /* An empty ssh command makes xl run the host argument as the receiver. */
-        argv[i++] = xstrdup("-s");
-        argv[i++] = xstrdup("");
-        argv[i++] = xstrdup(dom);
-        argv[i++] = xstrdup("xl migrate-receive");
-    } else {
-        argv[i++] = xstrdup(dom);
-        argv[i++] = xstrdup(host);
+    if (!send || !*send) {
+        ssize_t r = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (r <= 0) {
+            free(argv);
+            return r < 0 ? -errno : -ENOENT;
+        }
+        self[r] = 0;
+        send = self;
     }
+    argv[i++] = xstrdup(send);
+    argv[i++] = xstrdup("send");
+    if (req->force)
+        argv[i++] = xstrdup("--force");
+    if (req->transport && *req->transport && strcmp(req->transport, "tcp")) {
+        argv[i++] = xstrdup("--via");
+        argv[i++] = xstrdup(req->transport);
+    } else if (req->port) {
+        snprintf(num, sizeof num, "--port=%u", req->port);
+        argv[i++] = xstrdup(num);
+    }
+    if (req->timeout_s) {
+        snprintf(num, sizeof num, "--timeout=%u", req->timeout_s);
+        argv[i++] = xstrdup(num);
+    }
+    snprintf(num, sizeof num, "%u", vm->domid);
+    argv[i++] = xstrdup(num);
+    argv[i++] = xstrdup(req->host);
     *argvp = argv;
     return 0;
 }

@@ -704,7 +704,8 @@ int ctl_migrate_write(struct ctl *c, struct domain *d, const char *buf, size_t l
                     user, (unsigned)who->uid, err);
         return -EOPNOTSUPP;
     }
-    rc = c->ops->migrate_argv(c->be, &d->vm, host, &argv);
+    struct mig_request mreq = {.host = host};
+    rc = c->ops->migrate_argv(c->be, &d->vm, &mreq, &argv);
     if (!rc)
         rc = c->run.start(c->run.arg, argv, &d->mig_pid, &d->mig_fd);
     argv_free(argv);

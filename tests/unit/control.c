@@ -89,9 +89,10 @@ static int m_static(struct backend *b, const struct vm_info *vm, struct hold *ou
     }
     return 0;
 }
-static int m_argv(struct backend *b, const struct vm_info *vm, const char *host, char ***argv)
+static int m_argv(struct backend *b, const struct vm_info *vm, const struct mig_request *req,
+                  char ***argv)
 {
-    (void)b, (void)vm, (void)host;
+    (void)b, (void)vm, (void)req;
     char **a = xzalloc(4 * sizeof *a);
     a[0] = xstrdup("sh");
     a[1] = xstrdup("-c");
