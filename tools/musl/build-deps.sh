@@ -5,17 +5,30 @@
 # Debian's libfuse3.a, libxen*.a and libcap.a are glibc objects (they call
 # __*_chk, fcntl64, ...) and do not link under musl-gcc, so this script:
 #   1. installs its own build tools with apt-get when missing (prints them);
-#   2. fetches the source packages fuse3, libcap2 and xen with
+#   2. fetches the source packages fuse3, libcap2, xen, yajl, util-linux
+#      (for libuuid) and zlib with
 #      `apt-get source --download-only` through a PRIVATE APT configuration
 #      under .cache/musl/apt (deb-src lines; /etc/apt is never touched);
 #   3. unpacks them with dpkg-source (Debian's patches applied);
-#   4. builds with musl-gcc -Os, static only:
+#   4. builds with musl-gcc -Os -ffunction-sections -fdata-sections, static
+#      only:
 #        libfuse3.a                           (meson + ninja)
 #        libxenstore.a libxenctrl.a and what libxenctrl needs: libxentoolcore,
 #        libxentoollog, libxencall, libxenforeignmemory, libxengnttab,
 #        libxendevicemodel, libxenevtchn      (compiled directly: Xen's own
 #                                              build needs ./configure)
 #        libcap.a libpsx.a                    (libcap's Makefile)
+#        libxenlight.a (libxl), libxenguest.a, libxenhypfs.a
+#                                             (compiled directly, with libxl's
+#                                              generated sources: gentypes.py,
+#                                              libxl_save_msgs_gen.pl, ACPI
+#                                              tables by iasl; helper paths as
+#                                              Debian's xen-utils-4.17)
+#        libyajl.a, libuuid.a (util-linux), libz.a
+#                                             (direct / zlib's configure)
+#      libxenguest without the optional bzip2, lzma, lzo and zstd kernel
+#      decompressors (only for booting PV kernels from such images); zlib it
+#      always needs, as does libxenhypfs.
 #   5. installs libraries and headers into .cache/musl/prefix/{lib,include}.
 #      prefix/include also holds links to the kernel's uapi headers (linux/,
 #      asm/, asm-generic/): musl-gcc does not search /usr/include.
@@ -28,6 +41,7 @@
 # tried first, falling back to older ones when the mirror does not serve it
 # (bookworm-security's xen gives 404 here).  Pin one with
 #   MUSL_FUSE3_VERSION=3.14.0-4 MUSL_LIBCAP2_VERSION=... MUSL_XEN_VERSION=...
+#   MUSL_YAJL_VERSION=... MUSL_UTIL_LINUX_VERSION=... MUSL_ZLIB_VERSION=...
 #
 # Usage: tools/musl/build-deps.sh [--force]     (--force: rebuild libraries)
 # Environment: MUSL_CACHE (default: <repo>/.cache/musl), JOBS (default nproc).
@@ -48,7 +62,10 @@ JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 MUSL_CC=${MUSL_CC:-musl-gcc}
 # libcap and libfuse compile a few helpers that run on the build machine.
 HOST_CC=${HOST_CC:-gcc}
-MUSL_CFLAGS=${MUSL_CFLAGS:--Os}
+# Sections per function and object: `make static` links with --gc-sections,
+# which then drops what vmmig does not call from inside the objects it needs
+# (libxl's big files most of all).
+MUSL_CFLAGS=${MUSL_CFLAGS:--Os -ffunction-sections -fdata-sections}
 # bookworm's deb-src suites, newest versions win.
 MIRROR=${MUSL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${MUSL_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
@@ -68,7 +85,10 @@ die() { printf 'musl deps: error: %s\n' "$*" >&2; exit 1; }
 
 # Fast path: everything built by this very recipe, and still there.
 KEY_FILES="lib/libfuse3.a lib/libxenstore.a lib/libxenctrl.a lib/libxentoolcore.a lib/libcap.a
-    include/fuse3/fuse.h include/xenctrl.h include/xen/xen.h include/sys/capability.h"
+    lib/libxenlight.a lib/libxenguest.a lib/libxenhypfs.a lib/libyajl.a lib/libuuid.a lib/libz.a
+    include/fuse3/fuse.h include/xenctrl.h include/xen/xen.h include/sys/capability.h
+    include/libxl.h include/_libxl_types.h include/xenguest.h include/yajl/yajl_gen.h
+    include/uuid/uuid.h include/zlib.h"
 up_to_date() {
     local f
     [ -z "$FORCE" ] && [ "$(cat "$STAMPS/all" 2>/dev/null)" = "$RECIPE" ] || return 1
@@ -109,7 +129,7 @@ host_deps() {
     local want="musl-tools:musl-gcc meson:meson ninja-build:ninja pkg-config:pkg-config
         gcc:gcc make:make binutils:ar dpkg-dev:dpkg-source xz-utils:xz
         python3:/usr/bin/python3 linux-libc-dev:/usr/include/linux/capability.h
-        util-linux:flock"
+        util-linux:flock acpica-tools:iasl perl:perl"
     local missing="" pc p c
     for pc in $want; do
         p=${pc%%:*} c=${pc#*:}
@@ -404,6 +424,293 @@ build_libcap2() {
 }
 
 # ---------------------------------------------------------------------------
+# 4d. zlib, yajl, libuuid: what libxenlight needs besides Xen's own libraries
+# (libxenhypfs and libxenguest inflate with zlib; libxl's JSON is yajl; its
+# libxl_uuid.h wraps libuuid on Linux).
+
+build_zlib() {
+    built zlib && [ -f "$PREFIX/lib/libz.a" ] && return 0
+    step "building libz.a (zlib's configure --static, musl-gcc)"
+    local b=$BLD/zlib
+    # zlib configures in its source tree: work on a copy.
+    rm -rf "$b"
+    cp -a "$SRC/zlib" "$b"
+    (cd "$b" && CC=$MUSL_CC CFLAGS="$MUSL_CFLAGS" ./configure --static --prefix=/usr &&
+        make -j "$JOBS" libz.a) >"$BLD/zlib.log" 2>&1 ||
+        { tail -40 "$BLD/zlib.log" >&2; die "building zlib failed"; }
+    install -m 644 "$b/libz.a" "$PREFIX/lib/"
+    install -m 644 "$b/zlib.h" "$b/zconf.h" "$PREFIX/include/"
+    mark_built zlib
+    step_done
+}
+
+# cc_all OUTDIR LOG CC-ARGS... -- SOURCES...: compiles each source into
+# OUTDIR/NAME.o, JOBS at a time; dies naming the first that failed.
+cc_all() {
+    local odir=$1 logf=$2 args=() s o built_objs=()
+    shift 2
+    while [ "$1" != -- ]; do args+=("$1"); shift; done
+    shift
+    mkdir -p "$odir"
+    for s in "$@"; do
+        o=$odir/$(basename "${s%.c}").o
+        rm -f "$o"
+        "$MUSL_CC" "${args[@]}" -c -o "$o" "$s" >>"$logf" 2>&1 &
+        built_objs+=("$o")
+        while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+    done
+    wait
+    for o in "${built_objs[@]}"; do
+        [ -f "$o" ] || { tail -40 "$logf" >&2; die "compiling ${o#"$BLD"/} failed"; }
+    done
+}
+
+build_yajl() {
+    built yajl && [ -f "$PREFIX/lib/libyajl.a" ] && return 0
+    step "building libyajl.a (musl-gcc)"
+    local s=$SRC/yajl b=$BLD/yajl maj min mic
+    rm -rf "$b"
+    mkdir -p "$b/include/yajl"
+    # the version from CMakeLists.txt, as debian/rules reads it
+    maj=$(sed -n 's/^SET (YAJL_MAJOR \([0-9]*\))/\1/p' "$s/CMakeLists.txt")
+    min=$(sed -n 's/^SET (YAJL_MINOR \([0-9]*\))/\1/p' "$s/CMakeLists.txt")
+    mic=$(sed -n 's/^SET (YAJL_MICRO \([0-9]*\))/\1/p' "$s/CMakeLists.txt")
+    if [ -z "$maj" ] || [ -z "$min" ] || [ -z "$mic" ]; then die "no YAJL version in $s/CMakeLists.txt"; fi
+    cp "$s"/src/api/*.h "$b/include/yajl/"
+    sed -e "s/\${YAJL_MAJOR}/$maj/" -e "s/\${YAJL_MINOR}/$min/" -e "s/\${YAJL_MICRO}/$mic/" \
+        "$s/src/api/yajl_version.h.cmake" >"$b/include/yajl/yajl_version.h"
+    : >"$BLD/yajl.log"
+    # shellcheck disable=SC2086 # MUSL_CFLAGS: words
+    cc_all "$b/obj" "$BLD/yajl.log" -std=c99 $MUSL_CFLAGS -Wall -I"$b/include" -- "$s"/src/*.c
+    rm -f "$b/libyajl.a"
+    ar rcs "$b/libyajl.a" "$b"/obj/*.o
+    install -m 644 "$b/libyajl.a" "$PREFIX/lib/"
+    rm -rf "$PREFIX/include/yajl"
+    cp -a "$b/include/yajl" "$PREFIX/include/"
+    log "  yajl $maj.$min.$mic"
+    mark_built yajl
+    step_done
+}
+
+build_uuid() {
+    built util-linux && [ -f "$PREFIX/lib/libuuid.a" ] && return 0
+    step "building libuuid.a from util-linux (musl-gcc)"
+    local s=$SRC/util-linux b=$BLD/uuid
+    rm -rf "$b"
+    mkdir -p "$b"
+    # What util-linux's configure finds on Linux for libuuid's sources;
+    # uuidd's socket under /run as Debian's libuuid1 (it falls back to
+    # generating locally when no uuidd runs).
+    cat >"$b/config.h" <<'EOF'
+#define HAVE_UNISTD_H 1
+#define HAVE_STDLIB_H 1
+#define HAVE_SYS_TIME_H 1
+#define HAVE_SYS_FILE_H 1
+#define HAVE_SYS_IOCTL_H 1
+#define HAVE_SYS_SOCKET_H 1
+#define HAVE_SYS_UN_H 1
+#define HAVE_NET_IF_H 1
+#define HAVE_NETINET_IN_H 1
+#define HAVE_SYS_SYSCALL_H 1
+#define HAVE_SYS_RANDOM_H 1
+#define HAVE_GETRANDOM 1
+#define HAVE_JRAND48 1
+#define HAVE_NANOSLEEP 1
+#define HAVE_USLEEP 1
+#define HAVE_ERR_H 1
+#define HAVE_FSYNC 1
+#define HAVE_TLS 1
+#define HAVE_UUIDD 1
+#define _PATH_RUNSTATEDIR "/run"
+#define PACKAGE "util-linux"
+#define PACKAGE_STRING "util-linux"
+EOF
+    : >"$BLD/uuid.log"
+    # shellcheck disable=SC2086 # MUSL_CFLAGS: words
+    cc_all "$b/obj" "$BLD/uuid.log" -std=gnu99 $MUSL_CFLAGS -include "$b/config.h" \
+        -I"$s/include" -I"$s/libuuid/src" -- \
+        "$s"/libuuid/src/{clear,compare,copy,gen_uuid,isnull,pack,parse,unpack,unparse,uuid_time,predefined}.c \
+        "$s"/lib/{randutils,md5,sha1}.c
+    rm -f "$b/libuuid.a"
+    ar rcs "$b/libuuid.a" "$b"/obj/*.o
+    install -m 644 "$b/libuuid.a" "$PREFIX/lib/"
+    mkdir -p "$PREFIX/include/uuid"
+    install -m 644 "$s/libuuid/src/uuid.h" "$PREFIX/include/uuid/"
+    mark_built util-linux
+    step_done
+}
+
+# ---------------------------------------------------------------------------
+# 4e. libxenlight (libxl) with libxenguest and libxenhypfs, compiled file by
+# file like 4b.  libxl finds its helpers by compiled-in paths (tools/config.h,
+# written by Xen's ./configure): they are Debian's, from the configure line in
+# the xen source package's debian/rules (--prefix=/usr --sysconfdir=/etc
+# --localstatedir=/var --with-libexec-leaf-dir=xen-X.Y, system qemu, seabios
+# and ovmf), so the static binary runs Debian's libxl-save-helper from
+# /usr/lib/xen-X.Y/bin and the hotplug scripts from /etc/xen/scripts, as the
+# xen-utils-X.Y package installs them (the same strings are in Debian's
+# libxenlight.so).
+
+XENLIGHT_LIBS="hypfs guest light"
+XENLIGHT_HEADERS="libxl.h libxl_event.h libxl_json.h libxl_utils.h libxl_uuid.h xenguest.h xenhypfs.h"
+
+# xen_objs_mk LIB: as xen_objs, for any tools/libs/LIB (light and hypfs have
+# their object lists in Makefile, which includes Xen's Rules.mk: empty
+# stand-ins for it under DIR are given through XEN_ROOT).
+xen_objs_mk() {
+    local mk=Makefile.common stub=$BLD/xenlight/stub
+    [ -f "$SRC/xen/tools/libs/$1/$mk" ] || mk=Makefile
+    mkdir -p "$stub/tools/libs"
+    : >"$stub/tools/Rules.mk"
+    : >"$stub/tools/libs/libs.mk"
+    make -s --no-print-directory -C "$SRC/xen/tools/libs/$1" -f - print XEN_ROOT="$stub" MK=$mk <<'EOF'
+CONFIG_Linux := y
+CONFIG_X86 := y
+CONFIG_MIGRATE := y
+include $(MK)
+print: ; @echo $(OBJS-y)
+EOF
+}
+
+# iasl_c NAME ASL OUT: compiles an ACPI table to C as tools/libacpi/Makefile.
+iasl_c() {
+    local name=$1 asl=$2 dst=$3 d
+    d=$(dirname "$dst")
+    (cd "$d" && iasl -vs -p "$d/$name.tmp" -tc "$asl") >>"$BLD/xenlight.log" 2>&1 ||
+        { tail -20 "$BLD/xenlight.log" >&2; die "iasl $asl failed"; }
+    sed -e "s/AmlCode/$name/g" -e 's/_aml_code//g' "$d/$name.hex" >"$dst"
+    rm -f "$d/$name.hex" "$d/$name.aml"
+}
+
+build_xenlight() {
+    local l ok=1 stamp
+    # rebuilt with any of the sources it compiles against
+    stamp="$RECIPE $(cat "$STAMPS"/unpack-{xen,yajl,util-linux,zlib})"
+    for l in $XENLIGHT_LIBS; do [ -f "$PREFIX/lib/libxen$l.a" ] || ok=; done
+    [ "$(cat "$STAMPS/build-xenlight" 2>/dev/null)" = "$stamp" ] && [ -n "$ok" ] && return 0
+    step "building Xen's libxenlight.a, libxenguest.a, libxenhypfs.a (musl-gcc)"
+    local x=$SRC/xen b=$BLD/xenlight L=$SRC/xen/tools/libs/light lib objs o n src srcs cflags
+    local xv nfiles=0
+    rm -rf "$b"
+    mkdir -p "$b/inc/xen/lib/x86" "$b/inc/xen/libelf" "$b/inc/acpi" "$b/inc/xen-xsm/flask" "$b/gen"
+    : >"$BLD/xenlight.log"
+    xv=$("$x/version.sh" "$x/xen/Makefile")
+    [[ $xv =~ ^[0-9]+\.[0-9]+$ ]] || die "Xen version from $x/version.sh: '$xv'"
+
+    # The internal headers tools/include/Makefile links or generates.
+    ln -s "$x/xen/arch/x86/include/asm" "$b/inc/xen/asm"
+    cp "$x/xen/include/xen/lib/x86/cpu-policy.h" "$b/inc/xen/lib/x86/"
+    /usr/bin/python3 "$x/xen/tools/gen-cpuid.py" -i "$x/xen/include/public/arch-x86/cpufeatureset.h" \
+        -o "$b/inc/xen/lib/x86/cpuid-autogen.h" >>"$BLD/xenlight.log" 2>&1 ||
+        die "gen-cpuid.py failed"
+    cp "$x/xen/include/xen/libelf.h" "$x/xen/include/xen/elfstructs.h" "$b/inc/xen/libelf/"
+    ln -s "$x/xen/include/acpi/platform" "$b/inc/acpi/"
+    cp "$x"/xen/include/acpi/ac*.h "$b/inc/acpi/"
+    (cd "$b/inc" && sh "$x/xen/xsm/flask/policy/mkflask.sh" awk xen-xsm/flask \
+        "$x/xen/xsm/flask/policy/initial_sids") >>"$BLD/xenlight.log" 2>&1 || die "mkflask.sh failed"
+
+    # libxl's generated sources (tools/libs/light/Makefile's rules).
+    (cd "$b/gen" &&
+        /usr/bin/python3 "$L/gentypes.py" "$L/libxl_types.idl" _libxl_types.h \
+            _libxl_types_private.h _libxl_types_json.h _libxl_types.c &&
+        /usr/bin/python3 "$L/gentypes.py" "$L/libxl_types_internal.idl" _libxl_types_internal.h \
+            _libxl_types_internal_private.h _libxl_types_internal_json.h _libxl_types_internal.c &&
+        for f in _libxl_save_msgs_callout.c _libxl_save_msgs_callout.h _libxl_save_msgs_helper.h; do
+            perl -w "$L/libxl_save_msgs_gen.pl" "$f" >"$f.new" && mv "$f.new" "$f" || exit 1
+        done) >>"$BLD/xenlight.log" 2>&1 ||
+        { tail -20 "$BLD/xenlight.log" >&2; die "generating libxl's sources failed"; }
+    # The PVH DSDT and the SSDTs libacpi's build.c includes (iasl).
+    "$HOST_CC" -DCONFIG_X86 -D__XEN_TOOLS__ -I"$x/tools/include" -I"$PREFIX/include" \
+        -o "$b/mk_dsdt" "$x/tools/libacpi/mk_dsdt.c" >>"$BLD/xenlight.log" 2>&1 ||
+        { tail -20 "$BLD/xenlight.log" >&2; die "compiling mk_dsdt failed"; }
+    {
+        printf 'DefinitionBlock ("DSDT.aml", "DSDT", 5, "Xen", "HVM", 0)\n{'
+        cat "$x/tools/libacpi/dsdt_acpi_info.asl"
+        "$b/mk_dsdt" --debug=n --maxcpu any --dm-version none
+    } >"$b/gen/dsdt_pvh.asl" || die "mk_dsdt failed"
+    iasl_c dsdt_pvh "$b/gen/dsdt_pvh.asl" "$b/gen/dsdt_pvh.c"
+    echo "int dsdt_pvh_len=sizeof(dsdt_pvh);" >>"$b/gen/dsdt_pvh.c"
+    for n in ssdt_s3 ssdt_s4 ssdt_pm ssdt_tpm ssdt_laptop_slate; do
+        iasl_c "$n" "$x/tools/libacpi/$n.asl" "$b/gen/$n.h"
+    done
+
+    # tools/config.h as Debian's configure line writes it (see above).
+    cat >"$b/config.h" <<EOF
+#define HAVE_PIPE2 1
+#define HAVE_LIBYAJL 1
+#define HAVE_LIBZ 1
+#define HAVE_YAJL_YAJL_VERSION_H 1
+#define HAVE_SYS_EVENTFD_H 1
+#define HAVE_UTMP_H 1
+#define HAVE_INTTYPES_H 1
+#define HAVE_STDINT_H 1
+#define HAVE_STDLIB_H 1
+#define HAVE_STRINGS_H 1
+#define HAVE_STRING_H 1
+#define HAVE_SYS_STAT_H 1
+#define HAVE_SYS_TYPES_H 1
+#define HAVE_UNISTD_H 1
+#define STDC_HEADERS 1
+#define INCLUDE_ENDIAN_H <endian.h>
+#define LIBEXEC_BIN "/usr/lib/xen-$xv/bin"
+#define XENFIRMWAREDIR "/usr/lib/xen-$xv/boot"
+#define XEN_CONFIG_DIR "/etc/xen"
+#define XEN_SCRIPT_DIR "/etc/xen/scripts"
+#define XEN_RUN_DIR "/var/run/xen"
+#define XEN_LOG_DIR "/var/log/xen"
+#define XEN_LIB_DIR "/var/lib/xen"
+#define XEN_LOCK_DIR "/var/lock"
+#define XEN_DUMP_DIR "/var/lib/xen/dump"
+#define QEMU_XEN_PATH "/usr/libexec/xen-qemu-system-i386"
+#define SEABIOS_PATH "/usr/share/seabios/bios-256k.bin"
+#define OVMF_PATH "/usr/share/ovmf/OVMF.fd"
+#define STUBDOM_QMP_PROXY_PATH "/usr/bin/vchan-socket-proxy"
+EOF
+
+    # shellcheck disable=SC2206 # MUSL_CFLAGS: words
+    # -ffile-prefix-map: libxl logs __FILE__, as tools/libs/light/libxl.c.
+    local common=(-std=gnu99 $MUSL_CFLAGS -fno-strict-aliasing -Wall -Wstrict-prototypes
+        -Wno-unused-but-set-variable -Wno-unused-local-typedefs -Wmissing-prototypes
+        -DBUILD_ID -D_LARGEFILE_SOURCE -D_LARGEFILE64_SOURCE
+        -D__XEN_INTERFACE_VERSION__=__XEN_LATEST_INTERFACE_VERSION__
+        "-ffile-prefix-map=$x/=" "-ffile-prefix-map=$b/="
+        -include "$b/config.h" -I"$b/inc" -I"$x/tools/include" -I"$PREFIX/include")
+    for lib in $XENLIGHT_LIBS; do
+        objs=$(xen_objs_mk "$lib")
+        [ -n "$objs" ] || die "no object list for tools/libs/$lib"
+        case $lib in
+        hypfs) cflags=() ;;
+        guest) cflags=(-D__XEN_TOOLS__ -D_GNU_SOURCE -iquote "$x/xen/common/libelf"
+            -iquote "$x/tools/libs/ctrl" -Wno-pointer-sign) ;;
+        light) cflags=(-D__XEN_TOOLS__ -iquote "$L" -I"$b/gen" -I"$x/tools"
+            -Wno-format-zero-length -Wmissing-declarations -Wformat-nonliteral -Wshadow
+            -DCONFIG_PCI_SUPP_LEGACY_IRQ -DLIBACPI_STDUTILS=\""$L/libxl_x86_acpi.h"\") ;;
+        esac
+        srcs=()
+        for o in $objs; do
+            # where the Makefiles' vpath finds each source
+            src=
+            for n in "$x/tools/libs/$lib" "$x/xen/common/libelf" "$x/xen/lib/x86" \
+                "$x/tools/libacpi" "$b/gen"; do
+                [ -f "$n/${o%.o}.c" ] && { src=$n/${o%.o}.c; break; }
+            done
+            [ -n "$src" ] || die "tools/libs/$lib: no source for $o"
+            srcs+=("$src")
+        done
+        cc_all "$b/$lib" "$BLD/xenlight.log" "${common[@]}" "${cflags[@]}" -- "${srcs[@]}"
+        nfiles=$((nfiles + ${#srcs[@]}))
+        rm -f "$b/libxen$lib.a"
+        ar rcs "$b/libxen$lib.a" "$b/$lib"/*.o
+        install -m 644 "$b/libxen$lib.a" "$PREFIX/lib/"
+    done
+    for h in $XENLIGHT_HEADERS; do install -m 644 "$x/tools/include/$h" "$PREFIX/include/$h"; done
+    install -m 644 "$b/gen/_libxl_types.h" "$b/gen/_libxl_types_json.h" "$PREFIX/include/"
+    log "  $nfiles files; paths: LIBEXEC_BIN /usr/lib/xen-$xv/bin, XEN_SCRIPT_DIR /etc/xen/scripts, XEN_RUN_DIR /var/run/xen"
+    echo "$stamp" >"$STAMPS/build-xenlight"
+    step_done
+}
+
+# ---------------------------------------------------------------------------
 
 host_deps
 command -v "$MUSL_CC" >/dev/null || die "$MUSL_CC not found (package musl-tools)"
@@ -412,16 +719,24 @@ mkdir -p "$BLD" "$PREFIX/lib" "$PREFIX/include"
 fetch fuse3 "${MUSL_FUSE3_VERSION:-}"
 fetch libcap2 "${MUSL_LIBCAP2_VERSION:-}"
 fetch xen "${MUSL_XEN_VERSION:-}"
-for p in fuse3 libcap2 xen; do unpack "$p"; done
+fetch yajl "${MUSL_YAJL_VERSION:-}"
+fetch util-linux "${MUSL_UTIL_LINUX_VERSION:-}"
+fetch zlib "${MUSL_ZLIB_VERSION:-}"
+PKGS="fuse3 libcap2 xen yajl util-linux zlib"
+for p in $PKGS; do unpack "$p"; done
 
 kernel_headers
 build_fuse3
 build_xen
 build_libcap2
+build_zlib
+build_yajl
+build_uuid
+build_xenlight
 
 # What was built from what, for the record.
 {
-    for p in fuse3 libcap2 xen; do echo "$p $(basename "$(cat "$STAMPS/fetch-$p")" .dsc)"; done
+    for p in $PKGS; do echo "$p $(basename "$(cat "$STAMPS/fetch-$p")" .dsc)"; done
 } >"$PREFIX/VERSIONS"
 echo "$RECIPE" >"$STAMPS/all"
 log "total $(elapsed "$T0") s; versions: $(cut -d' ' -f2 "$PREFIX/VERSIONS" | tr '\n' ' ')"
