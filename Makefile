@@ -5,10 +5,11 @@ STD     := -std=c11
 # snprintf into fixed status fields truncates on purpose.
 WARN     = $(STD) -Wall -Wextra -Werror -Wno-format-truncation
 CPPFLAGS_ALL := -Ilib $(shell pkg-config --cflags fuse3 2>/dev/null)
-LIBS    := -lfuse3 -lxenstore -lxenctrl -lcap -lpthread
+LIBS    := -lfuse3 -lxenlight -lxentoollog -lxenstore -lxenctrl -lcap -lpthread
 
 LIB_SRC    := $(wildcard lib/*.c)
-APPLET_SRC := vmmigfs/vmmigfs.c tools/vmmig.c tools/lock.c tools/migrate.c guestctl/guestctl.c
+APPLET_SRC := vmmigfs/vmmigfs.c tools/vmmig.c tools/lock.c tools/migrate.c tools/send.c \
+              tools/receive.c guestctl/guestctl.c
 SRC        := $(LIB_SRC) $(APPLET_SRC)
 LINKS      := vmmigfs guestctl
 
@@ -50,7 +51,8 @@ $(B)/asan/%.o: %.c $(wildcard lib/*.h) | $(DEPS_STAMP)
 	$(CC) -O1 -g $(SAN) $(WARN) $(CPPFLAGS_ALL) -c -o $@ $<
 
 # Xen's public headers use anonymous unions, a GNU extension.
-$(B)/obj/lib/backend_xen.o $(B)/asan/lib/backend_xen.o: STD := -std=gnu11
+$(B)/obj/lib/backend_xen.o $(B)/asan/lib/backend_xen.o $(B)/obj/lib/xenmig.o \
+    $(B)/asan/lib/xenmig.o: STD := -std=gnu11
 
 $(B)/bin/vmmig: $(OBJ)
 	@mkdir -p $(@D)

@@ -9,6 +9,9 @@
  *     "VMMG" | version 1 | type 1 | flags 2 (0) | seq 4 | len 4 | reserved 4 (0)
  *     payload (len bytes) | HMAC-SHA256(session_key, header || payload)[0..16)
  *
+ * (for CHUNK the MAC covers header || index || content id, and proto_recv
+ * checks the content id against the data)
+ *
  * Integers are big-endian.  seq counts the messages in each direction from
  * 0, the handshake included.  The client is always the migration source and
  * the server the destination; the handshake records which side this is and
@@ -88,6 +91,9 @@ enum msg_type {
     MSG_ACTIVATED = 50,
     MSG_DONE = 51,
     MSG_ABORT = 52,
+    /* recovery: does the destination run this domain? */
+    MSG_QUERY = 64,
+    MSG_STATE = 65,
 };
 
 /* "HELLO", ...; "unknown" for a type not in the table. */
@@ -165,6 +171,12 @@ int proto_send_chunk(struct proto_conn *c, uint64_t index, const void *data, uin
  * payload.  Order and gaps are the caller's to check (indexes count up from
  * 0 without gaps; STREAM_END says how many there were). */
 int proto_chunk_parse(const uint8_t *payload, uint32_t len, uint64_t *index,
+                      const uint8_t **data, uint32_t *dlen, char *err, size_t errlen);
+
+/* The same without hashing, for a payload proto_recv returned: it has
+ * already checked the content id of every CHUNK (the MAC covers only the
+ * index and the content id, so that each data byte is hashed once). */
+int proto_chunk_split(const uint8_t *payload, uint32_t len, uint64_t *index,
                       const uint8_t **data, uint32_t *dlen, char *err, size_t errlen);
 
 /* key=value text payloads: one "key=value\n" per line (the last newline may

@@ -117,7 +117,9 @@ static void close_from(int lowfd)
         close(fd);
 }
 
-static void helper_run(int sock, const char *blob, size_t len)
+/* io_fd >= 0 (a connection passed along): it becomes the command's stdin
+ * and stdout, as for a command run by sshd; stderr still goes to the pipe. */
+static void helper_run(int sock, const char *blob, size_t len, int io_fd)
 {
     char *argv[64];
     int argc = 0, pfd[2];
@@ -151,8 +153,8 @@ static void helper_run(int sock, const char *blob, size_t len)
         sigprocmask(SIG_SETMASK, &none, NULL);
         setsid();
         int devnull = open("/dev/null", O_RDONLY);
-        dup2(devnull, 0);
-        dup2(pfd[1], 1);
+        dup2(io_fd >= 0 ? io_fd : devnull, 0);
+        dup2(io_fd >= 0 ? io_fd : pfd[1], 1);
         dup2(pfd[1], 2);
         close_from(3);
         execvp(argv[0], argv);
@@ -212,11 +214,14 @@ static _Noreturn void helper_main(int sock, const char *mountpoint)
         if (p[0].revents) {
             struct spawn_msg m;
             char extra[MSG_MAX];
-            ssize_t n = recv_msg(sock, &m, extra, sizeof extra, NULL);
+            int io_fd = -1;
+            ssize_t n = recv_msg(sock, &m, extra, sizeof extra, &io_fd);
             if (n <= 0)
                 break;
             if (m.type == 'R')
-                helper_run(sock, extra, (size_t)n - 1);
+                helper_run(sock, extra, (size_t)n - 1, io_fd);
+            if (io_fd >= 0)
+                close(io_fd);
             else if (m.type == 'K' && m.a > 0)
                 kill(-(pid_t)m.a, SIGTERM), kill((pid_t)m.a, SIGTERM);
             else if (m.type == 'U')
@@ -278,6 +283,11 @@ static int wait_reply(struct spawner *s, char type, struct spawn_msg *m, int *fd
 
 int spawner_run(void *arg, char *const argv[], pid_t *pid, int *out_fd)
 {
+    return spawner_run_io(arg, argv, -1, pid, out_fd);
+}
+
+int spawner_run_io(void *arg, char *const argv[], int io_fd, pid_t *pid, int *out_fd)
+{
     struct spawner *s = arg;
     struct strbuf blob = {0};
     struct spawn_msg m = {.type = 'R'};
@@ -286,7 +296,7 @@ int spawner_run(void *arg, char *const argv[], pid_t *pid, int *out_fd)
     for (int i = 0; argv[i]; i++)
         sb_add(&blob, argv[i], strlen(argv[i]) + 1);
     m.a = (int32_t)blob.len;
-    rc = (int)send_msg(s->sock, &m, blob.s, blob.len, -1);
+    rc = (int)send_msg(s->sock, &m, blob.s, blob.len, io_fd);
     sb_free(&blob);
     if (rc < 0)
         return rc;

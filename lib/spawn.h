@@ -21,6 +21,8 @@ int spawner_start(struct spawner *s, const char *mountpoint);
 /* struct runner callbacks (see control.h); arg is the struct spawner. */
 int spawner_run(void *arg, char *const argv[], pid_t *pid, int *out_fd);
 int spawner_stop(void *arg, pid_t pid);
+/* The same with io_fd as the command's stdin and stdout (a connection). */
+int spawner_run_io(void *arg, char *const argv[], int io_fd, pid_t *pid, int *out_fd);
 /* The helper's socket is readable: collect one exit report (1), or 0 if none. */
 int spawner_next_exit(struct spawner *s, pid_t *pid, int *status);
 /* Unmount the filesystem and end the helper. */

@@ -12,6 +12,10 @@
 #include <getopt.h>
 #include <grp.h>
 #include <poll.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +44,8 @@ static const char vmmigfs_help[] =
     "      --state-dir DIR   where holds are kept (default $VMMIG_STATE_DIR or " DEFAULT_STATE_DIR ")\n"
     "      --policy FILE     policy file (default $VMMIG_POLICY or " DEFAULT_POLICY ")\n"
     "      --keep-caps       do not drop capabilities after mounting\n"
+    "  -l, --listen [ADDR:]PORT  receive migrations on this TCP port (each\n"
+    "                        connection runs 'vmmig receive'; default: no listener)\n"
     "  -h, --help            show this help\n";
 
 enum fkind { FK_ROOT, FK_DOMDIR, FK_HOST, FK_BACKEND, FK_POLICY, FK_EVENTS, FK_LOCK, FK_MIGRATE, FK_PEER,
@@ -81,7 +87,15 @@ static struct {
     time_t started;
     struct open_file *pollers[256];
     size_t npollers;
-} fs;
+    int listen_fd;            /* incoming migrations; -1 when not listening */
+    char self[4096];          /* this binary, to run `vmmig receive` */
+    const char *state_dir, *policy;
+    struct incoming {         /* running `vmmig receive` agents and their stderr */
+        pid_t pid;
+        int fd;
+        struct strbuf line;
+    } incoming[8];
+} fs = {.listen_fd = -1};
 
 static struct ctl *C(void)
 {
@@ -526,6 +540,117 @@ static void invalidate_name(void *arg, const char *name)
         fuse_invalidate_path(fs_fuse, path);
 }
 
+/* ---- incoming migrations ---------------------------------------------------- */
+
+static int listen_on(const char *spec, char *err, size_t errlen)
+{
+    char host[256] = "", port[16];
+    const char *colon = strrchr(spec, ':');
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res = NULL;
+    long v;
+    int fd, r, one = 1;
+
+    if (colon) {
+        snprintf(host, sizeof host, "%.*s", (int)(colon - spec), spec);
+        if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+            memmove(host, host + 1, strlen(host));
+            host[strlen(host) - 1] = 0;
+        }
+    }
+    snprintf(port, sizeof port, "%s", colon ? colon + 1 : spec);
+    if (parse_long(port, 1, 65535, &v)) {
+        snprintf(err, errlen, "bad --listen '%s' (expected [ADDR:]PORT)", spec);
+        return -EINVAL;
+    }
+    r = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+    if (r) {
+        snprintf(err, errlen, "--listen %s: %s", spec, gai_strerror(r));
+        return -EINVAL;
+    }
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
+        bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 8)) {
+        r = -errno;
+        snprintf(err, errlen, "cannot listen on %s: %s", spec, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(res);
+        return r;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+static void incoming_accept(void)
+{
+    struct sockaddr_storage sa;
+    socklen_t sl = sizeof sa;
+    char addr[INET6_ADDRSTRLEN + 8] = "?";
+    int conn = accept4(fs.listen_fd, (struct sockaddr *)&sa, &sl, SOCK_CLOEXEC);
+    struct incoming *in = NULL;
+
+    if (conn < 0)
+        return;
+    if (sa.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, addr, sizeof addr);
+    else if (sa.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, addr, sizeof addr);
+    for (size_t i = 0; i < ARRAY_SIZE(fs.incoming); i++)
+        if (!fs.incoming[i].pid) {
+            in = &fs.incoming[i];
+            break;
+        }
+    if (!in) {
+        events_emit(&C()->ev, NULL, "incoming-refused", "from=%s why=\"too many at once\"", addr);
+        close(conn);
+        return;
+    }
+    char timeout[32];
+    snprintf(timeout, sizeof timeout, "--timeout=%ld", C()->pol.migrate_timeout);
+    char *argv[] = {fs.self, "receive", "--state-dir", (char *)fs.state_dir, "--policy",
+                    (char *)fs.policy, timeout, NULL};
+    int r = spawner_run_io(&fs.helper, argv, conn, &in->pid, &in->fd);
+    close(conn);
+    if (r) {
+        events_emit(&C()->ev, NULL, "incoming-failed", "from=%s why=\"%s\"", addr, strerror(-r));
+        in->pid = 0;
+        return;
+    }
+    events_emit(&C()->ev, NULL, "incoming", "from=%s pid=%d", addr, (int)in->pid);
+}
+
+/* The receive agent's messages become events on this host. */
+static void incoming_io(struct incoming *in)
+{
+    char buf[2048];
+    ssize_t r;
+
+    while ((r = read(in->fd, buf, sizeof buf)) > 0) {
+        sb_add(&in->line, buf, (size_t)r);
+        char *nl;
+        while (in->line.s && (nl = memchr(in->line.s, '\n', in->line.len))) {
+            *nl = 0;
+            const char *msg = in->line.s;
+            if (!strncmp(msg, "vmmig receive: ", 15))
+                msg += 15;
+            if (*msg)
+                events_emit(&C()->ev, NULL, "incoming", "pid=%d msg=\"%s\"", (int)in->pid, msg);
+            size_t used = (size_t)(nl - in->line.s) + 1;
+            memmove(in->line.s, in->line.s + used, in->line.len - used + 1);
+            in->line.len -= used;
+        }
+        if (in->line.len > 4096)
+            sb_reset(&in->line);
+    }
+    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+        close(in->fd);
+        sb_free(&in->line);
+        memset(in, 0, sizeof *in);
+        in->fd = -1;
+        ctl_refresh(C()); /* the new domain has its final name now */
+    }
+}
+
 static void drain_helper(void)
 {
     pid_t pid;
@@ -549,6 +674,12 @@ static int run_loop(struct fuse_session *se)
         p[n++] = (struct pollfd){.fd = fuse_session_fd(se), .events = POLLIN};
         p[n++] = (struct pollfd){.fd = C()->ops->event_fd(C()->be), .events = POLLIN};
         p[n++] = (struct pollfd){.fd = fs.helper.sock, .events = POLLIN};
+        p[n++] = (struct pollfd){.fd = fs.listen_fd, .events = POLLIN};
+        int first_in = n;
+        for (size_t i = 0; i < ARRAY_SIZE(fs.incoming); i++)
+            p[n++] = (struct pollfd){.fd = fs.incoming[i].pid ? fs.incoming[i].fd : -1,
+                                     .events = POLLIN};
+        int first_mig = n;
         for (size_t i = 0; i < C()->ndoms && n < (int)ARRAY_SIZE(p); i++)
             if (C()->doms[i]->mig_fd >= 0) {
                 migrating[nm++] = C()->doms[i];
@@ -588,8 +719,13 @@ static int run_loop(struct fuse_session *se)
             }
             drain_helper();
         }
+        if (r > 0 && p[3].revents)
+            incoming_accept();
+        for (size_t i = 0; i < ARRAY_SIZE(fs.incoming); i++)
+            if (p[first_in + (int)i].revents && fs.incoming[i].pid)
+                incoming_io(&fs.incoming[i]);
         for (int i = 0; i < nm; i++)
-            if (p[3 + i].revents)
+            if (p[first_mig + i].revents)
                 ctl_migration_io(C(), migrating[i]);
         if (fs.helper.npending)
             drain_helper();
@@ -673,7 +809,8 @@ static int vmmigfs_main(int argc, char **argv)
         {"foreground", no_argument, 0, 'f'}, {"debug", no_argument, 0, 'd'},
         {"backend", required_argument, 0, 'B'}, {"state-dir", required_argument, 0, 'S'},
         {"policy", required_argument, 0, 'P'}, {"keep-caps", no_argument, 0, 'K'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"listen", required_argument, 0, 'l'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *listen_spec = NULL;
     const char *backend = "auto";
     const char *state_dir = env_default("VMMIG_STATE_DIR", DEFAULT_STATE_DIR);
     const char *policy = env_default("VMMIG_POLICY", DEFAULT_POLICY);
@@ -684,8 +821,9 @@ static int vmmigfs_main(int argc, char **argv)
     int opt, rc = 1;
 
     sb_printf(&mopts, "allow_other,fsname=vmmigfs,subtype=vmmigfs");
-    while ((opt = getopt_long(argc, argv, "fdo:h", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "fdo:l:h", longopts, NULL)) != -1) {
         switch (opt) {
+        case 'l': listen_spec = optarg; break;
         case 'f': foreground = true; break;
         case 'd': debug = foreground = true; break;
         case 'o': sb_printf(&mopts, ",%s", optarg); break;
@@ -716,6 +854,22 @@ static int vmmigfs_main(int argc, char **argv)
     if (!foreground)
         detach();
     prctl(PR_SET_NAME, "vmmigfs");
+    for (size_t i = 0; i < ARRAY_SIZE(fs.incoming); i++)
+        fs.incoming[i].fd = -1;
+    fs.state_dir = state_dir;
+    fs.policy = policy;
+    {
+        ssize_t r = readlink("/proc/self/exe", fs.self, sizeof fs.self - 1);
+        fs.self[r > 0 ? r : 0] = 0;
+        const char *env = getenv("VMMIG_RECEIVE");
+        if (env && *env)
+            strlcpy0(fs.self, env, sizeof fs.self);
+    }
+    if (listen_spec) {
+        fs.listen_fd = listen_on(listen_spec, err, sizeof err);
+        if (fs.listen_fd < 0)
+            error_exit("%s", err);
+    }
     openlog("vmmigfs", LOG_PID, LOG_DAEMON);
     if (ctl_open(&fs.ctl, backend, state_dir, policy, err, sizeof err))
         error_exit("%s", err);
@@ -758,8 +912,8 @@ static int vmmigfs_main(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    events_emit(&fs.ctl.ev, NULL, "mounted", "at=%s backend=%s domains=%zu", mntabs,
-                fs.ctl.ops->name, fs.ctl.ndoms);
+    events_emit(&fs.ctl.ev, NULL, "mounted", "at=%s backend=%s domains=%zu listen=%s", mntabs,
+                fs.ctl.ops->name, fs.ctl.ndoms, listen_spec ? listen_spec : "off");
     report_ready();
     fs_fuse = fuse;
     fs.ctl.name_gone = invalidate_name;

@@ -1,0 +1,76 @@
+/* The hypervisor half of a migration, behind one small vtable (like
+ * nbdcopy's struct rw_ops): `vmmig send` and `vmmig receive` drive the
+ * control protocol and call these for everything that touches domains.
+ * Xen's implementation (libxl) is lib/xenmig.c. */
+#ifndef VMMIG_MIGENGINE_H
+#define VMMIG_MIGENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+struct mig_dom {
+    uint32_t domid;
+    char name[64];
+    char uuid[37];
+    uint64_t mem_kib;
+    unsigned vcpus;
+    bool paused, suspended, dying;
+};
+
+/* Called from inside save() as the hypervisor's stream advances: round 1..n
+ * of the live phase (final = false), then the stop-and-copy round (final =
+ * true, the domain is suspended); done/total count pages of that round. */
+typedef void mig_progress_fn(void *arg, unsigned round, bool final, unsigned long done,
+                             unsigned long total);
+
+struct mig_engine;
+
+struct mig_engine_ops {
+    const char *name;       /* "xen" */
+    const char *algorithms; /* what save() can do, best first: "precopy,stopcopy" */
+    int (*open)(struct mig_engine **e, mig_progress_fn *progress, void *arg, char *err,
+                size_t errlen);
+    void (*close)(struct mig_engine *e);
+
+    /* A domain by name or domid (source) or by UUID; -ENOENT when absent. */
+    int (*lookup)(struct mig_engine *e, const char *name_or_domid, struct mig_dom *out);
+    int (*lookup_uuid)(struct mig_engine *e, const char *uuid, struct mig_dom *out);
+    int (*free_kib)(struct mig_engine *e, uint64_t *kib);
+
+    /* Source: the configuration as neutral key=value text and in the
+     * hypervisor's own form (both malloc'd). */
+    int (*get_config)(struct mig_engine *e, uint32_t domid, struct strbuf *neutral,
+                      char **native, char *err, size_t errlen);
+    /* Write the migration stream to fd (blocking); live = pre-copy, else
+     * stop-and-copy.  On success the domain is left suspended. */
+    int (*save)(struct mig_engine *e, uint32_t domid, int fd, bool live, char *err, size_t errlen);
+    /* Is the domain suspended right now?  1 yes, 0 no, -errno.  Safe to call
+     * from another thread while save() runs. */
+    int (*is_suspended)(struct mig_engine *e, uint32_t domid);
+    /* Undo a suspend: the domain runs again where it was. */
+    int (*resume)(struct mig_engine *e, uint32_t domid, char *err, size_t errlen);
+
+    /* Destination: create a paused domain from native config and the stream on fd. */
+    int (*restore)(struct mig_engine *e, const char *native, const char *name, int fd,
+                   uint32_t *domid, char *err, size_t errlen);
+    int (*unpause)(struct mig_engine *e, uint32_t domid, char *err, size_t errlen);
+
+    int (*rename)(struct mig_engine *e, uint32_t domid, const char *from, const char *to,
+                  char *err, size_t errlen);
+    int (*destroy)(struct mig_engine *e, uint32_t domid, char *err, size_t errlen);
+    /* The guest's own hold request channel (raw "1 reason=..." text). */
+    int (*guest_hold_get)(struct mig_engine *e, uint32_t domid, char *buf, size_t size);
+    int (*guest_hold_put)(struct mig_engine *e, uint32_t domid, const char *value);
+};
+
+extern const struct mig_engine_ops xen_mig_engine;
+
+/* Name suffixes that mark the two copies during a migration (as xl's). */
+#define MIG_INCOMING_SUFFIX "--incoming"
+#define MIG_AWAY_SUFFIX "--migratedaway"
+#define MIG_NO_DOMID 0xffffffffu
+
+#endif

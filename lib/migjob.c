@@ -1,0 +1,238 @@
+#define _GNU_SOURCE
+#include "migjob.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util.h"
+
+const char *mig_stage_name(enum mig_stage s)
+{
+    static const char *const names[] = {"pre-migration",  "reservation", "iterative-pre-copy",
+                                        "stop-and-copy", "commitment",  "activation"};
+    return (unsigned)s < ARRAY_SIZE(names) ? names[s] : "unknown";
+}
+
+static int connect_tcp(const char *host, unsigned port, int timeout_ms, int *fdp, char *err,
+                       size_t errlen)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL, *ai;
+    char portstr[16], name[256];
+    int r, fd = -1, last = 0;
+
+    /* "[v6addr]" as in URLs */
+    strlcpy0(name, host, sizeof name);
+    if (name[0] == '[' && name[strlen(name) - 1] == ']') {
+        memmove(name, name + 1, strlen(name));
+        name[strlen(name) - 1] = 0;
+    }
+    snprintf(portstr, sizeof portstr, "%u", port);
+    r = getaddrinfo(name, portstr, &hints, &res);
+    if (r) {
+        snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(r));
+        return -EHOSTUNREACH;
+    }
+    for (ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0) {
+            last = errno;
+            continue;
+        }
+        r = connect(fd, ai->ai_addr, ai->ai_addrlen);
+        if (r < 0 && errno == EINPROGRESS) {
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            socklen_t sl = sizeof last;
+            r = poll(&p, 1, timeout_ms);
+            if (r == 0) {
+                last = ETIMEDOUT;
+            } else if (r > 0 && !getsockopt(fd, SOL_SOCKET, SO_ERROR, &last, &sl) && !last) {
+                r = 0;
+                break;
+            } else if (r < 0) {
+                last = errno;
+            }
+            r = -1;
+        } else if (r == 0) {
+            break;
+        } else {
+            last = errno;
+        }
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot connect to %s port %u: %s", host, port, strerror(last));
+        return -(last ? last : ECONNREFUSED);
+    }
+    /* The protocol layer polls with its own timeouts; it wants blocking fds. */
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof one);
+    *fdp = fd;
+    return 0;
+}
+
+static int connect_exec(const char *host, const char *via, int *fdp, pid_t *pidp, char *err,
+                        size_t errlen)
+{
+    struct strbuf cmd = {0};
+    int sv[2];
+    pid_t pid;
+
+    for (const char *p = via; *p; p++) {
+        if (p[0] == '%' && p[1] == 'h') {
+            sb_add(&cmd, host, strlen(host));
+            p++;
+        } else if (p[0] == '%' && p[1] == '%') {
+            sb_add(&cmd, "%", 1);
+            p++;
+        } else {
+            sb_add(&cmd, p, 1);
+        }
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
+        snprintf(err, errlen, "socketpair: %s", strerror(errno));
+        sb_free(&cmd);
+        return -errno;
+    }
+    pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        snprintf(err, errlen, "fork: %s", strerror(e));
+        close(sv[0]), close(sv[1]);
+        sb_free(&cmd);
+        return -e;
+    }
+    if (pid == 0) {
+        dup2(sv[1], 0);
+        dup2(sv[1], 1);
+        signal(SIGPIPE, SIG_DFL);
+        execl("/bin/sh", "sh", "-c", cmd.s, (char *)NULL);
+        _exit(127);
+    }
+    close(sv[1]);
+    sb_free(&cmd);
+    *fdp = sv[0];
+    *pidp = pid;
+    return 0;
+}
+
+int mig_connect(const char *host, unsigned port, const char *via, int timeout_ms, int *fd,
+                pid_t *pid, char *err, size_t errlen)
+{
+    *pid = 0;
+    if (!via || !*via || !strcmp(via, "tcp"))
+        return connect_tcp(host, port, timeout_ms, fd, err, errlen);
+    return connect_exec(host, via, fd, pid, err, errlen);
+}
+
+void mig_boot_id(char *buf, size_t size)
+{
+    char *s = NULL;
+    size_t n;
+    if (read_file("/proc/sys/kernel/random/boot_id", &s, &n)) {
+        strlcpy0(buf, "unknown", size);
+        return;
+    }
+    s[strcspn(s, "\n")] = 0;
+    strlcpy0(buf, s, size);
+    free(s);
+}
+
+static bool hook_name_ok(const char *n)
+{
+    if (!*n)
+        return false;
+    for (; *n; n++)
+        if (!((*n >= 'a' && *n <= 'z') || (*n >= 'A' && *n <= 'Z') || (*n >= '0' && *n <= '9') ||
+              *n == '_' || *n == '-'))
+            return false;
+    return true;
+}
+
+int mig_run_hooks(const char *role, const char *domain, const char *uuid, const char *from,
+                  const char *to)
+{
+    const char *dir = getenv("VMMIG_HOOKS_DIR");
+    struct dirent **ents = NULL;
+    int n, failed = 0;
+
+    if (!dir || !*dir)
+        dir = "/etc/vmmig/hooks.d";
+    n = scandir(dir, &ents, NULL, alphasort);
+    if (n < 0)
+        return 0; /* no hooks directory: nothing to run */
+    for (int i = 0; i < n; i++) {
+        char path[1024];
+        struct stat st;
+        if (!hook_name_ok(ents[i]->d_name))
+            goto next;
+        snprintf(path, sizeof path, "%s/%s", dir, ents[i]->d_name);
+        if (stat(path, &st) || !S_ISREG(st.st_mode) || access(path, X_OK))
+            goto next;
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid < 0) {
+            error_msg("hook %s: fork: %s", path, strerror(errno));
+            failed++;
+            goto next;
+        }
+        if (pid == 0) {
+            setenv("VMMIG_ROLE", role, 1);
+            setenv("VMMIG_DOMAIN", domain, 1);
+            setenv("VMMIG_UUID", uuid, 1);
+            setenv("VMMIG_FROM", from, 1);
+            setenv("VMMIG_TO", to, 1);
+            int nul = open("/dev/null", O_RDONLY);
+            if (nul >= 0)
+                dup2(nul, 0);
+            execl(path, path, "migrated", domain, from, to, (char *)NULL);
+            _exit(127);
+        }
+        int status = 0, waited = 0;
+        for (;;) {
+            pid_t r = waitpid(pid, &status, WNOHANG);
+            if (r == pid)
+                break;
+            if (r < 0 && errno != EINTR)
+                break;
+            if (waited >= 30000) {
+                kill(pid, SIGKILL);
+                waitpid(pid, &status, 0);
+                error_msg("hook %s: killed after 30 s", path);
+                status = -1;
+                break;
+            }
+            nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+            waited += 20;
+        }
+        if (status == -1)
+            failed++;
+        else if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+            printf("hook %s: ok\n", ents[i]->d_name);
+        else {
+            error_msg("hook %s: %s %d", path, WIFEXITED(status) ? "exit" : "signal",
+                      WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+            failed++;
+        }
+    next:
+        free(ents[i]);
+    }
+    free(ents);
+    fflush(stdout);
+    return failed;
+}

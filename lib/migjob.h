@@ -1,0 +1,39 @@
+/* What `vmmig send` and `vmmig receive` share besides the protocol:
+ * reaching the peer agent, the stage names, and location-notification hooks. */
+#ifndef VMMIG_MIGJOB_H
+#define VMMIG_MIGJOB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+enum mig_stage {
+    STAGE_PRE = 0,      /* pre-migration: checks, connection, authentication */
+    STAGE_RESERVE = 1,  /* reservation: request, configuration */
+    STAGE_PRECOPY = 2,  /* iterative pre-copy */
+    STAGE_STOPCOPY = 3, /* stop-and-copy */
+    STAGE_COMMIT = 4,   /* commitment */
+    STAGE_ACTIVATE = 5, /* activation */
+};
+const char *mig_stage_name(enum mig_stage s);
+
+/* Connect to the destination agent: TCP to host:port when via is NULL or
+ * "tcp", else run via (an exec transport: %h is replaced by host, %% by %)
+ * through /bin/sh with a socket as its stdin and stdout.  *pid is the
+ * transport's process (or 0).  timeout_ms bounds the TCP connect. */
+int mig_connect(const char *host, unsigned port, const char *via, int timeout_ms, int *fd,
+                pid_t *pid, char *err, size_t errlen);
+
+/* This host's boot id: two agents with the same one are on the same host. */
+void mig_boot_id(char *buf, size_t size);
+
+/* Run every executable in the hooks directory ($VMMIG_HOOKS_DIR, else
+ * /etc/vmmig/hooks.d) in name order as `HOOK migrated DOMAIN FROM TO`, with
+ * VMMIG_ROLE, VMMIG_DOMAIN, VMMIG_UUID, VMMIG_FROM, VMMIG_TO set, each for
+ * at most 30 s.  Names with characters other than [A-Za-z0-9_-] are skipped
+ * (run-parts' rule, so editor backups do not run).  Reports each hook that
+ * fails on stderr; returns how many failed. */
+int mig_run_hooks(const char *role, const char *domain, const char *uuid, const char *from,
+                  const char *to);
+
+#endif

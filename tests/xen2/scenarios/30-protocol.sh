@@ -1,0 +1,161 @@
+# vmmig's own migration protocol between two real Xen hosts (issue 3):
+# vmmig send / vmmig receive (vmmigfs --listen), refusals, faults at
+# several stages (kill either agent, cut the link), cancel, force, wait,
+# holds travelling, hooks, the forwarding entry.  After every fault the
+# domain must run exactly once, and a retry must succeed.
+M=/run/vmmig
+KEY='xen2-shared-test-key-0123456789'
+setup_host() {
+    printf '%s' "mkdir -p /etc/vmmig/hooks.d && (umask 077; printf '%s\n' '$KEY' > /etc/vmmig/key) &&
+printf '#!/bin/sh\necho \"\$VMMIG_ROLE \$*\" >> /tmp/hooks.log\n' > /etc/vmmig/hooks.d/10-log &&
+chmod +x /etc/vmmig/hooks.d/10-log &&
+printf 'migrate_timeout = 5\nguest_max_hold = 3\nforward_ttl = 600\n' > /etc/vmmig/policy &&
+mkdir -p $M && vmmigfs --listen 8123 $M"
+}
+# copies of tiny on a host: "tiny:r" lines (name:state letters without dashes)
+copies_on() {
+    if [ "$1" = A ]; then xl list; else host_run B 'xl list'; fi |
+        awk '$1 ~ /^tiny/ { s = $5; gsub("-", "", s); print $1 ":" s }' | sort | tr '\n' ' '
+}
+# Exactly one copy in the whole system, named tiny, running (r or b), on HOST.
+runs_once_on() {
+    local a b
+    a=$(copies_on A); b=$(copies_on B)
+    case "$1:$a:$b" in
+    A:tiny:r\ :|A:tiny:b\ :|B::tiny:r\ |B::tiny:b\ ) return 0 ;;
+    esac
+    diag "copies: hostA [$a] hostB [$b]"
+    return 1
+}
+settle_once_on() { # the losing side may need a few seconds to drop its copy
+    wait_for "runs_once_on $1 >/dev/null 2>&1" ${2:-20}
+    if runs_once_on "$1"; then tap_ok "$3: tiny runs exactly once, on host$1"; else tap_not_ok "$3: tiny runs exactly once, on host$1"; fi
+}
+sent_bytes() { sed -n 's/.* sent=\([0-9]*\).*/\1/p' "$1" 2>/dev/null | tail -n 1; }
+# start vmmig send in the background on hostA; output in /tmp/send.out.
+# Arguments: VAR=value environment settings, then vmmig send options.
+bg_send() {
+    local envs=""
+    while [ $# -gt 0 ]; do case "$1" in [A-Z]*=*) envs="$envs $1"; shift ;; *) break ;; esac; done
+    rm -f /tmp/send.out /tmp/send.rc
+    ( env $envs vmmig send "$@" tiny hostB > /tmp/send.out 2>&1; echo $? > /tmp/send.rc ) \
+        </dev/null >/dev/null 2>&1 &
+}
+wait_precopy() { # until some MB have gone out in pre-copy
+    wait_for "grep -q 'stage=2' /tmp/send.out && [ \"\$(sent_bytes /tmp/send.out)\" -gt ${1:-20000000} ]" 60
+}
+wait_send_end() { wait_for '[ -s /tmp/send.rc ]' ${1:-90}; }
+
+if guest_create tiny; then tap_ok "guest_create tiny on hostA"; else tap_not_ok "guest_create tiny"; exit 0; fi
+check "hostA: key, hooks, policy, vmmigfs --listen 8123" sh -c "$(setup_host)"
+check "hostB: key, hooks, policy, vmmigfs --listen 8123" host_run B "$(setup_host)"
+wait_for "[ -d $M/tiny ]" 10
+check "memcheck runs in tiny (48 MiB patterned, rewritten all the time)" memcheck_start tiny 48
+
+# ---- refusals: nothing moves ----
+printf 'a-different-key-0123456789abcdef\n' > /tmp/badkey; chmod 600 /tmp/badkey
+out=$(VMMIG_KEY_FILE=/tmp/badkey vmmig send tiny hostB 2>&1); rc=$?
+is "$rc" 1 "wrong key: vmmig send fails"
+like "$out" "result failed stage=0 domain=running-here.*authentication" "wrong key: refused at authentication"
+like "$(host_run B "cat $M/events")" "handshake refused" "hostB's events record the refused handshake"
+host_run B "echo 'accept_incoming = no' > $M/policy" >/dev/null
+out=$(vmmig send tiny hostB 2>&1); rc=$?
+is "$rc" 1 "destination policy: refused"
+like "$out" "hostB refused \(policy\): this host does not accept migrations" "with hostB's reason"
+host_run B "echo 'accept_incoming = yes' > $M/policy" >/dev/null
+runs_once_on A && tap_ok "refusals: tiny still runs on hostA only" || tap_not_ok "refusals: tiny still runs on hostA only"
+
+# ---- faults in pre-copy ----
+bg_send
+wait_precopy
+host_run B 'pkill -9 -f "vmmig receive"' >/dev/null
+wait_send_end
+is "$(cat /tmp/send.rc)" 1 "destination agent killed in pre-copy: the job fails"
+like "$(cat /tmp/send.out)" "result failed stage=2 domain=running-here" "saying the domain runs here"
+settle_once_on A 20 "destination agent killed"
+
+bg_send
+wait_precopy
+pkill -9 -f "vmmig send"
+wait_send_end 10
+settle_once_on A 40 "source agent killed in pre-copy"
+
+bg_send --timeout=5
+wait_precopy
+( ip link set eth0 down; sleep 12; ip link set eth0 up ) </dev/null >/dev/null 2>&1 &
+wait_send_end 60
+is "$(cat /tmp/send.rc)" 1 "link cut in pre-copy: the job fails"
+like "$(cat /tmp/send.out)" "result failed stage=2 domain=running-here" "saying the domain runs here"
+wait_for "host_run B true >/dev/null 2>&1" 30
+settle_once_on A 40 "link cut in pre-copy"
+
+# ---- faults at the commit point ----
+bg_send VMMIG_TEST_DELAY=received:8
+wait_for "grep -q 'test delay at received' /tmp/send.out" 90
+host_run B 'pkill -9 -f "vmmig receive"' >/dev/null
+wait_send_end
+is "$(cat /tmp/send.rc)" 1 "destination agent killed after RECEIVED: the job fails"
+like "$(cat /tmp/send.out)" "domain=running-here" "and resumes the domain here"
+settle_once_on A 30 "destination agent killed before the commit"
+
+bg_send VMMIG_TEST_DELAY=committed:6
+wait_for "grep -q 'test delay at committed' /tmp/send.out" 90
+like "$(copies_on A)" "tiny--migratedaway" "after COMMIT hostA keeps its copy renamed tiny--migratedaway"
+pkill -9 -f "vmmig send"
+sleep 1
+out=$(vmmig send --recover tiny--migratedaway hostB 2>&1); rc=$?
+diag "$out"
+is "$rc" 0 "source agent killed after COMMIT: vmmig send --recover finds hostB runs it"
+settle_once_on B 30 "source agent killed after the commit"
+memcheck_out=$(guest_run_on B tiny 'memcheck verify'); rc=$?
+is "$rc" 0 "memory intact on hostB after the recovered commit ($memcheck_out)"
+
+# back to hostA, through vmmigfs on hostB (retry after all those faults)
+out=$(host_run B "echo hostA > $M/tiny/migrate; i=0; while [ \$i -lt 120 ]; do s=\$(cat $M/tiny/migrate 2>/dev/null); case \"\$s\" in done*|failed*|migrated*) break;; esac; sleep 1; i=\$((i+1)); done; echo \"\$s\"")
+like "$out" "done hostA|migrated hostA" "hostB -> hostA through hostB's vmmigfs"
+settle_once_on A 30 "after moving back"
+check "memory intact on hostA" memcheck_verify tiny
+
+# ---- cancel ----
+echo hostB > $M/tiny/migrate
+wait_for "grep -q 'stage=2' $M/tiny/migrate" 30
+check "echo cancel > tiny/migrate" sh -c "echo cancel > $M/tiny/migrate"
+wait_for "grep -q '^failed' $M/tiny/migrate" 30
+like "$(cat $M/tiny/migrate)" "^failed hostB" "cancelled: migrate says failed"
+settle_once_on A 30 "cancelled in pre-copy"
+
+# ---- a guest hold travels (force over an expired quota), hooks, forwarding ----
+check "guest holds itself" guest_run tiny 'guestctl lock --reason "db checkpoint"'
+wait_for "[ \"\$(cat $M/tiny/lock)\" = 1 ]" 5
+out=$(sh -c "echo hostB > $M/tiny/migrate" 2>&1)
+like "$out" "busy" "held: echo hostB > tiny/migrate fails with EBUSY"
+sleep 4 # past guest_max_hold = 3
+check "echo 'hostB force' > tiny/migrate" sh -c "echo 'hostB force' > $M/tiny/migrate"
+wait_for "grep -q '^done\|^failed\|^migrated' $M/tiny/migrate" 120
+like "$(cat $M/tiny/migrate)" "done hostB|migrated hostB" "forced: the migration is done"
+like "$(cat $M/events)" "migrate-forced" "the override is audited in events"
+settle_once_on B 30 "forced migration"
+wait_for "[ \"\$(host_run B 'cat $M/tiny/lock' 2>/dev/null)\" = 1 ]" 15
+is "$(host_run B "cat $M/tiny/lock")" 1 "the guest's hold arrived on hostB"
+like "$(host_run B "cat $M/tiny/status")" "db checkpoint" "with its reason"
+check "memory intact on hostB" guest_run_on B tiny 'memcheck verify'
+like "$(cat /tmp/hooks.log)" "source migrated tiny hostA hostB" "hostA ran its hook (source)"
+like "$(host_run B 'cat /tmp/hooks.log')" "destination migrated tiny hostA hostB" "hostB ran its hook (destination)"
+wait_for "grep -q 'migrated to hostB' $M/tiny/status" 10
+like "$(cat $M/tiny/status)" "migrated to hostB at " "hostA keeps a forwarding entry"
+out=$(sh -c "echo 1 > $M/tiny/lock" 2>&1)
+like "$out" "Object is remote" "writes to the forwarding entry fail with EREMOTE"
+
+# ---- wait mode: deferred until the hold is released ----
+host_run B "echo 'hostA wait=120' > $M/tiny/migrate" >/dev/null
+sleep 2
+like "$(host_run B "cat $M/tiny/migrate")" "^waiting hostA" "held: 'hostA wait=120' waits"
+check "the guest releases its hold on hostB" guest_run_on B tiny 'guestctl unlock'
+wait_for "host_run B 'cat $M/tiny/migrate' | grep -q '^done\|^failed\|^migrated'" 120
+like "$(host_run B "cat $M/tiny/migrate")" "done hostA|migrated hostA" "then it migrates"
+settle_once_on A 30 "wait mode"
+out=$(memcheck_verify tiny); rc=$?
+is "$rc" 0 "memory intact after 4 migrations and 6 faults: $out"
+
+host_run B "fusermount3 -u $M" >/dev/null
+fusermount3 -u $M

@@ -1,0 +1,526 @@
+/* vmmig receive: the destination agent of one live migration
+ * (vmmig-protocol(7)).  vmmigfs runs it on each accepted TCP connection;
+ * `ssh HOST vmmig receive` is the exec transport. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "applet.h"
+#include "lock.h"
+#include "migengine.h"
+#include "migjob.h"
+#include "policy.h"
+#include "proto.h"
+#include "state.h"
+#include "util.h"
+
+static const char receive_help[] =
+    "usage: vmmig receive [OPTIONS]\n"
+    "\n"
+    "Receive one live migration from a 'vmmig send' on another host, over\n"
+    "stdin/stdout (the exec transport: 'ssh HOST vmmig receive') or over the\n"
+    "connected socket given with --fd (vmmigfs --listen does that).\n"
+    "\n"
+    "  -F, --fd N            use the connected socket N instead of stdin/stdout\n"
+    "  -t, --timeout S       longest silence from the peer (default 30)\n"
+    "  -k, --key FILE        pre-shared key (default $VMMIG_KEY_FILE or /etc/vmmig/key)\n"
+    "  -d, --state-dir DIR   default $VMMIG_STATE_DIR or " DEFAULT_STATE_DIR "\n"
+    "  -P, --policy FILE     default $VMMIG_POLICY or " DEFAULT_POLICY "\n"
+    "  -h, --help            show this help\n"
+    "\n"
+    "It refuses a domain whose name or UUID is taken here, that needs more memory\n"
+    "than is free, or any domain when the policy says accept_incoming = no.\n"
+    "Progress and the outcome go to stderr and syslog.  Exit status: 0 received\n"
+    "and running here (or a query answered), 1 failed or refused, 2 usage.\n";
+
+struct rjob {
+    struct proto_conn conn;
+    const struct mig_engine_ops *eng;
+    struct mig_engine *e;
+    const char *state_dir;
+    char name[64], uuid[37], peer[64];
+    int pipe_w;
+    uint64_t chunks, bytes;
+    int pump_rc;
+    char pump_err[300];
+    /* the state record as it was before we wrote ours (to put back on failure) */
+    bool had_state;
+    char *old_state;
+    int lock_fd;
+    char guest_hold[LOCK_REQUEST_MAX + 1]; /* the guest's raw request, if any */
+};
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s: %s\n", toolname, msg);
+    syslog(LOG_INFO, "%s", msg);
+}
+
+static void reply(struct rjob *r, int type, const char *k1, const char *v1, const char *k2,
+                  const char *v2)
+{
+    struct strbuf sb = {0};
+    if (k1)
+        kv_add(&sb, k1, "%s", v1);
+    if (k2)
+        kv_add(&sb, k2, "%s", v2);
+    proto_send(&r->conn, type, sb.s, (uint32_t)sb.len);
+    sb_free(&sb);
+}
+
+static void state_path(struct rjob *r, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s/domains/%s", r->state_dir, r->uuid);
+}
+
+static void state_rollback(struct rjob *r)
+{
+    char path[600];
+    state_path(r, path, sizeof path);
+    if (r->had_state)
+        atomic_write(path, r->old_state, strlen(r->old_state), 0600);
+    else
+        unlink(path);
+}
+
+/* One incoming migration per UUID at a time; the lock also tells a later
+ * QUERY whether a --incoming copy still has an owner. */
+static int lock_incoming(struct rjob *r, bool wait)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/incoming", r->state_dir);
+    mkdir_p(path, 0700);
+    snprintf(path, sizeof path, "%s/incoming/%s.lock", r->state_dir, r->uuid);
+    r->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (r->lock_fd < 0)
+        return -errno;
+    if (flock(r->lock_fd, LOCK_EX | (wait ? 0 : LOCK_NB)))
+        return -errno;
+    return 0;
+}
+
+static void *pump_main(void *arg)
+{
+    struct rjob *r = arg;
+    int type;
+    uint8_t *pl;
+    uint32_t len, dlen;
+    const uint8_t *data;
+    uint64_t index;
+    char perr[200];
+
+    for (;;) {
+        r->pump_rc = proto_recv(&r->conn, &type, &pl, &len, perr, sizeof perr);
+        if (r->pump_rc) {
+            snprintf(r->pump_err, sizeof r->pump_err, "%s: %s", r->peer, perr);
+            break;
+        }
+        if (type == MSG_PROGRESS) {
+            free(pl);
+            continue;
+        }
+        if (type == MSG_ABORT) {
+            char why[200] = "no reason given";
+            kv_get(pl, len, "reason", why, sizeof why);
+            snprintf(r->pump_err, sizeof r->pump_err, "the source aborted: %s", why);
+            r->pump_rc = -ECANCELED;
+            free(pl);
+            break;
+        }
+        if (type == MSG_STREAM_END) {
+            char n[32] = "", b[32] = "";
+            kv_get(pl, len, "chunks", n, sizeof n);
+            kv_get(pl, len, "bytes", b, sizeof b);
+            free(pl);
+            if (strtoull(n, NULL, 10) != r->chunks || strtoull(b, NULL, 10) != r->bytes) {
+                snprintf(r->pump_err, sizeof r->pump_err,
+                         "stream incomplete: %s chunks / %s bytes announced, %llu / %llu received",
+                         n, b, (unsigned long long)r->chunks, (unsigned long long)r->bytes);
+                r->pump_rc = -EBADMSG;
+            }
+            break;
+        }
+        if (type != MSG_CHUNK) {
+            snprintf(r->pump_err, sizeof r->pump_err, "%s sent %s inside the stream", r->peer,
+                     msg_type_name(type));
+            r->pump_rc = -EPROTO;
+            free(pl);
+            break;
+        }
+        r->pump_rc = proto_chunk_split(pl, len, &index, &data, &dlen, perr, sizeof perr);
+        if (!r->pump_rc && index != r->chunks) {
+            snprintf(perr, sizeof perr, "chunk %llu where %llu was due",
+                     (unsigned long long)index, (unsigned long long)r->chunks);
+            r->pump_rc = -EBADMSG;
+        }
+        if (r->pump_rc) {
+            snprintf(r->pump_err, sizeof r->pump_err, "bad chunk: %s", perr);
+            free(pl);
+            break;
+        }
+        for (uint32_t off = 0; off < dlen;) {
+            ssize_t w = write(r->pipe_w, data + off, dlen - off);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0) {
+                r->pump_rc = -errno;
+                snprintf(r->pump_err, sizeof r->pump_err, "libxl stopped reading the stream: %s",
+                         strerror(errno));
+                break;
+            }
+            off += (uint32_t)w;
+        }
+        free(pl);
+        if (r->pump_rc)
+            break;
+        r->chunks++;
+        r->bytes += dlen;
+    }
+    /* EOF for libxl: at the end record it has stopped reading anyway. */
+    close(r->pipe_w);
+    r->pipe_w = -1;
+    return NULL;
+}
+
+/* QUERY: after a lost ACTIVATED the source asks whether we run the domain. */
+static int answer_query(struct rjob *r, const uint8_t *pl, uint32_t len)
+{
+    struct mig_dom d;
+    char err[300];
+
+    if (kv_get(pl, len, "uuid", r->uuid, sizeof r->uuid) || !uuid_valid(r->uuid)) {
+        reply(r, MSG_ABORT, "reason", "QUERY without a valid uuid", NULL, NULL);
+        return 1;
+    }
+    if (r->eng->lookup_uuid(r->e, r->uuid, &d)) {
+        reply(r, MSG_STATE, "state", "absent", NULL, NULL);
+        return 0;
+    }
+    size_t n = strlen(d.name), sl = strlen(MIG_INCOMING_SUFFIX);
+    if (n > sl && !strcmp(d.name + n - sl, MIG_INCOMING_SUFFIX)) {
+        /* An uncommitted copy: ours to remove once no agent owns it. */
+        if (lock_incoming(r, false)) {
+            reply(r, MSG_STATE, "state", "busy", NULL, NULL);
+            return 0;
+        }
+        if (r->eng->destroy(r->e, d.domid, err, sizeof err))
+            say("removing the orphaned copy %s: %s", d.name, err);
+        else
+            say("removed the orphaned copy %s (domid %u)", d.name, d.domid);
+        reply(r, MSG_STATE, "state", "absent", NULL, NULL);
+        return 0;
+    }
+    char domid[16];
+    snprintf(domid, sizeof domid, "%u", d.domid);
+    reply(r, MSG_STATE, "state", d.paused ? "paused" : "active", "domid", domid);
+    return 0;
+}
+
+static int refuse(struct rjob *r, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int refuse(struct rjob *r, const char *code, const char *fmt, ...)
+{
+    char why[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    say("refused %s from %s: %s", r->name[0] ? r->name : "a domain", r->peer, why);
+    reply(r, MSG_REQ_FAIL, "code", code, "reason", why);
+    return 1;
+}
+
+/* The request: 0 accepted (state record written), 1 refused (answered). */
+static int judge_request(struct rjob *r, const struct policy *pol, const uint8_t *pl, uint32_t len,
+                         bool *stopcopy)
+{
+    char v[64], algs[128] = "", bootid[64] = "", mybootid[64], srcdomid[16] = "";
+    struct domstate st;
+    struct mig_dom d;
+    uint64_t need, freekib = 0;
+    char *stext = xmalloc(8192), err[300];
+    int rc = 1;
+
+    if (kv_get(pl, len, "name", r->name, sizeof r->name) || !r->name[0] ||
+        kv_get(pl, len, "uuid", r->uuid, sizeof r->uuid) || !uuid_valid(r->uuid) ||
+        kv_get(pl, len, "memory_kib", v, sizeof v) || !(need = strtoull(v, NULL, 10))) {
+        rc = refuse(r, "bad-request", "the request lacks a valid name, uuid or memory_kib");
+        goto out;
+    }
+    if (!pol->accept_incoming) {
+        rc = refuse(r, "policy", "this host does not accept migrations (accept_incoming = no)");
+        goto out;
+    }
+    kv_get(pl, len, "backend", v, sizeof v);
+    if (strcmp(v, r->eng->name)) {
+        rc = refuse(r, "backend", "this host runs %s, the domain comes from %s", r->eng->name, v);
+        goto out;
+    }
+    kv_get(pl, len, "algorithms", algs, sizeof algs);
+    kv_get(pl, len, "boot_id", bootid, sizeof bootid);
+    kv_get(pl, len, "domid", srcdomid, sizeof srcdomid);
+    mig_boot_id(mybootid, sizeof mybootid);
+    bool same_host = !strcmp(bootid, mybootid);
+    /* Within one host the source copy itself has the name and UUID. */
+    if (!r->eng->lookup_uuid(r->e, r->uuid, &d) &&
+        !(same_host && (unsigned)atoi(srcdomid) == d.domid)) {
+        rc = refuse(r, "clash", "a domain with UUID %s already runs here (%s)", r->uuid, d.name);
+        goto out;
+    }
+    if (!r->eng->lookup(r->e, r->name, &d) && !(same_host && (unsigned)atoi(srcdomid) == d.domid)) {
+        rc = refuse(r, "clash", "a domain named %s already runs here (domid %u)", r->name, d.domid);
+        goto out;
+    }
+    if (!r->eng->free_kib(r->e, &freekib) && freekib < need + need / 64) {
+        rc = refuse(r, "nomem", "needs %llu KiB, %llu KiB free here",
+                    (unsigned long long)need, (unsigned long long)freekib);
+        goto out;
+    }
+    if (state_load(r->state_dir, r->uuid, &st, err, sizeof err)) {
+        rc = refuse(r, "locked", "this host's state record for %s is unreadable: %s", r->uuid, err);
+        goto out;
+    }
+    if (hold_in_force(&st.admin, time(NULL)) && !same_host) {
+        rc = refuse(r, "locked", "an admin hold for %s exists here (by %s: %s)", r->name,
+                    st.admin.by, st.admin.reason);
+        goto out;
+    }
+    if (lock_incoming(r, false)) {
+        rc = refuse(r, "busy", "another migration of %s is arriving", r->name);
+        goto out;
+    }
+    /* The holds and peers travel: the record is in place before the domain
+     * appears, so this host's vmmigfs finds them when it sees it. */
+    if (kv_get(pl, len, "state", stext, 8192) ||
+        state_parse(stext, strlen(stext), &st, err, sizeof err)) {
+        rc = refuse(r, "bad-request", "the domain's state record is malformed");
+        goto out;
+    }
+    char path[600], *old = NULL;
+    size_t oldlen;
+    state_path(r, path, sizeof path);
+    r->had_state = !read_file(path, &old, &oldlen);
+    r->old_state = old;
+    if (!same_host && state_save(r->state_dir, r->uuid, &st)) {
+        rc = refuse(r, "backend", "cannot write the state record in %s", r->state_dir);
+        goto out;
+    }
+    if (kv_get(pl, len, "guest_hold", r->guest_hold, sizeof r->guest_hold))
+        r->guest_hold[0] = 0;
+    *stopcopy = !strstr(algs, "precopy");
+    rc = 0;
+out:
+    free(stext);
+    return rc;
+}
+
+static int receive_main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"fd", required_argument, 0, 'F'},        {"timeout", required_argument, 0, 't'},
+        {"key", required_argument, 0, 'k'},       {"state-dir", required_argument, 0, 'd'},
+        {"policy", required_argument, 0, 'P'},    {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *policy_path = env_default("VMMIG_POLICY", DEFAULT_POLICY);
+    const char *key_file = proto_key_file();
+    struct rjob r = {.pipe_w = -1, .lock_fd = -1};
+    int rfd = 0, wfd = 1, timeout_ms = PROTO_DEFAULT_TIMEOUT_MS, opt, type, rc = 1;
+    static uint8_t psk[PROTO_KEY_MAX];
+    size_t psklen;
+    char err[400], e2[300];
+    long v;
+    uint8_t *pl = NULL;
+    uint32_t len;
+    uint32_t domid = MIG_NO_DOMID;
+    struct policy pol;
+
+    toolname = "vmmig receive";
+    r.state_dir = env_default("VMMIG_STATE_DIR", DEFAULT_STATE_DIR);
+    while ((opt = getopt_long(argc, argv, "F:t:k:d:P:h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'F':
+            if (parse_long(optarg, 0, 65535, &v) || fcntl((int)v, F_GETFD) < 0)
+                usage_exit(&applet_receive, "bad --fd '%s' (an open socket)", optarg);
+            rfd = wfd = (int)v;
+            break;
+        case 't':
+            if (parse_long(optarg, 1, 3600, &v))
+                usage_exit(&applet_receive, "bad timeout '%s' (1-3600 seconds)", optarg);
+            timeout_ms = (int)v * 1000;
+            break;
+        case 'k': key_file = optarg; break;
+        case 'd': r.state_dir = optarg; break;
+        case 'P': policy_path = optarg; break;
+        case 'h': help_exit_ok(&applet_receive);
+        default: usage_exit(&applet_receive, "unknown option");
+        }
+    }
+    if (optind != argc)
+        usage_exit(&applet_receive, "unexpected argument '%s'", argv[optind]);
+    openlog("vmmig-receive", LOG_PID, LOG_DAEMON);
+    signal(SIGPIPE, SIG_IGN);
+    /* stdout may be the transport itself: nothing else may go there. */
+    if (wfd != 1) {
+        int nul = open("/dev/null", O_WRONLY);
+        if (nul >= 0)
+            dup2(nul, 1);
+    }
+
+    policy_defaults(&pol);
+    if (policy_load(policy_path, &pol, e2, sizeof e2)) {
+        say("policy %s: %s", policy_path, e2);
+        return 1;
+    }
+    if (proto_load_key(key_file, psk, &psklen, e2, sizeof e2)) {
+        say("key %s: %s", key_file, e2);
+        return 1;
+    }
+    proto_init(&r.conn, rfd, wfd, timeout_ms);
+    if (proto_handshake_server(&r.conn, psk, psklen, e2, sizeof e2)) {
+        say("handshake refused: %s", e2);
+        return 1;
+    }
+    strlcpy0(r.peer, r.conn.peer_host, sizeof r.peer);
+    r.eng = &xen_mig_engine;
+    if (r.eng->open(&r.e, NULL, NULL, err, sizeof err)) {
+        say("%s", err);
+        reply(&r, MSG_ABORT, "reason", err, NULL, NULL);
+        return 1;
+    }
+    if (proto_recv(&r.conn, &type, &pl, &len, e2, sizeof e2)) {
+        say("%s: %s", r.peer, e2);
+        goto out;
+    }
+    if (type == MSG_QUERY) {
+        rc = answer_query(&r, pl, len);
+        goto out;
+    }
+    if (type != MSG_MIG_REQ) {
+        say("%s sent %s first; expected MIG_REQ or QUERY", r.peer, msg_type_name(type));
+        reply(&r, MSG_ABORT, "reason", "expected MIG_REQ or QUERY", NULL, NULL);
+        goto out;
+    }
+    bool stopcopy = false;
+    if (judge_request(&r, &pol, pl, len, &stopcopy))
+        goto out;
+    free(pl);
+    pl = NULL;
+    say("accepted %s (%s) from %s", r.name, r.uuid, r.peer);
+    reply(&r, MSG_REQ_OK, "algorithm", stopcopy ? "stopcopy" : "precopy", "reservation", r.uuid);
+
+    /* the configuration */
+    char *json = NULL;
+    if (proto_recv(&r.conn, &type, &pl, &len, e2, sizeof e2) || type != MSG_MIG_CFG) {
+        say("%s: expected MIG_CFG: %s", r.peer, type == MSG_ABORT ? "aborted" : e2);
+        goto fail_state;
+    }
+    json = xmalloc(len + 1);
+    if (kv_get(pl, len, "libxl_json", json, len + 1)) {
+        reply(&r, MSG_CFG_FAIL, "reason", "no libxl_json in the configuration", NULL, NULL);
+        say("%s: no libxl_json in MIG_CFG", r.peer);
+        goto fail_state;
+    }
+    free(pl);
+    pl = NULL;
+    reply(&r, MSG_CFG_OK, NULL, NULL, NULL, NULL);
+
+    /* the stream */
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC)) {
+        say("pipe: %s", strerror(errno));
+        goto fail_state;
+    }
+    fcntl(pfd[1], F_SETPIPE_SZ, PROTO_CHUNK_MAX);
+    r.pipe_w = pfd[1];
+    pthread_t pump;
+    pthread_create(&pump, NULL, pump_main, &r);
+    char incoming[128];
+    snprintf(incoming, sizeof incoming, "%s" MIG_INCOMING_SUFFIX, r.name);
+    int xrc = r.eng->restore(r.e, json, incoming, pfd[0], &domid, e2, sizeof e2);
+    close(pfd[0]);
+    pthread_join(pump, NULL);
+    free(json);
+    if (xrc || r.pump_rc) {
+        say("receiving %s failed: %s", r.name, r.pump_rc ? r.pump_err : e2);
+        if (!r.pump_rc)
+            reply(&r, MSG_ABORT, "reason", e2, NULL, NULL);
+        goto fail_domain;
+    }
+    /* The guest's hold travels in its own channel too. */
+    if (r.guest_hold[0] && r.eng->guest_hold_put(r.e, domid, r.guest_hold))
+        say("could not restore the guest's hold node for %s", r.name);
+    say("received %s as %s (domid %u), %llu bytes", r.name, incoming, domid,
+        (unsigned long long)r.bytes);
+    reply(&r, MSG_RECEIVED, NULL, NULL, NULL, NULL);
+
+    /* the commit point */
+    if (proto_recv(&r.conn, &type, &pl, &len, e2, sizeof e2) || type != MSG_COMMIT) {
+        say("no COMMIT for %s (%s): dropping the copy", r.name,
+            type == MSG_ABORT ? "the source aborted" : e2);
+        goto fail_domain;
+    }
+    free(pl);
+    pl = NULL;
+    /* Ours now, whatever happens to the link. */
+    signal(SIGTERM, SIG_IGN);
+    if (r.eng->rename(r.e, domid, incoming, r.name, e2, sizeof e2) ||
+        r.eng->unpause(r.e, domid, e2, sizeof e2)) {
+        say("activating %s failed: %s", r.name, e2);
+        reply(&r, MSG_ACTIVATED, "result", "failed", "reason", e2);
+        goto fail_domain;
+    }
+    char ds[16];
+    snprintf(ds, sizeof ds, "%u", domid);
+    reply(&r, MSG_ACTIVATED, "result", "ok", "domid", ds);
+    say("%s runs here as domid %u", r.name, domid);
+    if (!proto_recv(&r.conn, &type, &pl, &len, e2, sizeof e2) && type == MSG_DONE)
+        say("%s: DONE", r.peer);
+    free(pl);
+    pl = NULL;
+    rc = 0;
+    char myhost[64] = "";
+    gethostname(myhost, sizeof myhost - 1);
+    r.eng->close(r.e);
+    r.e = NULL;
+    mig_run_hooks("destination", r.name, r.uuid, r.peer, myhost);
+    goto out;
+
+fail_domain:
+    if (domid != MIG_NO_DOMID && r.eng->destroy(r.e, domid, e2, sizeof e2))
+        say("destroying the incoming copy: %s", e2);
+fail_state:
+    state_rollback(&r);
+    rc = 1;
+out:
+    free(pl);
+    free(r.old_state);
+    proto_wipe(&r.conn);
+    if (r.e)
+        r.eng->close(r.e);
+    return rc;
+}
+
+const struct applet applet_receive = {
+    .name = "receive",
+    .main = receive_main,
+    .summary = "destination agent: receive one live migration",
+    .help = receive_help,
+};

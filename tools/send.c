@@ -1,0 +1,780 @@
+/* vmmig send: the source agent of one live migration (vmmig-protocol(7)).
+ * vmmigfs runs it for `echo HOST > DOMAIN/migrate`; its "progress" and
+ * "result" lines are how vmmigfs follows the job. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "applet.h"
+#include "backend.h"
+#include "lock.h"
+#include "migengine.h"
+#include "migjob.h"
+#include "policy.h"
+#include "proto.h"
+#include "state.h"
+#include "util.h"
+
+static const char send_help[] =
+    "usage: vmmig send [OPTIONS] DOMAIN HOST\n"
+    "\n"
+    "Live-migrate DOMAIN (a name or domid) to the vmmig agent on HOST through\n"
+    "the vmmig control protocol.  vmmigfs runs this for 'echo HOST > DOMAIN/migrate';\n"
+    "run by hand it refuses a locked domain all the same.\n"
+    "\n"
+    "  -p, --port N          destination agent's TCP port (default 8123)\n"
+    "  -s, --via CMD         exec transport instead of TCP: run CMD through /bin/sh,\n"
+    "                        %h replaced by HOST, e.g. 'ssh %h vmmig receive'\n"
+    "  -a, --algorithm A     precopy (live, default) or stopcopy (paused copy)\n"
+    "  -f, --force           go ahead over a guest hold that is past its quota\n"
+    "  -t, --timeout S       longest silence from the peer (default 30)\n"
+    "  -R, --recover         settle DOMAIN after a job whose agent died: resume it\n"
+    "                        here, or remove it if HOST's agent says it runs there\n"
+    "  -k, --key FILE        pre-shared key (default $VMMIG_KEY_FILE or /etc/vmmig/key)\n"
+    "  -d, --state-dir DIR   default $VMMIG_STATE_DIR or " DEFAULT_STATE_DIR "\n"
+    "  -P, --policy FILE     default $VMMIG_POLICY or " DEFAULT_POLICY "\n"
+    "  -h, --help            show this help\n"
+    "\n"
+    "Output: 'progress stage=N name=... ' lines while it runs, then one\n"
+    "'result ok ...' or 'result failed stage=N why=\"...\" domain=...' line.\n"
+    "Exit status: 0 migrated, 1 failed (the domain still runs here unless the\n"
+    "result says domain=left-suspended-here), 2 usage.\n";
+
+struct job {
+    struct proto_conn conn;
+    int fd;
+    pid_t transport;
+    const struct mig_engine_ops *eng;
+    struct mig_engine *e;
+    struct mig_dom dom;
+    const char *host;
+    char myhost[64];
+    enum mig_stage stage;
+    bool live;
+    int timeout_ms;
+    /* the stream pump */
+    int pipe_r;
+    atomic_ullong sent;
+    uint64_t chunks;
+    int pump_rc;
+    char pump_err[200];
+    /* rounds */
+    unsigned round;
+    bool final_seen;
+    unsigned long round_pages;
+    struct timespec round_start, t0, t_suspend;
+    unsigned long long dirty_rate;
+};
+
+static volatile sig_atomic_t cancelled;
+static volatile sig_atomic_t cancel_fd = -1, cancel_pid;
+
+static void on_cancel(int sig)
+{
+    (void)sig;
+    cancelled = 1;
+    if (cancel_fd >= 0)
+        shutdown(cancel_fd, SHUT_RDWR);
+    if (cancel_pid > 0)
+        kill(cancel_pid, SIGTERM);
+}
+
+/* A test seam: VMMIG_TEST_DELAY=POINT:SECONDS sleeps at POINT (received:
+ * after RECEIVED, before the commit; committed: after COMMIT was sent), so
+ * the fault tests can kill an agent or cut the link at exactly that point. */
+static void test_delay(const char *point)
+{
+    const char *v = getenv("VMMIG_TEST_DELAY");
+    size_t n = strlen(point);
+    if (v && !strncmp(v, point, n) && v[n] == ':') {
+        fprintf(stderr, "%s: test delay at %s\n", toolname, point);
+        sleep((unsigned)atoi(v + n + 1));
+    }
+}
+
+static int64_t ms_since(const struct timespec *t)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)(now.tv_sec - t->tv_sec) * 1000 + (now.tv_nsec - t->tv_nsec) / 1000000;
+}
+
+static void progress_line(struct job *j, const char *extra)
+{
+    printf("progress stage=%d name=%s sent=%llu%s%s\n", j->stage, mig_stage_name(j->stage),
+           (unsigned long long)atomic_load(&j->sent), extra ? " " : "", extra ? extra : "");
+    fflush(stdout);
+}
+
+static void set_stage(struct job *j, enum mig_stage s)
+{
+    j->stage = s;
+    progress_line(j, NULL);
+}
+
+/* libxc's round reports, from inside save(). */
+static void on_progress(void *arg, unsigned round, bool final, unsigned long done,
+                        unsigned long total)
+{
+    struct job *j = arg;
+    char extra[160];
+
+    (void)done;
+    if (final && !j->final_seen) {
+        j->final_seen = true;
+        clock_gettime(CLOCK_MONOTONIC, &j->t_suspend);
+        j->stage = STAGE_STOPCOPY;
+        snprintf(extra, sizeof extra, "dirty_pages=%lu", total);
+        progress_line(j, extra);
+        return;
+    }
+    if (final || round == j->round)
+        return;
+    /* A new live round: its page count is what the last round left dirty. */
+    if (j->round) {
+        int64_t ms = ms_since(&j->round_start);
+        j->dirty_rate = ms > 0 ? (unsigned long long)total * 1000 / (unsigned long long)ms : 0;
+    }
+    j->round = round;
+    j->round_pages = total;
+    clock_gettime(CLOCK_MONOTONIC, &j->round_start);
+    j->stage = STAGE_PRECOPY;
+    snprintf(extra, sizeof extra, "round=%u dirty_pages=%lu dirty_rate=%llu", round, total,
+             j->dirty_rate);
+    progress_line(j, extra);
+}
+
+/* Reads the hypervisor's stream from the pipe and sends it as chunks. */
+static void *pump_main(void *arg)
+{
+    struct job *j = arg;
+    size_t cap = PROTO_CHUNK_MAX;
+    uint8_t *buf = xmalloc(cap);
+    ssize_t r;
+
+    for (;;) {
+        r = read(j->pipe_r, buf, cap);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            j->pump_rc = -errno;
+            snprintf(j->pump_err, sizeof j->pump_err, "reading the stream: %s", strerror(errno));
+            break;
+        }
+        if (r == 0) {
+            struct strbuf sb = {0};
+            kv_add(&sb, "chunks", "%llu", (unsigned long long)j->chunks);
+            kv_add(&sb, "bytes", "%llu", (unsigned long long)atomic_load(&j->sent));
+            j->pump_rc = proto_send(&j->conn, MSG_STREAM_END, sb.s, (uint32_t)sb.len);
+            if (j->pump_rc)
+                snprintf(j->pump_err, sizeof j->pump_err, "sending STREAM_END: %s",
+                         strerror(-j->pump_rc));
+            sb_free(&sb);
+            break;
+        }
+        j->pump_rc = proto_send_chunk(&j->conn, j->chunks, buf, (uint32_t)r);
+        if (j->pump_rc) {
+            snprintf(j->pump_err, sizeof j->pump_err, "sending to %s: %s", j->host,
+                     strerror(-j->pump_rc));
+            break;
+        }
+        j->chunks++;
+        atomic_fetch_add(&j->sent, (unsigned long long)r);
+    }
+    /* Closing our end makes libxl's writer fail fast when we gave up. */
+    close(j->pipe_r);
+    j->pipe_r = -1;
+    free(buf);
+    return NULL;
+}
+
+/* Watches the domain while save() runs: libxl does not say when it
+ * suspends the domain, so stage 3 starts when we see it suspended; also a
+ * progress line with the bytes sent each second. */
+static atomic_bool monitor_stop;
+static void *monitor_main(void *arg)
+{
+    struct job *j = arg;
+    int ticks = 0;
+
+    while (!atomic_load(&monitor_stop)) {
+        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+        if (!j->final_seen && j->eng->is_suspended(j->e, j->dom.domid) == 1) {
+            j->final_seen = true;
+            clock_gettime(CLOCK_MONOTONIC, &j->t_suspend);
+            j->stage = STAGE_STOPCOPY;
+            progress_line(j, NULL);
+        } else if (++ticks % 20 == 0) {
+            progress_line(j, NULL);
+        }
+    }
+    return NULL;
+}
+
+/* Wait for one of the wanted replies; anything else (ABORT included) fails. */
+static int expect(struct job *j, int want1, int want2, int *type, uint8_t **pl, uint32_t *len,
+                  char *err, size_t errlen)
+{
+    char perr[200];
+    int rc = proto_recv(&j->conn, type, pl, len, perr, sizeof perr);
+    if (rc) {
+        snprintf(err, errlen, "%s: %s", j->host, perr);
+        return rc;
+    }
+    if (*type == want1 || *type == want2)
+        return 0;
+    if (*type == MSG_ABORT) {
+        char why[300];
+        if (kv_get(*pl, *len, "reason", why, sizeof why))
+            strlcpy0(why, "no reason given", sizeof why);
+        snprintf(err, errlen, "%s aborted: %s", j->host, why);
+    } else {
+        snprintf(err, errlen, "%s sent %s where %s was expected", j->host, msg_type_name(*type),
+                 msg_type_name(want1));
+    }
+    free(*pl);
+    *pl = NULL;
+    return -EPROTO;
+}
+
+static void send_abort(struct job *j, const char *why)
+{
+    struct strbuf sb = {0};
+    kv_add(&sb, "reason", "%s", why);
+    proto_send(&j->conn, MSG_ABORT, sb.s, (uint32_t)sb.len);
+    sb_free(&sb);
+}
+
+/* The holds that forbid the move (vmmigfs checked too; this is the last word). */
+static int check_holds(struct job *j, const struct vm_info *vm, const struct policy *pol,
+                       const char *state_dir, bool force, struct domstate *st, char *guest_raw,
+                       size_t rawlen, char *err, size_t errlen)
+{
+    const struct backend_ops *bops = backend_find("xen");
+    struct backend *be = NULL;
+    struct hold sh = {0};
+    time_t now = time(NULL);
+    char e2[200];
+    int rc;
+
+    rc = state_load(state_dir, vm->uuid, st, e2, sizeof e2);
+    if (rc) {
+        snprintf(err, errlen, "cannot read the domain's state record: %s", e2);
+        return -EIO;
+    }
+    if (hold_in_force(&st->admin, now)) {
+        snprintf(err, errlen, "locked: admin hold by %s (%s)", st->admin.by, st->admin.reason);
+        return -EBUSY;
+    }
+    if (bops && !bops->open(&be, e2, sizeof e2)) {
+        if (!bops->static_hold(be, vm, &sh) && sh.active) {
+            snprintf(err, errlen, "locked: static hold from %s (%s)", sh.by, sh.reason);
+            bops->close(be);
+            return -EBUSY;
+        }
+        bops->close(be);
+    }
+    guest_raw[0] = 0;
+    if (!j->eng->guest_hold_get(j->e, vm->domid, guest_raw, rawlen) && guest_raw[0] &&
+        strcmp(guest_raw, "0")) {
+        struct hold g = {.active = true, .since = st->guest_since ? st->guest_since : now,
+                         .expires = st->guest_expires};
+        struct lock_request req;
+        if (!lock_request_parse(guest_raw, strlen(guest_raw), POLICY_MAX_SECONDS, 0, &req, e2,
+                                sizeof e2) &&
+            req.value == 0)
+            return 0;
+        if (!hold_in_force(&g, now))
+            return 0;
+        time_t at = guest_hold_overridable_at(&g, pol);
+        if (!force || !at || now < at) {
+            snprintf(err, errlen, "locked: guest hold (%s)%s", guest_raw,
+                     force ? "; still within the policy quota" : "");
+            return force ? -EPERM : -EBUSY;
+        }
+    }
+    return 0;
+}
+
+static int resume_here(struct job *j, char *why, size_t whylen)
+{
+    struct mig_dom now;
+    char err[300], domid[16];
+
+    snprintf(domid, sizeof domid, "%u", j->dom.domid);
+    if (j->eng->lookup(j->e, domid, &now))
+        return -ENOENT;
+    if (!now.suspended)
+        return 0;
+    if (j->eng->resume(j->e, now.domid, err, sizeof err)) {
+        snprintf(why + strlen(why), whylen - strlen(why), "; resume failed: %s", err);
+        return -EIO;
+    }
+    return 0;
+}
+
+static int query_destination(struct job *j, const uint8_t *psk, size_t psklen, unsigned port,
+                             const char *via);
+static struct {
+    const uint8_t *psk;
+    size_t psklen;
+    unsigned port;
+    const char *via;
+    bool stream_started;
+} peer;
+
+static _Noreturn void finish_failed(struct job *j, const char *why, bool suspended_here)
+{
+    /* The destination may hold a half-received copy its agent could not
+     * remove (killed, or cut off): ask it to drop it. */
+    if (peer.stream_started && !suspended_here) {
+        if (j->transport > 0) {
+            kill(j->transport, SIGTERM);
+            waitpid(j->transport, NULL, 0);
+            j->transport = 0;
+        }
+        query_destination(j, peer.psk, peer.psklen, peer.port, peer.via);
+    }
+    printf("result failed stage=%d domain=%s why=\"%s\"\n", j->stage,
+           suspended_here ? "left-suspended-here" : "running-here", why);
+    fflush(stdout);
+    if (j->transport > 0)
+        kill(j->transport, SIGTERM);
+    j->eng->close(j->e);
+    exit(1);
+}
+
+/* After the commit point the destination did not confirm: ask it (on a new
+ * connection) whether it runs the domain.  1 it does, 0 it does not (and
+ * holds no copy), -1 unknown. */
+static int query_destination(struct job *j, const uint8_t *psk, size_t psklen, unsigned port,
+                             const char *via)
+{
+    struct proto_conn c;
+    char err[300], state[32] = "";
+    int fd, type, rc = -1;
+    pid_t pid;
+    uint8_t *pl = NULL;
+    uint32_t len;
+
+    for (int attempt = 0; attempt < 3 && rc < 0; attempt++) {
+        if (attempt)
+            sleep(2);
+        if (mig_connect(j->host, port, via, j->timeout_ms, &fd, &pid, err, sizeof err))
+            continue;
+        proto_init(&c, fd, fd, j->timeout_ms);
+        if (!proto_handshake_client(&c, psk, psklen, j->myhost, err, sizeof err)) {
+            struct strbuf sb = {0};
+            kv_add(&sb, "uuid", "%s", j->dom.uuid);
+            kv_add(&sb, "name", "%s", j->dom.name);
+            if (!proto_send(&c, MSG_QUERY, sb.s, (uint32_t)sb.len) &&
+                !proto_recv(&c, &type, &pl, &len, err, sizeof err) && type == MSG_STATE &&
+                !kv_get(pl, len, "state", state, sizeof state)) {
+                if (!strcmp(state, "active"))
+                    rc = 1;
+                else if (!strcmp(state, "absent"))
+                    rc = 0;
+            }
+            sb_free(&sb);
+            free(pl);
+            pl = NULL;
+        }
+        proto_wipe(&c);
+        close(fd);
+        if (pid > 0) {
+            kill(pid, SIGTERM);
+            waitpid(pid, NULL, 0);
+        }
+    }
+    return rc;
+}
+
+/* --recover: a job whose agent died (killed) may have left the domain
+ * suspended or renamed here; settle it so that exactly one copy runs. */
+static int recover(struct job *j, const char *what, const uint8_t *psk, size_t psklen,
+                   unsigned port, const char *via)
+{
+    char err[300], base[64];
+    size_t n, sl = strlen(MIG_AWAY_SUFFIX);
+
+    if (j->eng->lookup(j->e, what, &j->dom)) {
+        /* Gone from here: it is wherever it went. */
+        printf("result ok host=%s recovered=absent-here\n", j->host);
+        return 0;
+    }
+    strlcpy0(base, j->dom.name, sizeof base);
+    n = strlen(base);
+    bool away = n > sl && !strcmp(base + n - sl, MIG_AWAY_SUFFIX);
+    if (away)
+        base[n - sl] = 0;
+    if (!away) {
+        /* Never committed: the copy here is the one. */
+        bool susp = j->dom.suspended;
+        if (susp && j->eng->resume(j->e, j->dom.domid, err, sizeof err)) {
+            printf("result failed stage=%d domain=left-suspended-here why=\"recovery: %s\"\n",
+                   STAGE_PRE, err);
+            return 1;
+        }
+        query_destination(j, psk, psklen, port, via); /* drops a half-received copy there */
+        printf("result failed stage=%d domain=running-here why=\"the migration agent died; "
+               "the domain %s here\"\n", STAGE_PRE, susp ? "was resumed" : "kept running");
+        return 1;
+    }
+    strlcpy0(j->dom.name, base, sizeof j->dom.name);
+    int q = query_destination(j, psk, psklen, port, via);
+    if (q == 1) {
+        if (j->eng->destroy(j->e, j->dom.domid, err, sizeof err))
+            error_msg("the old copy: %s", err);
+        printf("result ok host=%s recovered=destination-runs-it\n", j->host);
+        return 0;
+    }
+    if (q == 0) {
+        char awayname[128];
+        snprintf(awayname, sizeof awayname, "%s" MIG_AWAY_SUFFIX, base);
+        if (j->eng->rename(j->e, j->dom.domid, awayname, base, err, sizeof err) ||
+            (j->dom.suspended && j->eng->resume(j->e, j->dom.domid, err, sizeof err))) {
+            printf("result failed stage=%d domain=left-suspended-here why=\"recovery: %s\"\n",
+                   STAGE_COMMIT, err);
+            return 1;
+        }
+        printf("result failed stage=%d domain=running-here why=\"the migration agent died at "
+               "the commit point; %s does not run the domain, resumed here\"\n",
+               STAGE_COMMIT, j->host);
+        return 1;
+    }
+    printf("result failed stage=%d domain=left-suspended-here why=\"the migration agent died "
+           "at the commit point and %s cannot be asked; %s stays suspended here\"\n",
+           STAGE_COMMIT, j->host, j->dom.name);
+    return 1;
+}
+
+static int send_main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"port", required_argument, 0, 'p'},      {"via", required_argument, 0, 's'},
+        {"algorithm", required_argument, 0, 'a'}, {"force", no_argument, 0, 'f'},
+        {"timeout", required_argument, 0, 't'},   {"key", required_argument, 0, 'k'},
+        {"state-dir", required_argument, 0, 'd'}, {"policy", required_argument, 0, 'P'},
+        {"recover", no_argument, 0, 'R'},         {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    bool recovering = false;
+    const char *state_dir = env_default("VMMIG_STATE_DIR", DEFAULT_STATE_DIR);
+    const char *policy_path = env_default("VMMIG_POLICY", DEFAULT_POLICY);
+    const char *key_file = proto_key_file(), *via = NULL, *algorithm = "precopy";
+    unsigned port = PROTO_DEFAULT_PORT;
+    bool force = false;
+    long v;
+    int opt;
+    struct job j = {.fd = -1, .pipe_r = -1, .live = true};
+    char err[400], e2[300];
+    static uint8_t psk[PROTO_KEY_MAX];
+    size_t psklen;
+
+    toolname = "vmmig send";
+    j.timeout_ms = PROTO_DEFAULT_TIMEOUT_MS;
+    while ((opt = getopt_long(argc, argv, "p:s:a:ft:k:d:P:Rh", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'p':
+            if (parse_long(optarg, 1, 65535, &v))
+                usage_exit(&applet_send, "bad port '%s' (1-65535)", optarg);
+            port = (unsigned)v;
+            break;
+        case 's': via = optarg; break;
+        case 'a':
+            if (strcmp(optarg, "precopy") && strcmp(optarg, "stopcopy"))
+                usage_exit(&applet_send, "unknown algorithm '%s' (precopy or stopcopy)", optarg);
+            algorithm = optarg;
+            break;
+        case 'f': force = true; break;
+        case 't':
+            if (parse_long(optarg, 1, 3600, &v))
+                usage_exit(&applet_send, "bad timeout '%s' (1-3600 seconds)", optarg);
+            j.timeout_ms = (int)v * 1000;
+            break;
+        case 'k': key_file = optarg; break;
+        case 'd': state_dir = optarg; break;
+        case 'P': policy_path = optarg; break;
+        case 'R': recovering = true; break;
+        case 'h': help_exit_ok(&applet_send);
+        default: usage_exit(&applet_send, "unknown option");
+        }
+    }
+    if (argc - optind != 2)
+        usage_exit(&applet_send, "expected DOMAIN and HOST");
+    j.host = argv[optind + 1];
+    if (!*j.host || j.host[0] == '-')
+        usage_exit(&applet_send, "bad host '%s'", j.host);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    clock_gettime(CLOCK_MONOTONIC, &j.t0);
+    gethostname(j.myhost, sizeof j.myhost - 1);
+
+    /* ---- stage 0: pre-migration ---- */
+    set_stage(&j, STAGE_PRE);
+    j.eng = &xen_mig_engine;
+    if (j.eng->open(&j.e, on_progress, &j, err, sizeof err)) {
+        printf("result failed stage=0 domain=running-here why=\"%s\"\n", err);
+        return 1;
+    }
+    if (recovering) {
+        if (proto_load_key(key_file, psk, &psklen, e2, sizeof e2))
+            psklen = 0;
+        int rrc = recover(&j, argv[optind], psk, psklen, port, via);
+        j.eng->close(j.e);
+        return rrc;
+    }
+    if (j.eng->lookup(j.e, argv[optind], &j.dom)) {
+        snprintf(err, sizeof err, "no domain '%s' here", argv[optind]);
+        finish_failed(&j, err, false);
+    }
+    if (j.dom.suspended || j.dom.dying || strstr(j.dom.name, MIG_AWAY_SUFFIX) ||
+        strstr(j.dom.name, MIG_INCOMING_SUFFIX)) {
+        snprintf(err, sizeof err, "domain %s is in the middle of another migration or shutdown",
+                 j.dom.name);
+        finish_failed(&j, err, false);
+    }
+    struct policy pol;
+    policy_defaults(&pol);
+    if (policy_load(policy_path, &pol, e2, sizeof e2)) {
+        snprintf(err, sizeof err, "policy %s: %s", policy_path, e2);
+        finish_failed(&j, err, false);
+    }
+    struct vm_info vm = {.domid = j.dom.domid};
+    strlcpy0(vm.name, j.dom.name, sizeof vm.name);
+    strlcpy0(vm.uuid, j.dom.uuid, sizeof vm.uuid);
+    struct domstate st;
+    char guest_raw[LOCK_REQUEST_MAX + 1];
+    if (check_holds(&j, &vm, &pol, state_dir, force, &st, guest_raw, sizeof guest_raw, err,
+                    sizeof err))
+        finish_failed(&j, err, false);
+    if (proto_load_key(key_file, psk, &psklen, e2, sizeof e2)) {
+        snprintf(err, sizeof err, "key %s: %s", key_file, e2);
+        finish_failed(&j, err, false);
+    }
+
+    struct sigaction sa = {.sa_handler = on_cancel};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    if (mig_connect(j.host, port, via, j.timeout_ms, &j.fd, &j.transport, e2, sizeof e2)) {
+        finish_failed(&j, e2, false);
+    }
+    cancel_fd = j.fd;
+    cancel_pid = j.transport;
+    proto_init(&j.conn, j.fd, j.fd, j.timeout_ms);
+    if (proto_handshake_client(&j.conn, psk, psklen, j.myhost, e2, sizeof e2)) {
+        snprintf(err, sizeof err, "%s: %s", j.host, e2);
+        finish_failed(&j, err, false);
+    }
+
+    /* ---- stage 1: reservation ---- */
+    set_stage(&j, STAGE_RESERVE);
+    struct strbuf req = {0}, stext = {0}, neutral = {0};
+    char bootid[64], *native = NULL, alg[32] = "";
+    int type;
+    uint8_t *pl = NULL;
+    uint32_t len;
+    mig_boot_id(bootid, sizeof bootid);
+    kv_add(&req, "name", "%s", j.dom.name);
+    kv_add(&req, "uuid", "%s", j.dom.uuid);
+    kv_add(&req, "domid", "%u", j.dom.domid);
+    kv_add(&req, "memory_kib", "%llu", (unsigned long long)j.dom.mem_kib);
+    kv_add(&req, "vcpus", "%u", j.dom.vcpus);
+    kv_add(&req, "backend", "%s", j.eng->name);
+    kv_add(&req, "algorithms", "%s", strcmp(algorithm, "stopcopy") ? j.eng->algorithms : "stopcopy");
+    kv_add(&req, "source_host", "%s", j.myhost);
+    kv_add(&req, "boot_id", "%s", bootid);
+    state_format(&st, &stext);
+    kv_add(&req, "state", "%s", stext.s ? stext.s : "");
+    if (guest_raw[0])
+        kv_add(&req, "guest_hold", "%s", guest_raw);
+    for (int i = 0; i < st.npeers; i++)
+        kv_add(&req, "peer", "%s", st.peers[i]);
+    sb_free(&stext);
+    if (proto_send(&j.conn, MSG_MIG_REQ, req.s, (uint32_t)req.len)) {
+        snprintf(err, sizeof err, "%s: sending the request failed", j.host);
+        finish_failed(&j, err, false);
+    }
+    sb_free(&req);
+    if (expect(&j, MSG_REQ_OK, MSG_REQ_FAIL, &type, &pl, &len, err, sizeof err))
+        finish_failed(&j, err, false);
+    if (type == MSG_REQ_FAIL) {
+        char code[32] = "", reason[300] = "";
+        kv_get(pl, len, "code", code, sizeof code);
+        kv_get(pl, len, "reason", reason, sizeof reason);
+        snprintf(err, sizeof err, "%s refused (%s): %s", j.host, code, reason);
+        free(pl);
+        finish_failed(&j, err, false);
+    }
+    kv_get(pl, len, "algorithm", alg, sizeof alg);
+    free(pl);
+    j.live = strcmp(alg, "stopcopy") != 0;
+
+    if (j.eng->get_config(j.e, j.dom.domid, &neutral, &native, e2, sizeof e2)) {
+        send_abort(&j, e2);
+        finish_failed(&j, e2, false);
+    }
+    struct strbuf cfg = {0};
+    kv_add(&cfg, "config", "%s", neutral.s);
+    kv_add(&cfg, "libxl_json", "%s", native);
+    sb_free(&neutral);
+    free(native);
+    if (proto_send(&j.conn, MSG_MIG_CFG, cfg.s, (uint32_t)cfg.len)) {
+        snprintf(err, sizeof err, "%s: sending the configuration failed", j.host);
+        finish_failed(&j, err, false);
+    }
+    sb_free(&cfg);
+    if (expect(&j, MSG_CFG_OK, MSG_CFG_FAIL, &type, &pl, &len, err, sizeof err))
+        finish_failed(&j, err, false);
+    if (type == MSG_CFG_FAIL) {
+        char reason[300] = "";
+        kv_get(pl, len, "reason", reason, sizeof reason);
+        snprintf(err, sizeof err, "%s refused the configuration: %s", j.host, reason);
+        free(pl);
+        finish_failed(&j, err, false);
+    }
+    free(pl);
+
+    /* ---- stages 2 and 3: the hypervisor's stream ---- */
+    peer.psk = psk, peer.psklen = psklen, peer.port = port, peer.via = via;
+    peer.stream_started = true;
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC)) {
+        snprintf(err, sizeof err, "pipe: %s", strerror(errno));
+        finish_failed(&j, err, false);
+    }
+    fcntl(pfd[0], F_SETPIPE_SZ, PROTO_CHUNK_MAX);
+    j.pipe_r = pfd[0];
+    j.stage = j.live ? STAGE_PRECOPY : STAGE_STOPCOPY;
+    progress_line(&j, j.live ? "round=1" : NULL);
+    pthread_t pump, monitor;
+    pthread_create(&pump, NULL, pump_main, &j);
+    pthread_create(&monitor, NULL, monitor_main, &j);
+    int save_rc = cancelled ? -ECANCELED : j.eng->save(j.e, j.dom.domid, pfd[1], j.live, e2, sizeof e2);
+    close(pfd[1]);
+    pthread_join(pump, NULL);
+    atomic_store(&monitor_stop, true);
+    pthread_join(monitor, NULL);
+    if (!j.final_seen)
+        clock_gettime(CLOCK_MONOTONIC, &j.t_suspend);
+    if (save_rc || j.pump_rc || cancelled) {
+        /* Nothing is committed: the domain stays (or runs again) here. */
+        if (cancelled)
+            snprintf(err, sizeof err, "cancelled");
+        else if (j.pump_rc)
+            snprintf(err, sizeof err, "%s", j.pump_err);
+        else
+            snprintf(err, sizeof err, "%s", e2);
+        send_abort(&j, err);
+        bool stuck = resume_here(&j, err, sizeof err) != 0;
+        finish_failed(&j, err, stuck);
+    }
+
+    /* ---- stage 4: commitment ---- */
+    set_stage(&j, STAGE_COMMIT);
+    if (expect(&j, MSG_RECEIVED, MSG_RECEIVED, &type, &pl, &len, err, sizeof err) || cancelled) {
+        if (cancelled)
+            snprintf(err, sizeof err, "cancelled");
+        send_abort(&j, err);
+        bool stuck = resume_here(&j, err, sizeof err) != 0;
+        finish_failed(&j, err, stuck);
+    }
+    free(pl);
+    test_delay("received");
+    /* A hold that arrived while the memory was copied still wins. */
+    if (check_holds(&j, &vm, &pol, state_dir, force, &st, guest_raw, sizeof guest_raw, err,
+                    sizeof err)) {
+        send_abort(&j, err);
+        bool stuck = resume_here(&j, err, sizeof err) != 0;
+        finish_failed(&j, err, stuck);
+    }
+    /* From here on the job is not cancellable: exactly one side must run it. */
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigprocmask(SIG_BLOCK, &block, NULL);
+    char away[128];
+    snprintf(away, sizeof away, "%s" MIG_AWAY_SUFFIX, j.dom.name);
+    if (j.eng->rename(j.e, j.dom.domid, j.dom.name, away, e2, sizeof e2)) {
+        send_abort(&j, e2);
+        bool stuck = resume_here(&j, e2, sizeof e2) != 0;
+        finish_failed(&j, e2, stuck);
+    }
+    peer.stream_started = false; /* from here on query_destination() decides */
+    if (proto_send(&j.conn, MSG_COMMIT, NULL, 0)) {
+        /* COMMIT may not have left: the destination will not run it. */
+        snprintf(err, sizeof err, "%s: the link failed before COMMIT was sent", j.host);
+        j.eng->rename(j.e, j.dom.domid, away, j.dom.name, e2, sizeof e2);
+        bool stuck = resume_here(&j, err, sizeof err) != 0;
+        finish_failed(&j, err, stuck);
+    }
+
+    /* ---- stage 5: activation ---- */
+    set_stage(&j, STAGE_ACTIVATE);
+    test_delay("committed");
+    char result[16] = "", reason[300] = "", newdomid[16] = "?";
+    int rc = expect(&j, MSG_ACTIVATED, MSG_ACTIVATED, &type, &pl, &len, err, sizeof err);
+    if (!rc) {
+        kv_get(pl, len, "result", result, sizeof result);
+        kv_get(pl, len, "reason", reason, sizeof reason);
+        kv_get(pl, len, "domid", newdomid, sizeof newdomid);
+        free(pl);
+    } else {
+        /* The destination went quiet after COMMIT: ask it what it did. */
+        int q = query_destination(&j, psk, psklen, port, via);
+        if (q == 1) {
+            strlcpy0(result, "ok", sizeof result);
+        } else if (q == 0) {
+            strlcpy0(result, "failed", sizeof result);
+            snprintf(reason, sizeof reason, "%s (it does not run the domain)", err);
+        } else {
+            char why[600];
+            snprintf(why, sizeof why,
+                     "%s after COMMIT and cannot be asked whether it runs the domain; "
+                     "left suspended here as %s",
+                     err, away);
+            finish_failed(&j, why, true);
+        }
+    }
+    if (strcmp(result, "ok")) {
+        snprintf(err, sizeof err, "%s could not activate the domain: %s", j.host,
+                 reason[0] ? reason : "no reason given");
+        j.eng->rename(j.e, j.dom.domid, away, j.dom.name, e2, sizeof e2);
+        bool stuck = resume_here(&j, err, sizeof err) != 0;
+        finish_failed(&j, err, stuck);
+    }
+    if (j.eng->destroy(j.e, j.dom.domid, e2, sizeof e2))
+        error_msg("the old copy %s: %s", away, e2);
+    proto_send(&j.conn, MSG_DONE, NULL, 0);
+    long long downtime = ms_since(&j.t_suspend);
+    long long total = ms_since(&j.t0);
+    proto_wipe(&j.conn);
+    close(j.fd);
+    if (j.transport > 0)
+        waitpid(j.transport, NULL, 0);
+    j.eng->close(j.e);
+    sigprocmask(SIG_UNBLOCK, &block, NULL);
+    mig_run_hooks("source", j.dom.name, j.dom.uuid, j.myhost, j.host);
+    printf("result ok host=%s domid=%s total_ms=%lld downtime_ms=%lld sent=%llu rounds=%u\n",
+           j.host, newdomid, total, downtime, (unsigned long long)atomic_load(&j.sent),
+           j.round ? j.round : 1);
+    return 0;
+}
+
+const struct applet applet_send = {
+    .name = "send",
+    .main = send_main,
+    .summary = "source agent: live-migrate a domain to HOST's agent",
+    .help = send_help,
+};
