@@ -3,7 +3,9 @@
 # tests/xen/fetch.sh unpacked into .cache/xen/root:
 #
 #   OUT/domu-initrd.gz  the guest: busybox, vmmig (+ guestctl link), xenstore
-#                       tools, migration_lock.ko, /init + the guest command agent
+#                       tools, migration_lock.ko, /init + the guest command
+#                       agent, /bin/memcheck (image/memcheck.c, static; the
+#                       binary is kept as CACHE/build/memcheck-HASH)
 #   OUT/dom0-initrd     dom0: busybox, Xen modules + fuse, the Xen toolstack,
 #                       vmmig (+ vmmigfs/guestctl links), the guest kernel and
 #                       image under /guest/, /etc/xen/tiny.cfg, the scenarios
@@ -179,6 +181,21 @@ else
 fi
 install -m 755 "$HERE/image/domu-init" "$G/init"
 install -m 755 "$HERE/image/vmmig-agent" "$G/bin/vmmig-agent"
+# memcheck (the guest's memory + heartbeat checker), static: it needs nothing
+# from the image. Built once per content of the source and the compile line
+# (the hash is in the file name), so a changed memcheck.c is always rebuilt.
+mc_cc="${CC:-cc} -O2 -Wall -Wextra -static"
+mc_sum=$( { cat "$HERE/image/memcheck.c"; echo "$mc_cc"; } | sha256sum | cut -c1-16)
+MC=$CACHE/build/memcheck-$mc_sum
+if [ ! -x "$MC" ]; then
+    mkdir -p "$CACHE/build"
+    # shellcheck disable=SC2086 # mc_cc is a command line
+    $mc_cc -o "$MC.tmp.$$" "$HERE/image/memcheck.c" ||
+        die "cannot build memcheck (static glibc: libc6-dev)"
+    mv "$MC.tmp.$$" "$MC"
+    say "  built $(basename "$MC")"
+fi
+install -m 755 "$MC" "$G/bin/memcheck"
 pack "$G" "$OUT/domu-initrd.gz" gzip
 
 # --- dom0 image --------------------------------------------------------------

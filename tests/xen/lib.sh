@@ -26,6 +26,16 @@
 #                                     125 no such guest; 126 corrupted result)
 #   guest_console NAME                print the guest's console log
 #   guest_domid NAME                  print the domid of NAME
+#   memcheck_start NAME MIB [PAGES_PER_S]
+#                                     start the memory + heartbeat checker in
+#                                     guest NAME (image/memcheck.c): MIB MiB of
+#                                     patterned pages, PAGES_PER_S (2000) of them
+#                                     rewritten each second, a 10 ms heartbeat
+#   memcheck_verify NAME              verify every page now; prints "pages=N
+#                                     bad=B max_gap_ms=X beats=Y
+#                                     max_gap_real_ms=Z rewrites=R" (+ the first
+#                                     bad pages); 0 if B=0, 1 if not, 2 no daemon
+#   memcheck_field KEY TEXT           print the value of KEY=VALUE in TEXT
 
 TAP_DIR=/run/vmmig-test
 mkdir -p "$TAP_DIR" 2>/dev/null
@@ -185,4 +195,20 @@ guest_create() {
         guest_console "$name" | tail -n 40 >&2
         return 1
     fi
+}
+
+memcheck_start() {
+    guest_run "$1" "memcheck start $2 ${3:-2000}"
+}
+
+memcheck_verify() {
+    guest_run "$1" 'memcheck verify'
+}
+
+memcheck_field() {
+    local w
+    for w in $2; do
+        case "$w" in "$1="*) echo "${w#*=}"; return 0 ;; esac
+    done
+    return 1
 }
