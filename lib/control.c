@@ -50,6 +50,8 @@ static void touch(struct ctl *c, struct domain *d)
         d->gen++;
 }
 
+static void waiters_run(struct ctl *c, time_t now);
+
 /* ---- opening ---------------------------------------------------------------- */
 
 int ctl_open(struct ctl *c, const char *backend, const char *state_dir, const char *policy_path,
@@ -112,6 +114,7 @@ int ctl_open_ops(struct ctl *c, const struct backend_ops *ops, const char *state
         snprintf(err, errlen, "cannot list domains: %s", strerror(-rc));
         goto fail;
     }
+    c->started = true;
     return 0;
 fail:
     if (c->be)
@@ -149,16 +152,22 @@ void ctl_close(struct ctl *c)
 
 struct domain *ctl_find(struct ctl *c, const char *name)
 {
+    struct domain *ghost = NULL;
+
     for (size_t i = 0; i < c->ndoms; i++)
-        if (!strcmp(c->doms[i]->vm.name, name))
-            return c->doms[i];
-    return NULL;
+        if (!strcmp(c->doms[i]->vm.name, name)) {
+            if (!c->doms[i]->ghost)
+                return c->doms[i];
+            ghost = c->doms[i];
+        }
+    return ghost;
 }
 
+/* Only live domains: a forwarding entry keeps the domid it had. */
 static struct domain *find_domid(struct ctl *c, uint32_t domid)
 {
     for (size_t i = 0; i < c->ndoms; i++)
-        if (c->doms[i]->vm.domid == domid)
+        if (c->doms[i]->vm.domid == domid && !c->doms[i]->ghost)
             return c->doms[i];
     return NULL;
 }
@@ -179,10 +188,16 @@ static int save_domain(struct ctl *c, struct domain *d)
 
 /* ---- guest holds ------------------------------------------------------------ */
 
+/* How long after a domain appears its state record's guest_since still
+ * applies to a guest hold that shows up late: `vmmig receive` writes the
+ * record before it creates the domain, and the hold value into the guest's
+ * node only once the domain's memory has arrived. */
+#define SAVED_SINCE_GRACE 600
+
 /* Re-read the guest's request and turn it into the guest hold.  A value that
  * does not parse counts as a hold: the guest asked for something, and failing
  * closed never migrates a domain that wanted to stay. */
-static void guest_hold_update(struct ctl *c, struct domain *d, const struct domstate *saved)
+static void guest_hold_update(struct ctl *c, struct domain *d)
 {
     char raw[LOCK_REQUEST_MAX + 1], err[200];
     struct lock_request req;
@@ -227,13 +242,17 @@ static void guest_hold_update(struct ctl *c, struct domain *d, const struct doms
 
     if (nh.active) {
         /* A hold that was already there keeps its start time (the quota runs
-         * from it), also across restarts; a new ttl counts from now. */
-        bool restored = !h->active && saved && saved->guest_since;
-        nh.since = h->active ? h->since : restored ? saved->guest_since : now;
-        if (restored && nh.expires && saved->guest_expires)
-            nh.expires = saved->guest_expires;
+         * from it), also across restarts and migrations; a new ttl counts
+         * from now. */
+        bool restored = !h->active && d->saved_guest_since &&
+                        (!d->added || now - d->added <= SAVED_SINCE_GRACE);
+        nh.since = h->active ? h->since : restored ? d->saved_guest_since : now;
+        if (restored && nh.expires && d->saved_guest_expires)
+            nh.expires = d->saved_guest_expires;
         else
             nh.expires = nh.expires ? now + nh.expires : 0;
+        /* Only the first hold can be the one the record was about. */
+        d->saved_guest_since = d->saved_guest_expires = 0;
         strlcpy0(nh.by, "guest", sizeof nh.by);
         if (!h->active || strcmp(h->reason, nh.reason) || h->expires != nh.expires) {
             char exp[32];
@@ -274,10 +293,11 @@ static void share_job(struct ctl *c, const struct domain *from)
 {
     for (size_t i = 0; i < c->ndoms; i++) {
         struct domain *d = c->doms[i];
-        if (d == from || strcmp(d->vm.uuid, from->vm.uuid))
+        if (d == from || d->ghost || strcmp(d->vm.uuid, from->vm.uuid))
             continue;
         strlcpy0(d->migration, from->migration, sizeof d->migration);
         strlcpy0(d->last_refusal, from->last_refusal, sizeof d->last_refusal);
+        d->prog = from->prog;
         touch(c, d);
     }
 }
@@ -321,6 +341,7 @@ static struct domain *domain_add(struct ctl *c, const struct vm_info *vm)
     d->vm = *vm;
     d->mig_fd = -1;
     d->mig_exit = -1;
+    d->added = c->started ? time(NULL) : 0;
     strlcpy0(d->migration, "idle", sizeof d->migration);
     if (state_load(c->state_dir, vm->uuid, &st, err, sizeof err)) {
         /* Fail closed: an unreadable record may have held an admin lock. */
@@ -335,8 +356,11 @@ static struct domain *domain_add(struct ctl *c, const struct vm_info *vm)
         if (!strcmp(c->doms[i]->vm.uuid, vm->uuid) && c->doms[i]->mig_pid > 0) {
             strlcpy0(d->migration, c->doms[i]->migration, sizeof d->migration);
             strlcpy0(d->last_refusal, c->doms[i]->last_refusal, sizeof d->last_refusal);
+            d->prog = c->doms[i]->prog;
         }
     d->locks.h[HOLD_ADMIN] = st.admin;
+    d->saved_guest_since = st.guest_since;
+    d->saved_guest_expires = st.guest_expires;
     memcpy(d->peers, st.peers, sizeof d->peers);
     d->npeers = st.npeers;
     c->doms = xrealloc(c->doms, sizeof *c->doms * (c->ndoms + 1));
@@ -347,11 +371,70 @@ static struct domain *domain_add(struct ctl *c, const struct vm_info *vm)
     if (rc)
         events_emit(&c->ev, vm->name, "guest-channel-failed", "domid=%u error=\"%s\"", vm->domid,
                     strerror(-rc));
-    guest_hold_update(c, d, &st);
+    guest_hold_update(c, d);
+    /* Restarted on a domain that is already here: its node says it all. */
+    if (!d->added)
+        d->saved_guest_since = d->saved_guest_expires = 0;
     d->prepared = rc == 0;
     static_hold_update(c, d);
     touch(c, d);
     return d;
+}
+
+/* ---- forwarding entries ------------------------------------------------------ */
+
+/* A domain that went away after its job ended "done HOST" has moved there,
+ * unless it is still here under its UUID or name (a move within this host). */
+static bool forward_wanted(struct ctl *c, const struct domain *d)
+{
+    const char *name = d->mig_name[0] ? d->mig_name : d->vm.name;
+
+    if (!d->mig_done || d->waiting || c->pol.forward_ttl <= 0 || !name_usable(name))
+        return false;
+    for (size_t i = 0; i < c->ndoms; i++) {
+        const struct domain *o = c->doms[i];
+        /* (An older entry under this name gave way when the domain took it.) */
+        if (o != d && !o->ghost && o->seen &&
+            (!strcmp(o->vm.uuid, d->vm.uuid) || !strcmp(o->vm.name, name)))
+            return false;
+    }
+    return true;
+}
+
+/* Remove c->doms[i], a forwarding entry. */
+static void ghost_drop(struct ctl *c, size_t i)
+{
+    struct domain *g = c->doms[i];
+
+    memmove(&c->doms[i], &c->doms[i + 1], sizeof *c->doms * (c->ndoms - i - 1));
+    c->ndoms--;
+    if (c->name_gone)
+        c->name_gone(c->name_gone_arg, g->vm.name);
+    domain_free(g);
+    c->gen++;
+}
+
+/* Turn d into a forwarding entry: its name, UUID and where it went, nothing
+ * the backend knows about any more. */
+static void ghost_make(struct ctl *c, struct domain *d, time_t now)
+{
+    char until[32];
+
+    if (d->mig_name[0])
+        strlcpy0(d->vm.name, d->mig_name, sizeof d->vm.name);
+    d->ghost = true;
+    d->ghost_until = now + c->pol.forward_ttl;
+    d->vm.state = VM_UNKNOWN;
+    memset(&d->locks, 0, sizeof d->locks);
+    d->npeers = 0;
+    d->prepared = false;
+    d->guest_raw[0] = 0;
+    d->dirty = false;
+    d->saved_guest_since = d->saved_guest_expires = 0;
+    fmt_time(d->ghost_until, until, sizeof until);
+    events_emit(&c->ev, d->vm.name, "forward-added", "to=%s uuid=%s expires=%s", d->mig_host,
+                d->vm.uuid, until);
+    touch(c, d);
 }
 
 int ctl_refresh(struct ctl *c)
@@ -387,32 +470,61 @@ int ctl_refresh(struct ctl *c)
             if (!d->prepared) {
                 d->prepared = c->ops->guest_hold_prepare(c->be, &d->vm) == 0;
                 if (d->prepared)
-                    guest_hold_update(c, d, NULL);
+                    guest_hold_update(c, d);
             }
             static_hold_update(c, d);
         }
         d->seen = true;
     }
     free(vms);
-    /* Sweep domains that are gone; a running migration's child keeps its entry. */
+    /* A live domain takes over a forwarding entry's name, UUID or domid. */
+    for (size_t i = 0; i < c->ndoms;) {
+        struct domain *g = c->doms[i], *by = NULL;
+        for (size_t k = 0; g->ghost && !by && k < c->ndoms; k++) {
+            struct domain *d = c->doms[k];
+            if (!d->ghost && d->seen &&
+                (!strcmp(d->vm.name, g->vm.name) || !strcmp(d->vm.uuid, g->vm.uuid) ||
+                 d->vm.domid == g->vm.domid))
+                by = d;
+        }
+        if (!by) {
+            i++;
+            continue;
+        }
+        events_emit(&c->ev, g->vm.name, "forward-removed", "to=%s why=replaced domid=%u",
+                    g->mig_host, by->vm.domid);
+        ghost_drop(c, i);
+    }
+    /* Sweep domains that are gone; a running migration's child keeps its entry,
+     * and one that has migrated away leaves a forwarding entry. */
+    time_t now = time(NULL);
     size_t j = 0;
     for (size_t i = 0; i < c->ndoms; i++) {
         struct domain *d = c->doms[i];
-        if (d->seen || d->mig_pid > 0) {
+        if (d->seen || d->mig_pid > 0 || d->ghost) {
             c->doms[j++] = d;
             continue;
         }
         events_emit(&c->ev, d->vm.name, "domain-removed", "domid=%u uuid=%s", d->vm.domid,
                     d->vm.uuid);
+        if (d->waiting)
+            events_emit(&c->ev, d->vm.name, "migrate-failed", "to=%s why=\"%s\"", d->mig_host,
+                        "the domain went away while waiting");
         if (d->dirty)
             save_domain(c, d);
         if (c->name_gone)
             c->name_gone(c->name_gone_arg, d->vm.name);
         c->ops->guest_hold_forget(c->be, d->vm.domid);
+        if (forward_wanted(c, d)) {
+            ghost_make(c, d, now);
+            c->doms[j++] = d;
+            continue;
+        }
         domain_free(d);
         c->gen++;
     }
     c->ndoms = j;
+    waiters_run(c, now);
     return 0;
 }
 
@@ -425,7 +537,9 @@ int ctl_backend_event(struct ctl *c)
         ctl_refresh(c);
     if (what & BE_EV_HOLDS)
         for (size_t i = 0; i < c->ndoms; i++)
-            guest_hold_update(c, c->doms[i], NULL);
+            if (!c->doms[i]->ghost)
+                guest_hold_update(c, c->doms[i]);
+    waiters_run(c, time(NULL));
     return rc;
 }
 
@@ -435,6 +549,8 @@ void ctl_tick(struct ctl *c, time_t now)
         struct domain *d = c->doms[i];
         struct hold *a = &d->locks.h[HOLD_ADMIN], *g = &d->locks.h[HOLD_GUEST];
 
+        if (d->ghost)
+            continue;
         if (a->active && a->expires && now >= a->expires) {
             events_emit(&c->ev, d->vm.name, "hold-expired", "holder=admin by=%s reason=\"%s\"",
                         a->by, a->reason);
@@ -453,6 +569,16 @@ void ctl_tick(struct ctl *c, time_t now)
             touch(c, d);
         }
     }
+    for (size_t i = 0; i < c->ndoms;) {
+        struct domain *d = c->doms[i];
+        if (!d->ghost || now < d->ghost_until) {
+            i++;
+            continue;
+        }
+        events_emit(&c->ev, d->vm.name, "forward-removed", "to=%s why=expired", d->mig_host);
+        ghost_drop(c, i);
+    }
+    waiters_run(c, now);
 }
 
 /* ---- permission ------------------------------------------------------------- */
@@ -526,6 +652,36 @@ void ctl_reject(struct ctl *c, const char *domain, const char *file, const struc
                 user, (unsigned)who->uid, (int)who->pid, safe);
 }
 
+/* A write to a forwarding entry: the domain lives elsewhere now. */
+static int ghost_refuse(struct ctl *c, struct domain *d, const char *file, const struct caller *who,
+                        char *err, size_t errlen)
+{
+    snprintf(err, errlen, "%s has migrated to %s", d->vm.name, d->mig_host);
+    ctl_reject(c, d->vm.name, file, who, err);
+    return -EREMOTE;
+}
+
+/* May an admin override this guest hold now (force)?  If not, err says until when. */
+static bool guest_within_quota(struct ctl *c, const struct hold *g, time_t now, char *err,
+                               size_t errlen)
+{
+    time_t at = guest_hold_overridable_at(g, &c->pol);
+    char when[32];
+
+    if (!hold_in_force(g, now) || (at && now >= at))
+        return false;
+    fmt_time(at, when, sizeof when);
+    if (at)
+        snprintf(err, errlen,
+                 "guest hold (%s) is within its quota: it may be overridden after %s "
+                 "(policy guest_max_hold=%ld)",
+                 g->reason[0] ? g->reason : "no reason", when, c->pol.guest_max_hold);
+    else
+        snprintf(err, errlen, "guest hold (%s) may never be overridden (policy guest_max_hold=0)",
+                 g->reason[0] ? g->reason : "no reason");
+    return true;
+}
+
 /* ---- lock ------------------------------------------------------------------- */
 
 int ctl_lock_write(struct ctl *c, struct domain *d, const char *buf, size_t len,
@@ -538,6 +694,8 @@ int ctl_lock_write(struct ctl *c, struct domain *d, const char *buf, size_t len,
     char user[64];
     int rc;
 
+    if (d->ghost)
+        return ghost_refuse(c, d, "lock", who, err, errlen);
     rc = lock_request_parse(buf, len, c->pol.max_ttl, LOCKREQ_ALLOW_FORCE, &req, err, errlen);
     if (rc) {
         ctl_reject(c, d->vm.name, "lock", who, err);
@@ -557,23 +715,14 @@ int ctl_lock_write(struct ctl *c, struct domain *d, const char *buf, size_t len,
         events_emit(&c->ev, d->vm.name, "hold-set", "holder=admin by=%s uid=%u ttl=%ld reason=\"%s\"",
                     user, (unsigned)who->uid, req.ttl, req.reason);
         touch(c, d);
+        waiters_run(c, now);
         return 0;
     }
 
-    if (req.force && hold_in_force(g, now)) {
-        time_t at = guest_hold_overridable_at(g, &c->pol);
-        if (!at || now < at) {
-            char when[32];
-            fmt_time(at, when, sizeof when);
-            snprintf(err, errlen,
-                     "guest hold (%s) is within its quota: it may be overridden %s%s "
-                     "(policy guest_max_hold=%ld)",
-                     g->reason[0] ? g->reason : "no reason", at ? "after " : "", when,
-                     c->pol.guest_max_hold);
-            events_emit(&c->ev, d->vm.name, "force-refused", "by=%s uid=%u why=\"%s\"", user,
-                        (unsigned)who->uid, err);
-            return -EPERM;
-        }
+    if (req.force && guest_within_quota(c, g, now, err, errlen)) {
+        events_emit(&c->ev, d->vm.name, "force-refused", "by=%s uid=%u why=\"%s\"", user,
+                    (unsigned)who->uid, err);
+        return -EPERM;
     }
     bool had_admin = a->active;
     memset(a, 0, sizeof *a);
@@ -602,6 +751,7 @@ int ctl_lock_write(struct ctl *c, struct domain *d, const char *buf, size_t len,
                     rc ? " guest-node=unwritable" : "");
     }
     touch(c, d);
+    waiters_run(c, now);
     return 0;
 
 save_failed:
@@ -627,147 +777,567 @@ static bool host_valid(const char *h)
     return true;
 }
 
-int ctl_migrate_write(struct ctl *c, struct domain *d, const char *buf, size_t len,
-                      const struct caller *who, char *err, size_t errlen)
-{
-    char text[300], host[256], user[64];
-    struct strbuf why = {0};
-    time_t now = time(NULL);
-    char **argv = NULL;
-    int rc;
+/* A write to the migrate file: "HOST [wait[=SECONDS]|force]" or "cancel". */
+struct mig_mode {
+    char host[256];
+    bool cancel, wait, force;
+    long wait_s; /* 0: no limit */
+};
 
+static int mig_mode_parse(const char *buf, size_t len, struct mig_mode *m, char *err, size_t errlen)
+{
+    char text[300], *tok, *save = NULL;
+    int n = 0;
+
+    memset(m, 0, sizeof *m);
     if (memchr(buf, 0, len)) {
         snprintf(err, errlen, "request contains a NUL byte");
-        goto invalid;
+        return -EINVAL;
     }
     len = chomp(buf, len);
     if (len >= sizeof text) {
         snprintf(err, errlen, "request too long (%zu bytes, at most %zu)", len, sizeof text - 1);
-        goto invalid;
+        return -EINVAL;
+    }
+    if (!printable(buf, len)) {
+        snprintf(err, errlen, "request contains control characters");
+        return -EINVAL;
     }
     memcpy(text, buf, len);
     text[len] = 0;
-    if (sscanf(text, " %255s", host) != 1) {
-        snprintf(err, errlen, "empty request (expected a host name or cancel)");
-        goto invalid;
-    }
-    {
-        char extra[8];
-        if (sscanf(text, " %*s %7s", extra) == 1) {
-            snprintf(err, errlen, "unexpected words after '%s' (expected: HOST, or cancel)", host);
-            goto invalid;
+    for (tok = strtok_r(text, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save), n++) {
+        if (n == 0) {
+            if (!strcmp(tok, "cancel")) {
+                m->cancel = true;
+            } else if (!strcmp(tok, "wait") || !strcmp(tok, "force") || !strncmp(tok, "wait=", 5)) {
+                snprintf(err, errlen, "'%s' needs a host before it (HOST %s)", tok, tok);
+                return -EINVAL;
+            } else if (!host_valid(tok)) {
+                snprintf(err, errlen, "'%.64s' is not a valid host name", tok);
+                return -EINVAL;
+            }
+            strlcpy0(m->host, tok, sizeof m->host);
+            continue;
+        }
+        if (m->cancel) {
+            snprintf(err, errlen, "unexpected words after 'cancel'");
+            return -EINVAL;
+        }
+        if (!strcmp(tok, "force")) {
+            if (m->force) {
+                snprintf(err, errlen, "'force' given twice");
+                return -EINVAL;
+            }
+            m->force = true;
+        } else if (!strcmp(tok, "wait") || !strncmp(tok, "wait=", 5)) {
+            if (m->wait) {
+                snprintf(err, errlen, "'wait' given twice");
+                return -EINVAL;
+            }
+            m->wait = true;
+            if (tok[4] == '=' && parse_long(tok + 5, 1, POLICY_MAX_SECONDS, &m->wait_s)) {
+                snprintf(err, errlen, "'%.64s': wait= takes a number of seconds from 1 to %ld",
+                         tok, POLICY_MAX_SECONDS);
+                return -EINVAL;
+            }
+        } else {
+            snprintf(err, errlen,
+                     "unexpected word '%.64s' after the host (expected wait, wait=SECONDS or force)",
+                     tok);
+            return -EINVAL;
         }
     }
-    caller_name(who->uid, user, sizeof user);
+    if (n == 0) {
+        snprintf(err, errlen, "empty request (expected HOST [wait[=SECONDS]|force], or cancel)");
+        return -EINVAL;
+    }
+    if (m->wait && m->force) {
+        snprintf(err, errlen, "wait and force cannot be combined (force overrides a guest hold "
+                              "past its quota now; wait waits until no hold is left)");
+        return -EINVAL;
+    }
+    return 0;
+}
 
-    if (!strcmp(host, "cancel")) {
-        if (d->mig_pid <= 0) {
-            snprintf(err, errlen, "no migration is running");
-            ctl_reject(c, d->vm.name, "migrate", who, err);
-            return -ESRCH;
-        }
-        c->run.stop(c->run.arg, d->mig_pid);
-        events_emit(&c->ev, d->vm.name, "migrate-cancel", "by=%s uid=%u", user, (unsigned)who->uid);
-        return 0;
-    }
-    if (!host_valid(host)) {
-        snprintf(err, errlen, "'%s' is not a valid host name", host);
-        goto invalid;
-    }
-    if (d->mig_pid > 0) {
-        snprintf(err, errlen, "a migration to %s is already running", d->mig_host);
-        ctl_reject(c, d->vm.name, "migrate", who, err);
-        return -EBUSY;
-    }
-    if (lockset_locked(&d->locks, now)) {
-        char when[32];
-        lockset_describe(&d->locks, now, &why);
-        fmt_time(now, when, sizeof when);
-        snprintf(err, errlen, "locked: %s", why.s);
-        snprintf(d->last_refusal, sizeof d->last_refusal, "%s to %s by %s: %s", when, host, user,
-                 err);
-        snprintf(d->migration, sizeof d->migration, "refused %s: %s", host, err);
-        events_emit(&c->ev, d->vm.name, "migrate-refused", "to=%s by=%s uid=%u why=\"%s\"", host,
-                    user, (unsigned)who->uid, why.s);
-        sb_free(&why);
-        touch(c, d);
-        return -EBUSY;
-    }
-    if (d->npeers) {
-        struct strbuf names = {0};
-        peers_on_one_line(c, d, &names);
-        snprintf(err, errlen,
-                 "%s must migrate together with its peers (%s); this version cannot co-migrate",
-                 d->vm.name, names.s ? names.s : "");
-        sb_free(&names);
-        events_emit(&c->ev, d->vm.name, "migrate-refused", "to=%s by=%s uid=%u why=\"%s\"", host,
-                    user, (unsigned)who->uid, err);
-        return -EOPNOTSUPP;
-    }
-    struct mig_request mreq = {.host = host};
-    rc = c->ops->migrate_argv(c->be, &d->vm, &mreq, &argv);
+static void progress_reset(struct mig_progress *p)
+{
+    memset(p, 0, sizeof *p);
+    p->stage = p->fail_stage = -1;
+    p->round = p->sent = p->dirty_pages = p->dirty_rate = -1;
+    p->new_domid = p->total_ms = p->downtime_ms = p->rounds = -1;
+}
+
+/* Event values are quoted: a quote inside becomes an apostrophe. */
+static void unquote(char *s)
+{
+    for (; *s; s++)
+        if (*s == '"')
+            *s = '\'';
+}
+
+/* The job ends failed with why (also a deferred job that never started). */
+static void job_fail(struct ctl *c, struct domain *d, const char *why)
+{
+    char w[400];
+
+    strlcpy0(w, why, sizeof w);
+    unquote(w);
+    snprintf(d->migration, sizeof d->migration, "failed %s: %s", d->mig_host, w);
+    events_emit(&c->ev, d->mig_name[0] ? d->mig_name : d->vm.name, "migrate-failed",
+                "to=%s why=\"%s\"", d->mig_host, w);
+    d->mig_end = time(NULL);
+    touch(c, d);
+}
+
+/* Start the migration command now; when it cannot start, the job ends failed. */
+static int job_start(struct ctl *c, struct domain *d, const char *host, bool force,
+                     const char *user, uid_t uid, char *err, size_t errlen)
+{
+    struct mig_request req = {
+        .host = d->mig_host,
+        .force = force,
+        .transport = c->pol.transport,
+        .port = (unsigned)c->pol.port,
+        .timeout_s = (unsigned)c->pol.migrate_timeout,
+    };
+    char **argv = NULL, h[256];
+    int rc;
+
+    strlcpy0(h, host, sizeof h); /* host may be d->mig_host itself */
+    strlcpy0(d->mig_host, h, sizeof d->mig_host);
+    strlcpy0(d->mig_name, d->vm.name, sizeof d->mig_name);
+    d->mig_done = false;
+    d->mig_cancel_by[0] = 0;
+    progress_reset(&d->prog);
+    rc = c->ops->migrate_argv(c->be, &d->vm, &req, &argv);
     if (!rc)
         rc = c->run.start(c->run.arg, argv, &d->mig_pid, &d->mig_fd);
     argv_free(argv);
     if (rc) {
         snprintf(err, errlen, "cannot start the migration: %s", strerror(-rc));
-        snprintf(d->migration, sizeof d->migration, "failed %s: %s", host, err);
-        events_emit(&c->ev, d->vm.name, "migrate-failed", "to=%s why=\"%s\"", host, err);
         d->mig_pid = 0;
-        touch(c, d);
+        job_fail(c, d, err);
         return rc;
     }
-    strlcpy0(d->mig_host, host, sizeof d->mig_host);
-    strlcpy0(d->mig_name, d->vm.name, sizeof d->mig_name);
     d->mig_exit = -1;
     sb_reset(&d->mig_out);
-    snprintf(d->migration, sizeof d->migration, "running %s", host);
-    events_emit(&c->ev, d->vm.name, "migrate-started", "to=%s by=%s uid=%u domid=%u", host, user,
-                (unsigned)who->uid, d->vm.domid);
+    d->mig_line_len = 0;
+    snprintf(d->migration, sizeof d->migration, "running %s", h);
+    events_emit(&c->ev, d->vm.name, "migrate-started", "to=%s by=%s uid=%u domid=%u%s", h, user,
+                (unsigned)uid, d->vm.domid, force ? " force=yes" : "");
     touch(c, d);
     return 0;
+}
 
-invalid:
-    ctl_reject(c, d->vm.name, "migrate", who, err);
-    return -EINVAL;
+/* "X must migrate together with its peers (...)": this version cannot. */
+static void peers_refusal(struct ctl *c, struct domain *d, char *err, size_t errlen)
+{
+    struct strbuf names = {0};
+
+    peers_on_one_line(c, d, &names);
+    snprintf(err, errlen,
+             "%s must migrate together with its peers (%s); this version cannot co-migrate",
+             d->vm.name, names.s ? names.s : "");
+    sb_free(&names);
+}
+
+/* Deferred jobs: start those whose domain has no hold left, end those that
+ * waited too long.  Run on every hold change and once a second. */
+static void waiters_run(struct ctl *c, time_t now)
+{
+    for (size_t i = 0; i < c->ndoms; i++) {
+        struct domain *d = c->doms[i];
+        char text[600];
+
+        if (!d->waiting || d->ghost)
+            continue;
+        if (lockset_locked(&d->locks, now)) {
+            struct strbuf why = {0};
+            lockset_describe(&d->locks, now, &why);
+            if (d->wait_until && now >= d->wait_until) {
+                d->waiting = false;
+                snprintf(text, sizeof text, "still locked after %lld s: %s",
+                         (long long)(d->wait_until - d->wait_since), why.s);
+                job_fail(c, d, text);
+            } else {
+                snprintf(text, sizeof text, "waiting %s: locked: %s", d->mig_host, why.s);
+                if (strcmp(text, d->migration)) {
+                    strlcpy0(d->migration, text, sizeof d->migration);
+                    touch(c, d);
+                }
+            }
+            sb_free(&why);
+            continue;
+        }
+        d->waiting = false;
+        if (d->npeers) {
+            peers_refusal(c, d, text, sizeof text);
+            job_fail(c, d, text);
+            continue;
+        }
+        job_start(c, d, d->mig_host, false, d->wait_by, d->wait_uid, text, sizeof text);
+    }
+}
+
+static int job_cancel(struct ctl *c, struct domain *d, const struct caller *who, const char *user,
+                      char *err, size_t errlen)
+{
+    if (d->waiting) {
+        char why[128];
+        d->waiting = false;
+        events_emit(&c->ev, d->vm.name, "migrate-cancel", "by=%s uid=%u to=%s waiting=yes", user,
+                    (unsigned)who->uid, d->mig_host);
+        snprintf(why, sizeof why, "cancelled by %s while waiting", user);
+        job_fail(c, d, why);
+        return 0;
+    }
+    if (d->mig_pid <= 0) {
+        snprintf(err, errlen, "no migration is running or waiting");
+        ctl_reject(c, d->vm.name, "migrate", who, err);
+        return -ESRCH;
+    }
+    c->run.stop(c->run.arg, d->mig_pid);
+    strlcpy0(d->mig_cancel_by, user, sizeof d->mig_cancel_by);
+    events_emit(&c->ev, d->vm.name, "migrate-cancel", "by=%s uid=%u to=%s", user,
+                (unsigned)who->uid, d->mig_host);
+    return 0;
+}
+
+/* A refusal is remembered: the migrate file, last_refusal and events say why. */
+static int job_refuse(struct ctl *c, struct domain *d, const char *host, const struct caller *who,
+                      const char *user, const char *why, int rc, const char *err)
+{
+    char when[32];
+
+    fmt_time(time(NULL), when, sizeof when);
+    snprintf(d->last_refusal, sizeof d->last_refusal, "%s to %s by %s: %s", when, host, user, err);
+    snprintf(d->migration, sizeof d->migration, "refused %s: %s", host, err);
+    d->mig_done = false;
+    events_emit(&c->ev, d->vm.name, "migrate-refused", "to=%s by=%s uid=%u why=\"%s\"", host, user,
+                (unsigned)who->uid, why);
+    touch(c, d);
+    return rc;
+}
+
+int ctl_migrate_write(struct ctl *c, struct domain *d, const char *buf, size_t len,
+                      const struct caller *who, char *err, size_t errlen)
+{
+    struct mig_mode m;
+    struct strbuf why = {0};
+    time_t now = time(NULL);
+    bool forced = false;
+    char user[64];
+    int rc;
+
+    if (d->ghost)
+        return ghost_refuse(c, d, "migrate", who, err, errlen);
+    rc = mig_mode_parse(buf, len, &m, err, errlen);
+    if (rc) {
+        ctl_reject(c, d->vm.name, "migrate", who, err);
+        return rc;
+    }
+    caller_name(who->uid, user, sizeof user);
+    if (m.cancel)
+        return job_cancel(c, d, who, user, err, errlen);
+    if (d->mig_pid > 0 || d->waiting) {
+        snprintf(err, errlen, "a migration to %s is already %s", d->mig_host,
+                 d->waiting ? "waiting (write cancel first)" : "running");
+        ctl_reject(c, d->vm.name, "migrate", who, err);
+        return -EBUSY;
+    }
+
+    if (lockset_locked(&d->locks, now)) {
+        const struct hold *g = &d->locks.h[HOLD_GUEST];
+        lockset_describe(&d->locks, now, &why);
+        if (m.wait) {
+            if (d->npeers)
+                goto peers;
+            d->waiting = true;
+            d->wait_since = now;
+            d->wait_until = m.wait_s ? now + m.wait_s : 0;
+            d->wait_uid = who->uid;
+            strlcpy0(d->wait_by, user, sizeof d->wait_by);
+            strlcpy0(d->mig_host, m.host, sizeof d->mig_host);
+            strlcpy0(d->mig_name, d->vm.name, sizeof d->mig_name);
+            d->mig_done = false;
+            progress_reset(&d->prog);
+            snprintf(d->migration, sizeof d->migration, "waiting %s: locked: %s", m.host, why.s);
+            char limit[32] = "none";
+            if (m.wait_s)
+                snprintf(limit, sizeof limit, "%ld", m.wait_s);
+            events_emit(&c->ev, d->vm.name, "migrate-waiting",
+                        "to=%s by=%s uid=%u timeout=%s why=\"%s\"", m.host, user,
+                        (unsigned)who->uid, limit, why.s);
+            touch(c, d);
+            rc = 0;
+            goto out;
+        }
+        if (m.force && !hold_in_force(&d->locks.h[HOLD_STATIC], now) &&
+            !hold_in_force(&d->locks.h[HOLD_ADMIN], now)) {
+            /* Only guest holds are left: force needs them past their quota. */
+            if (guest_within_quota(c, g, now, err, errlen)) {
+                rc = job_refuse(c, d, m.host, who, user, err, -EPERM, err);
+                goto out;
+            }
+            forced = true;
+        } else {
+            snprintf(err, errlen, "locked: %s%s", why.s,
+                     m.force ? " (force overrides only a guest hold past its quota)" : "");
+            rc = job_refuse(c, d, m.host, who, user, why.s, -EBUSY, err);
+            goto out;
+        }
+    }
+    if (d->npeers)
+        goto peers;
+    if (forced) {
+        const struct hold *g = &d->locks.h[HOLD_GUEST];
+        char held[32];
+        fmt_time(g->since, held, sizeof held);
+        events_emit(&c->ev, d->vm.name, "migrate-forced",
+                    "to=%s by=%s uid=%u holder=guest held_since=%s reason=\"%s\"", m.host, user,
+                    (unsigned)who->uid, held, g->reason);
+    }
+    rc = job_start(c, d, m.host, forced, user, who->uid, err, errlen);
+    goto out;
+
+peers:
+    peers_refusal(c, d, err, errlen);
+    events_emit(&c->ev, d->vm.name, "migrate-refused", "to=%s by=%s uid=%u why=\"%s\"", m.host,
+                user, (unsigned)who->uid, err);
+    rc = -EOPNOTSUPP;
+out:
+    sb_free(&why);
+    return rc;
+}
+
+static const char *const stage_names[] = {"pre-migration",  "reservation", "iterative-pre-copy",
+                                          "stop-and-copy",  "commitment",  "activation"};
+
+/* A number the engine gave: whole and not negative, else left as it was. */
+static void take_num(long long *out, const char *v)
+{
+    char *end;
+    long long n;
+
+    if (*v < '0' || *v > '9')
+        return;
+    errno = 0;
+    n = strtoll(v, &end, 10);
+    if (!*end && !errno)
+        *out = n;
+}
+
+/* A word shown as is: letters, digits, '-', '_', '.'. */
+static void take_word(char *out, size_t size, const char *v)
+{
+    size_t n = strlen(v);
+
+    if (!n || n >= size)
+        return;
+    for (const char *p = v; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '-' || *p == '_' || *p == '.'))
+            return;
+    memcpy(out, v, n + 1);
+}
+
+/* One line of the engine's output.  "progress ..." and "result ..." lines
+ * are key=value words (unknown keys ignored; why="..." runs to the line's
+ * last quote); everything else is text for people, kept in mig_out. */
+static void mig_parse_line(struct ctl *c, struct domain *d, char *line)
+{
+    struct mig_progress np = d->prog;
+    long long stage = -1, round = -1, sent = -1, pages = -1, rate = -1;
+    char name[32] = "";
+    bool result = false;
+    char *p;
+
+    if (!strncmp(line, "progress ", 9)) {
+        p = line + 9;
+    } else if (!strncmp(line, "result ok", 9) && (!line[9] || line[9] == ' ')) {
+        result = np.result = np.ok = true;
+        p = line + 9;
+    } else if (!strncmp(line, "result failed", 13) && (!line[13] || line[13] == ' ')) {
+        result = np.result = true;
+        np.ok = false;
+        p = line + 13;
+    } else {
+        return;
+    }
+    while (*p) {
+        char *key, *val, *eq;
+        p += strspn(p, " \t");
+        if (!*p)
+            break;
+        key = p;
+        if (!strncmp(p, "why=\"", 5)) {
+            char *q = strrchr(p + 5, '"');
+            val = p + 5;
+            if (q && q >= val) {
+                *q = 0;
+                p = q + 1;
+            } else {
+                p += strlen(p);
+            }
+            if (result) {
+                strlcpy0(np.why, val, sizeof np.why);
+                unquote(np.why);
+            }
+            continue;
+        }
+        p += strcspn(p, " \t");
+        if (*p)
+            *p++ = 0;
+        eq = strchr(key, '=');
+        if (!eq)
+            continue;
+        *eq = 0;
+        val = eq + 1;
+        if (!strcmp(key, "stage"))
+            take_num(&stage, val);
+        else if (!strcmp(key, "name"))
+            take_word(name, sizeof name, val);
+        else if (!strcmp(key, "sent"))
+            take_num(&sent, val);
+        else if (!result && !strcmp(key, "round"))
+            take_num(&round, val);
+        else if (!result && !strcmp(key, "dirty_pages"))
+            take_num(&pages, val);
+        else if (!result && !strcmp(key, "dirty_rate"))
+            take_num(&rate, val);
+        else if (result && !strcmp(key, "domid"))
+            take_num(&np.new_domid, val);
+        else if (result && !strcmp(key, "total_ms"))
+            take_num(&np.total_ms, val);
+        else if (result && !strcmp(key, "downtime_ms"))
+            take_num(&np.downtime_ms, val);
+        else if (result && !strcmp(key, "rounds"))
+            take_num(&np.rounds, val);
+        else if (result && !strcmp(key, "domain"))
+            take_word(np.where, sizeof np.where, val);
+    }
+    if (stage > 99)
+        stage = -1;
+    if (sent >= 0)
+        np.sent = sent;
+    if (result) {
+        if (!np.ok && stage >= 0)
+            np.fail_stage = (int)stage;
+    } else {
+        if (stage >= 0 && stage != np.stage) {
+            np.stage = (int)stage;
+            np.round = np.dirty_pages = np.dirty_rate = -1;
+            strlcpy0(np.stage_name, stage < (long long)ARRAY_SIZE(stage_names) ? stage_names[stage] : "",
+                     sizeof np.stage_name);
+        }
+        if (name[0])
+            strlcpy0(np.stage_name, name, sizeof np.stage_name);
+        if (round >= 0)
+            np.round = round;
+        if (pages >= 0)
+            np.dirty_pages = pages;
+        if (rate >= 0)
+            np.dirty_rate = rate;
+    }
+    if (!memcmp(&np, &d->prog, sizeof np))
+        return;
+    if (np.stage != d->prog.stage)
+        events_emit(&c->ev, d->mig_name, "migrate-stage", "to=%s stage=%d name=%s", d->mig_host,
+                    np.stage, np.stage_name[0] ? np.stage_name : "-");
+    d->prog = np;
+    touch(c, d);
+    share_job(c, d);
+}
+
+/* Output as it arrives: split into lines (an overlong line is cut). */
+static void mig_feed(struct ctl *c, struct domain *d, const char *buf, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (buf[i] != '\n') {
+            if (d->mig_line_len < sizeof d->mig_line - 1)
+                d->mig_line[d->mig_line_len++] = buf[i];
+            continue;
+        }
+        while (d->mig_line_len && d->mig_line[d->mig_line_len - 1] == '\r')
+            d->mig_line_len--;
+        d->mig_line[d->mig_line_len] = 0;
+        d->mig_line_len = 0;
+        mig_parse_line(c, d, d->mig_line);
+    }
+}
+
+/* The last line for people the command printed ("" if none). */
+static void last_text_line(const struct strbuf *out, char *last, size_t size)
+{
+    size_t n = out->len;
+
+    last[0] = 0;
+    while (n) {
+        while (n && (out->s[n - 1] == '\n' || out->s[n - 1] == ' ' || out->s[n - 1] == '\r'))
+            n--;
+        size_t b = n;
+        while (b && out->s[b - 1] != '\n')
+            b--;
+        const char *l = out->s + b;
+        if (n > b && strncmp(l, "progress ", 9) && strncmp(l, "result ", 7)) {
+            snprintf(last, size, "%.*s", (int)(n - b), l);
+            return;
+        }
+        n = b;
+    }
 }
 
 static void migration_finish(struct ctl *c, struct domain *d)
 {
+    const struct mig_progress *p = &d->prog;
     int st = d->mig_exit;
 
     if (d->mig_fd >= 0 || st < 0)
         return; /* wait for both the end of output and the exit status */
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+    /* The engine's result line decides; without one (killed), its exit status. */
+    if (p->result ? p->ok : WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+        struct strbuf extra = {0};
+        if (p->new_domid >= 0)
+            sb_printf(&extra, " new_domid=%lld", p->new_domid);
+        if (p->total_ms >= 0)
+            sb_printf(&extra, " total_ms=%lld", p->total_ms);
+        if (p->downtime_ms >= 0)
+            sb_printf(&extra, " downtime_ms=%lld", p->downtime_ms);
+        d->mig_done = true;
+        d->mig_end = time(NULL);
         snprintf(d->migration, sizeof d->migration, "done %s", d->mig_host);
-        events_emit(&c->ev, d->mig_name, "migrate-done", "to=%s uuid=%s domid=%u", d->mig_host,
-                    d->vm.uuid, d->vm.domid);
+        events_emit(&c->ev, d->mig_name, "migrate-done", "to=%s uuid=%s domid=%u%s", d->mig_host,
+                    d->vm.uuid, d->vm.domid, extra.s ? extra.s : "");
+        sb_free(&extra);
+        touch(c, d);
     } else {
-        /* The last line the migration command printed says why. */
-        char last[300] = "";
-        if (d->mig_out.len) {
-            char *s = d->mig_out.s;
-            size_t n = d->mig_out.len;
-            while (n && (s[n - 1] == '\n' || s[n - 1] == ' '))
-                n--;
-            size_t b = n;
-            while (b && s[b - 1] != '\n')
-                b--;
-            snprintf(last, sizeof last, "%.*s", (int)(n - b), s + b);
+        char tail[360], why[400];
+        int stage = p->result && p->fail_stage >= 0 ? p->fail_stage : p->stage;
+        if (d->mig_cancel_by[0]) {
+            snprintf(tail, sizeof tail, "cancelled by %s", d->mig_cancel_by);
+        } else if (p->result) {
+            snprintf(tail, sizeof tail, "%s", p->why[0] ? p->why : "no reason given");
+        } else {
+            char last[300];
+            last_text_line(&d->mig_out, last, sizeof last);
+            if (WIFSIGNALED(st))
+                snprintf(tail, sizeof tail, "killed by signal %d%s%s", WTERMSIG(st),
+                         last[0] ? ": " : "", last);
+            else
+                snprintf(tail, sizeof tail, "exit %d%s%s", WEXITSTATUS(st), last[0] ? ": " : "",
+                         last);
         }
-        if (WIFSIGNALED(st))
-            snprintf(d->migration, sizeof d->migration, "failed %s: killed by signal %d%s%s",
-                     d->mig_host, WTERMSIG(st), last[0] ? ": " : "", last);
+        if (stage >= 0)
+            snprintf(why, sizeof why, "stage %d: %s", stage, tail);
         else
-            snprintf(d->migration, sizeof d->migration, "failed %s: exit %d%s%s", d->mig_host,
-                     WEXITSTATUS(st), last[0] ? ": " : "", last);
-        /* "failed HOST: why" -> why */
-        const char *why = d->migration + 7 + strlen(d->mig_host) + 2;
-        events_emit(&c->ev, d->mig_name, "migrate-failed", "to=%s why=\"%s\"", d->mig_host, why);
+            snprintf(why, sizeof why, "%s", tail);
+        if (!strcmp(p->where, "left-suspended-here"))
+            strlcpy0(why + strlen(why), " (the domain is left suspended here)",
+                     sizeof why - strlen(why));
+        job_fail(c, d, why);
     }
     d->mig_pid = 0;
     d->mig_exit = -1;
-    touch(c, d);
     share_job(c, d);
     ctl_refresh(c);
 }
@@ -786,12 +1356,15 @@ void ctl_migration_io(struct ctl *c, struct domain *d)
                 memmove(d->mig_out.s, d->mig_out.s + drop, d->mig_out.len - drop + 1);
                 d->mig_out.len -= drop;
             }
+            mig_feed(c, d, buf, (size_t)r);
             continue;
         }
         if (r < 0 && (errno == EAGAIN || errno == EINTR))
             return;
         break;
     }
+    if (d->mig_line_len)
+        mig_feed(c, d, "\n", 1); /* a last line without its newline */
     close(d->mig_fd);
     d->mig_fd = -1;
     migration_finish(c, d);
@@ -844,19 +1417,77 @@ int ctl_policy_write(struct ctl *c, const char *buf, size_t len, const struct ca
 void ctl_format_lock(struct ctl *c, struct domain *d, struct strbuf *sb)
 {
     (void)c;
-    sb_printf(sb, "%d\n", lockset_locked(&d->locks, time(NULL)) ? 1 : 0);
+    sb_printf(sb, "%d\n", !d->ghost && lockset_locked(&d->locks, time(NULL)) ? 1 : 0);
+}
+
+static bool job_running(const struct domain *d)
+{
+    return !strncmp(d->migration, "running ", 8);
 }
 
 void ctl_format_migration(struct ctl *c, struct domain *d, struct strbuf *sb)
 {
+    const struct mig_progress *p = &d->prog;
+
     (void)c;
-    sb_printf(sb, "%s\n", d->migration);
+    if (d->ghost) {
+        sb_printf(sb, "migrated %s\n", d->mig_host);
+        return;
+    }
+    sb_printf(sb, "%s", d->migration);
+    if (job_running(d)) {
+        if (p->stage >= 0)
+            sb_printf(sb, " stage=%d%s%s", p->stage, p->stage_name[0] ? " " : "", p->stage_name);
+        if (p->round >= 0)
+            sb_printf(sb, " round=%lld", p->round);
+        if (p->sent >= 0)
+            sb_printf(sb, " sent=%lld", p->sent);
+        if (p->dirty_rate >= 0)
+            sb_printf(sb, " dirty_rate=%lld", p->dirty_rate);
+    }
+    sb_printf(sb, "\n");
+}
+
+/* The lines after "migration:" in status: the job's progress or outcome. */
+static void format_job(const struct domain *d, struct strbuf *sb)
+{
+    const struct mig_progress *p = &d->prog;
+
+    if (d->waiting) {
+        char until[32];
+        fmt_time(d->wait_until, until, sizeof until);
+        sb_printf(sb, "wait_until: %s\n", until);
+    } else if (job_running(d)) {
+        if (p->stage >= 0)
+            sb_printf(sb, "stage: %d%s%s\n", p->stage, p->stage_name[0] ? " " : "",
+                      p->stage_name);
+        if (p->round >= 0)
+            sb_printf(sb, "round: %lld\n", p->round);
+        if (p->sent >= 0)
+            sb_printf(sb, "bytes_sent: %lld\n", p->sent);
+        if (p->dirty_rate >= 0)
+            sb_printf(sb, "dirty_rate: %lld pages/s\n", p->dirty_rate);
+    } else if (!strncmp(d->migration, "done ", 5)) {
+        if (p->sent >= 0)
+            sb_printf(sb, "bytes_sent: %lld\n", p->sent);
+        if (p->downtime_ms >= 0)
+            sb_printf(sb, "downtime_ms: %lld\n", p->downtime_ms);
+        if (p->total_ms >= 0)
+            sb_printf(sb, "total_ms: %lld\n", p->total_ms);
+    }
 }
 
 void ctl_format_status(struct ctl *c, struct domain *d, struct strbuf *sb)
 {
     time_t now = time(NULL);
 
+    if (d->ghost) {
+        char when[32];
+        fmt_time(d->mig_end, when, sizeof when);
+        sb_printf(sb, "name: %s\nuuid: %s\nstate: migrated\nmigration: migrated to %s at %s\n",
+                  d->vm.name, d->vm.uuid, d->mig_host, when);
+        return;
+    }
     sb_printf(sb, "name: %s\n", d->vm.name);
     sb_printf(sb, "domid: %u\n", d->vm.domid);
     sb_printf(sb, "uuid: %s\n", d->vm.uuid);
@@ -872,6 +1503,7 @@ void ctl_format_status(struct ctl *c, struct domain *d, struct strbuf *sb)
         sb_free(&peers);
     }
     sb_printf(sb, "migration: %s\n", d->migration);
+    format_job(d, sb);
     if (d->last_refusal[0])
         sb_printf(sb, "last_refusal: %s\n", d->last_refusal);
 }
@@ -881,7 +1513,7 @@ void ctl_format_status(struct ctl *c, struct domain *d, struct strbuf *sb)
 static struct domain *find_uuid(struct ctl *c, const char *uuid)
 {
     for (size_t i = 0; i < c->ndoms; i++)
-        if (!strcmp(c->doms[i]->vm.uuid, uuid))
+        if (!strcmp(c->doms[i]->vm.uuid, uuid) && !c->doms[i]->ghost)
             return c->doms[i];
     return NULL;
 }
@@ -914,6 +1546,8 @@ int ctl_peer_write(struct ctl *c, struct domain *d, const char *buf, size_t len,
     int n = 0;
     char *tok, *save = NULL;
 
+    if (d->ghost)
+        return ghost_refuse(c, d, "peer", who, err, errlen);
     if (memchr(buf, 0, len)) {
         snprintf(err, errlen, "request contains a NUL byte");
         goto invalid;
@@ -933,6 +1567,10 @@ int ctl_peer_write(struct ctl *c, struct domain *d, const char *buf, size_t len,
         struct domain *p = ctl_find(c, tok);
         if (!p) {
             snprintf(err, errlen, "unknown domain '%.64s'", tok);
+            goto invalid;
+        }
+        if (p->ghost) {
+            snprintf(err, errlen, "'%.64s' has migrated to %s", tok, p->mig_host);
             goto invalid;
         }
         if (p == d) {

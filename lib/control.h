@@ -20,19 +20,52 @@ struct caller {
     pid_t pid;
 };
 
+/* What the migration engine (vmmig send) said about a job in its "progress"
+ * and "result" lines; -1 where it has not said. */
+struct mig_progress {
+    int stage;                /* 0..5, -1 before the first progress line */
+    char stage_name[32];
+    long long round, sent, dirty_pages, dirty_rate;
+    bool result;              /* a result line came */
+    bool ok;                  /* result ok */
+    int fail_stage;           /* result failed stage=N */
+    char why[300];            /* result failed why="..." */
+    char where[32];           /* result failed domain=running-here|left-suspended-here */
+    long long new_domid, total_ms, downtime_ms, rounds;
+};
+
 struct domain {
     struct vm_info vm;
     struct lockset locks;
     bool prepared;                       /* guest hold node created and watched */
     char guest_raw[LOCK_REQUEST_MAX + 1];/* last value read from the guest */
-    char migration[512];                 /* idle | running H | done H | failed H: why */
+    /* idle | waiting H: locked: why | running H | done H | failed H: why | refused H: why */
+    char migration[512];
     char last_refusal[512];
     char mig_host[256];
     char mig_name[64];                   /* the name the job started with (xl renames) */
     pid_t mig_pid;
     int mig_fd;                          /* the migration command's output */
-    struct strbuf mig_out;
+    struct strbuf mig_out;               /* its last output, raw (explains a failure) */
+    char mig_line[1024];                 /* the output line being read */
+    size_t mig_line_len;
     int mig_exit;                        /* wait status, or -1 while unknown */
+    struct mig_progress prog;
+    bool mig_done;                       /* the last job ended "done mig_host" */
+    time_t mig_end;                      /* when the last job ended */
+    char mig_cancel_by[64];              /* who cancelled the running job */
+    /* A deferred job (HOST wait), started once no hold is in force. */
+    bool waiting;
+    time_t wait_since, wait_until;       /* wait_until 0: no limit */
+    uid_t wait_uid;
+    char wait_by[64];
+    /* A forwarding entry: the domain has migrated away (see ctl_refresh). */
+    bool ghost;
+    time_t ghost_until;
+    /* The state record's guest hold start, for a hold that shows up only
+     * after the domain (an incoming migration writes the node late). */
+    time_t saved_guest_since, saved_guest_expires;
+    time_t added;                        /* when seen; 0 if already there at start */
     char peers[PEERS_MAX][37];           /* UUIDs of the peer group's other members */
     int npeers;
     bool dirty;                          /* state record to be saved by ctl_flush() */
@@ -63,6 +96,7 @@ struct ctl {
     /* Called when a domain name stops existing (removed or renamed). */
     void (*name_gone)(void *arg, const char *name);
     void *name_gone_arg;
+    bool started;        /* the first listing is done */
 };
 
 int ctl_open(struct ctl *c, const char *backend, const char *state_dir, const char *policy_path,
@@ -77,13 +111,15 @@ int ctl_refresh(struct ctl *c);
 int ctl_backend_event(struct ctl *c);
 /* Save records marked dirty (after pollers were woken). */
 void ctl_flush(struct ctl *c);
-/* Once a second: expire holds. */
+/* Once a second: expire holds and forwarding entries, start or time out
+ * waiting migrations. */
 void ctl_tick(struct ctl *c, time_t now);
 /* Migration output readable (or closed) for d. */
 void ctl_migration_io(struct ctl *c, struct domain *d);
 /* The runner reports the exit status of a migration command. */
 void ctl_migration_exited(struct ctl *c, pid_t pid, int status);
 
+/* A domain by name; a forwarding entry (d->ghost) only when no live domain has the name. */
 struct domain *ctl_find(struct ctl *c, const char *name);
 
 /* Permission to change anything: CAP_SYS_ADMIN or the policy's admin_group. */

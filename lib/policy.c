@@ -11,6 +11,11 @@ void policy_defaults(struct policy *p)
     memset(p, 0, sizeof *p);
     p->guest_max_hold = 3600;
     p->max_ttl = 86400;
+    strlcpy0(p->transport, "tcp", sizeof p->transport);
+    p->port = POLICY_DEFAULT_PORT;
+    p->migrate_timeout = 30;
+    p->forward_ttl = 3600;
+    p->accept_incoming = true;
 }
 
 static const char *trim(char *s)
@@ -33,6 +38,57 @@ static bool valid_group_name(const char *s)
               *s == '_' || *s == '-' || *s == '.'))
             return false;
     return true;
+}
+
+/* "tcp", or a command template.  The value must survive a round trip through
+ * the file (no '#', no quotes) and name the host: %h, the only % sequence. */
+static int check_transport(const char *v, char *err, size_t errlen)
+{
+    bool host = false;
+
+    if (!strcmp(v, "tcp"))
+        return 0;
+    if (!*v) {
+        snprintf(err, errlen, "transport: empty (expected tcp, or a command with %%h for the host, "
+                              "e.g. ssh %%h vmmig receive)");
+        return -EINVAL;
+    }
+    if (strlen(v) >= sizeof ((struct policy *)0)->transport) {
+        snprintf(err, errlen, "transport: longer than %zu characters",
+                 sizeof ((struct policy *)0)->transport - 1);
+        return -EINVAL;
+    }
+    if (strpbrk(v, "\"#")) {
+        snprintf(err, errlen, "transport: '%s' contains a quote or '#'", v);
+        return -EINVAL;
+    }
+    for (const char *p = v; (p = strchr(p, '%')); p += 2) {
+        if (p[1] != 'h') {
+            snprintf(err, errlen, "transport: '%%%.1s' in '%s' is not allowed (only %%h, the host)",
+                     p + 1, v);
+            return -EINVAL;
+        }
+        host = true;
+    }
+    if (!host) {
+        snprintf(err, errlen, "transport: '%s' is neither tcp nor a command with %%h for the host", v);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* A whole number of seconds (or a port) within [min, max]. */
+static int set_number(const char *key, const char *val, long min, long max, const char *what,
+                      long *out, char *err, size_t errlen)
+{
+    long v;
+
+    if (parse_long(val, min, max, &v)) {
+        snprintf(err, errlen, "%s: '%s' is not %s from %ld to %ld", key, val, what, min, max);
+        return -EINVAL;
+    }
+    *out = v;
+    return 0;
 }
 
 int policy_set(struct policy *p, const char *line, size_t len, char *err, size_t errlen)
@@ -97,8 +153,35 @@ int policy_set(struct policy *p, const char *line, size_t len, char *err, size_t
             return -EINVAL;
         }
         strlcpy0(np.admin_group, val, sizeof np.admin_group);
+    } else if (!strcmp(key, "transport")) {
+        r = check_transport(val, err, errlen);
+        if (r)
+            return r;
+        strlcpy0(np.transport, val, sizeof np.transport);
+    } else if (!strcmp(key, "port")) {
+        r = set_number(key, val, 1, 65535, "a port number", &np.port, err, errlen);
+        if (r)
+            return r;
+    } else if (!strcmp(key, "migrate_timeout")) {
+        r = set_number(key, val, 1, POLICY_MAX_TIMEOUT, "a number of seconds", &np.migrate_timeout,
+                       err, errlen);
+        if (r)
+            return r;
+    } else if (!strcmp(key, "forward_ttl")) {
+        r = set_number(key, val, 0, POLICY_MAX_SECONDS, "a number of seconds", &np.forward_ttl,
+                       err, errlen);
+        if (r)
+            return r;
+    } else if (!strcmp(key, "accept_incoming")) {
+        if (strcmp(val, "yes") && strcmp(val, "no")) {
+            snprintf(err, errlen, "accept_incoming: '%s' is neither yes nor no", val);
+            return -EINVAL;
+        }
+        np.accept_incoming = !strcmp(val, "yes");
     } else {
-        snprintf(err, errlen, "unknown policy key '%s' (known: guest_max_hold, max_ttl, admin_group)",
+        snprintf(err, errlen,
+                 "unknown policy key '%s' (known: guest_max_hold, max_ttl, admin_group, transport, "
+                 "port, migrate_timeout, forward_ttl, accept_incoming)",
                  key);
         return -EINVAL;
     }
@@ -137,7 +220,7 @@ int policy_parse(struct policy *p, const char *text, size_t len, char *err, size
         }
         memcpy(line, l + j, ll - j);
         line[ll - j] = 0;
-        char e[200];
+        char e[300];
         if (policy_set(&np, line, ll - j, e, sizeof e)) {
             snprintf(err, errlen, "line %d: %s", lineno, e);
             return -EINVAL;
@@ -152,6 +235,11 @@ void policy_format(const struct policy *p, struct strbuf *sb)
     sb_printf(sb, "guest_max_hold = %ld\n", p->guest_max_hold);
     sb_printf(sb, "max_ttl = %ld\n", p->max_ttl);
     sb_printf(sb, "admin_group = %s\n", p->admin_group);
+    sb_printf(sb, "transport = %s\n", p->transport);
+    sb_printf(sb, "port = %ld\n", p->port);
+    sb_printf(sb, "migrate_timeout = %ld\n", p->migrate_timeout);
+    sb_printf(sb, "forward_ttl = %ld\n", p->forward_ttl);
+    sb_printf(sb, "accept_incoming = %s\n", p->accept_incoming ? "yes" : "no");
 }
 
 int policy_load(const char *path, struct policy *p, char *err, size_t errlen)
@@ -168,7 +256,7 @@ int policy_load(const char *path, struct policy *p, char *err, size_t errlen)
         snprintf(err, errlen, "%s: %s", path, strerror(-rc));
         return rc;
     }
-    char e[256];
+    char e[320];
     rc = policy_parse(p, text, len, e, sizeof e);
     if (rc)
         snprintf(err, errlen, "%s: %s", path, e);

@@ -2,6 +2,7 @@
 #ifndef VMMIG_POLICY_H
 #define VMMIG_POLICY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include "util.h"
 
@@ -11,7 +12,15 @@ struct policy {
     long guest_max_hold; /* seconds a guest hold counts before an admin may force; 0 = never */
     long max_ttl;        /* largest ttl= accepted for any hold */
     char admin_group[64];/* members may write control files; "" = only CAP_SYS_ADMIN */
+    char transport[200]; /* "tcp", or an exec command template with %h ("ssh %h vmmig receive") */
+    long port;           /* tcp port of the destination's vmmigfs (1..65535) */
+    long migrate_timeout;/* seconds of silence from the peer before a migration fails */
+    long forward_ttl;    /* seconds a migrated domain's forwarding entry stays; 0 = none */
+    bool accept_incoming;/* this host's vmmigfs accepts incoming migrations */
 };
+
+#define POLICY_DEFAULT_PORT 8123
+#define POLICY_MAX_TIMEOUT 86400L
 
 void policy_defaults(struct policy *p);
 /* Apply one "key=value" (spaces around '=' allowed).  On error p is unchanged. */

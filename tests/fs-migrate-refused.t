@@ -39,7 +39,7 @@ refused() {
     like "$(fs_cat "$D/migrate")" "^refused localhost: .*$holder" \
         "$holder hold: cat migrate: refused localhost: ..."
     is "$(fs_cat "$D/lock")" 1 "$holder hold: still locked"
-    run_fails "$holder hold: no xl was run" test -e "$XENENV_XL_CALLS"
+    run_fails "$holder hold: no migration was started (vmmig send not run)" test -e "$XENENV_SEND_CALLS"
 }
 
 fs_write "$D/lock" "1 reason=backup"

@@ -42,7 +42,7 @@ is "$(fs_cat "$M/vm-beta/status" | grep '^hold: admin')" "$before_b" "same hold 
 
 fs_write "$D/migrate" localhost
 like "$FS_ERR" 'Device or resource busy' "the restored hold still refuses a migration"
-run_fails "no xl was run" test -e "$XENENV_XL_CALLS"
+run_fails "no migration was started (vmmig send not run)" test -e "$XENENV_SEND_CALLS"
 
 fs_write "$D/lock" 0
 ok $? "release vm-alpha"

@@ -39,6 +39,6 @@ check_static vm-cfg /etc/xen/vm-cfg.cfg
 check_static vm-plain /etc/xen/vm-plain
 check_static vm-json "/var/lib/xen/userdata-d.7.$U7.libxl-json"
 is "$(fs_cat "$M/vm-free/lock")" 0 "vm-free (nomigrate = 0): not locked"
-run_fails "no xl was run" test -e "$XENENV_XL_CALLS"
+run_fails "no migration was started (vmmig send not run)" test -e "$XENENV_SEND_CALLS"
 
 done_testing

@@ -29,8 +29,8 @@
 #
 # Variables for tests: XENENV_DIR (temp dir, mode 0755), XENENV_MNT (default
 # mount point), XENENV_POLICY (VMMIG_POLICY, defaults written at start),
-# XENENV_STATE (VMMIG_STATE_DIR), XENENV_XL_CALLS (file the fake xl appends
-# its argv to; vmmigfs gets it first in PATH and as VMMIG_XL),
+# XENENV_STATE (VMMIG_STATE_DIR), XENENV_SEND_CALLS (file the fake
+# `vmmig send` appends its arguments to; vmmigfs gets it as VMMIG_SEND),
 # XENENV_ETC_XEN / XENENV_LIB_XEN (empty dirs bind-mounted over /etc/xen and
 # /var/lib/xen), XENSHIM_DOMAINS (= XENENV_DIR/hv/domains), VMMIGFS_PID,
 # VMMIGFS_STATUS (exit status after vmmigfs_stop).
@@ -39,7 +39,8 @@
 # fs_ls, fs_write FILE TEXT (stderr in FS_ERR), fs_write_raw FILE <DATA,
 # as_nobody/as_user, status_field, events_lines/events_since/events_new_like,
 # wait_for SECONDS CMD..., wait_domain/wait_no_domain NAME, wait_file_is,
-# wait_file_like, wait_xs_is, at_second_start, is_mounted, xenenv_defer.
+# wait_file_like, wait_xs_is, at_second_start, is_mounted, xenenv_defer,
+# fake_send BODY (what the fake `vmmig send` does).
 
 XENENV_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 : "${VMMIG:=$XENENV_TOP/build/bin/vmmig}"
@@ -97,8 +98,9 @@ xenenv_require_vmmig() {
     [ -x "$VMMIG" ] || skip_all "vmmig not built ($VMMIG)"
 }
 
-# xenenv_start: temp dir, hermetic /etc/xen and /var/lib/xen, a fake xl, and
-# the shimmed xenstored.  Exports XENSTORED_PATH and XENSHIM_DOMAINS.
+# xenenv_start: temp dir, hermetic /etc/xen and /var/lib/xen, a fake
+# `vmmig send`, and the shimmed xenstored.  Exports XENSTORED_PATH and
+# XENSHIM_DOMAINS.
 xenenv_start() {
     XENENV_DIR=$(mktemp -d "${TMPDIR:-/tmp}/vmmig-test.XXXXXX") || bail_out "mktemp failed"
     chmod 755 "$XENENV_DIR"
@@ -108,7 +110,7 @@ xenenv_start() {
     XENENV_POLICY=$XENENV_DIR/policy
     XENENV_ETC_XEN=$XENENV_DIR/etc-xen
     XENENV_LIB_XEN=$XENENV_DIR/lib-xen
-    XENENV_XL_CALLS=$XENENV_DIR/xl.calls
+    XENENV_SEND_CALLS=$XENENV_DIR/send.calls
     # The fake hypervisor's domain list, alone in its directory: xenstored
     # (through the shim) re-checks its domains on any change there.
     : >"$XENENV_DIR/hv/domains"
@@ -120,14 +122,24 @@ xenenv_start() {
     [ -d /etc/xen ] && mount --bind "$XENENV_ETC_XEN" /etc/xen
     [ -d /var/lib/xen ] && mount --bind "$XENENV_LIB_XEN" /var/lib/xen
 
-    # A fake xl: records its arguments, fails like xl without a hypervisor.
-    cat >"$XENENV_DIR/bin/xl" <<EOF
-#!/bin/sh
-echo "\$*" >>"$XENENV_XL_CALLS"
-echo "xl (fake, test): no hypervisor" >&2
+    # A fake `vmmig send` (the migration engine vmmigfs runs): records its
+    # arguments ("send [--force] [--via CMD|--port=N] [--timeout=S] DOMID
+    # HOST"), then does what the test put in send.sh (see fake_send), or
+    # fails at stage 0 like an engine that cannot reach the destination.
+    cat >"$XENENV_DIR/bin/vmmig-send" <<EOF
+#!/bin/bash
+echo "\$*" >>"$XENENV_SEND_CALLS"
+# vmmigfs's helper ignores SIGTERM, SIGINT and SIGHUP, and its children
+# inherit that; the real vmmig send installs its own handlers (cancel sends
+# SIGTERM), and a shell script cannot: give it the default back.
+[ -x "$XENENV_DIR/send.sh" ] &&
+    exec env --default-signal=TERM,INT,HUP "$XENENV_DIR/send.sh" "\$@"
+echo 'progress stage=0 name=pre-migration'
+echo 'vmmig send: fake (test): no destination'
+echo 'result failed stage=0 why="fake vmmig send: the test gave it nothing to do" domain=running-here'
 exit 1
 EOF
-    chmod 755 "$XENENV_DIR/bin/xl"
+    chmod 755 "$XENENV_DIR/bin/vmmig-send"
 
     # Watchdog: a hung FUSE call must not hang the test run.
     (
@@ -176,7 +188,7 @@ xenenv_cleanup() {
     if [ -n "$XENENV_DIR" ] && [ -d "$XENENV_DIR" ]; then
         if [ "${TAP_FAILED:-0}" -gt 0 ] || [ "$st" -ne 0 ] || [ -n "${VMMIG_TEST_VERBOSE:-}" ]; then
             local f
-            for f in vmmigfs.log xenstored.log xl.calls; do
+            for f in vmmigfs.log xenstored.log send.calls; do
                 [ -s "$XENENV_DIR/$f" ] && diag "---- $f (last 40 lines) ----" "$(tail -n 40 "$XENENV_DIR/$f")"
             done
         fi
@@ -211,7 +223,7 @@ vmmigfs_start() {
     echo "=== vmmigfs start: $VMMIG fs -f $* $mp" >>"$XENENV_DIR/vmmigfs.log"
     # verify_asan_link_order=0: an ASan build accepts the preloaded shim.
     LD_PRELOAD=$XENSHIM_SO VMMIG_STATE_DIR=$XENENV_STATE VMMIG_POLICY=$XENENV_POLICY \
-        VMMIG_XL=$XENENV_DIR/bin/xl PATH=$XENENV_DIR/bin:$PATH \
+        VMMIG_SEND=$XENENV_DIR/bin/vmmig-send PATH=$XENENV_DIR/bin:$PATH \
         ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0 \
         "$VMMIG" fs -f "$@" "$mp" </dev/null >>"$XENENV_DIR/vmmigfs.log" 2>&1 &
     VMMIGFS_PID=$!
@@ -288,6 +300,22 @@ wait_for() {
 
 # Microseconds since the epoch, without a fork.
 _now_us() { local t=${EPOCHREALTIME//[!0-9]/}; echo "$((10#$t))"; }
+
+# fake_send 'BODY': what the fake `vmmig send` does from now on (bash; it
+# runs in vmmigfs's helper).  BODY sees its arguments, DOMID and HOST (the
+# last two), XSFAKE (to make the domain go away, as a real move does) and
+# the usual environment; it prints progress/result lines as vmmig send does
+# (see vmmigfs(8)) and sets the exit status.
+fake_send() {
+    {
+        echo '#!/bin/bash'
+        echo 'DOMID=${@: -2:1} HOST=${@: -1}'
+        echo "XSFAKE='$XSFAKE'"
+        printf '%s\n' "$1"
+    } >"$XENENV_DIR/send.sh.new"
+    chmod 755 "$XENENV_DIR/send.sh.new"
+    mv "$XENENV_DIR/send.sh.new" "$XENENV_DIR/send.sh"
+}
 
 # A deterministic UUID for a test domain id.
 uuid_for() { printf '00000000-0000-4000-8000-%012d' "$1"; }

@@ -1,8 +1,12 @@
 /* The control core against an in-memory backend: every operation behind the
- * control files, their failure paths, expiry, persistence and peer groups. */
+ * control files, their failure paths, expiry, persistence and peer groups;
+ * migration jobs (modes, the engine's progress and result lines, failure
+ * reasons) and forwarding entries. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -13,13 +17,21 @@
 
 /* ---- the in-memory backend -------------------------------------------------- */
 
-#define NDOM 4
+#define NDOM 16
 static struct vm_info mock_vms[NDOM];
 static char mock_node[NDOM][LOCK_REQUEST_MAX + 8];
 static bool mock_static[NDOM];
 static size_t mock_n;
 static unsigned mock_pending;
 static const char *mock_cmd = "exit 0";
+static int mock_stray;    /* backend calls for a domain not in the list (e.g. a forwarding entry) */
+static struct {
+    int calls;
+    char host[256];
+    bool force;
+    char transport[200];
+    unsigned port, timeout_s;
+} mock_req;               /* the last mig_request */
 
 struct backend { int dummy; };
 static struct backend mock_be;
@@ -58,6 +70,8 @@ static int m_prepare(struct backend *b, const struct vm_info *vm)
 {
     (void)b;
     int i = idx(vm);
+    if (i < 0)
+        return mock_stray++, -ENOENT;
     if (!mock_node[i][0])
         strcpy(mock_node[i], "0");
     return 0;
@@ -67,6 +81,8 @@ static int m_get(struct backend *b, const struct vm_info *vm, char *buf, size_t 
 {
     (void)b;
     int i = idx(vm);
+    if (i < 0)
+        return mock_stray++, -ENOENT;
     if (strlen(mock_node[i]) >= size)
         return -E2BIG;
     strcpy(buf, mock_node[i]);
@@ -75,6 +91,8 @@ static int m_get(struct backend *b, const struct vm_info *vm, char *buf, size_t 
 static int m_set(struct backend *b, const struct vm_info *vm, const char *v)
 {
     (void)b;
+    if (idx(vm) < 0)
+        return mock_stray++, -ENOENT;
     snprintf(mock_node[idx(vm)], sizeof mock_node[0], "%s", v);
     return 0;
 }
@@ -82,6 +100,8 @@ static int m_static(struct backend *b, const struct vm_info *vm, struct hold *ou
 {
     (void)b;
     memset(out, 0, sizeof *out);
+    if (idx(vm) < 0)
+        return mock_stray++, -ENOENT;
     if (mock_static[idx(vm)]) {
         out->active = true;
         strcpy(out->by, "/etc/xen/test.cfg");
@@ -92,7 +112,13 @@ static int m_static(struct backend *b, const struct vm_info *vm, struct hold *ou
 static int m_argv(struct backend *b, const struct vm_info *vm, const struct mig_request *req,
                   char ***argv)
 {
-    (void)b, (void)vm, (void)req;
+    (void)b, (void)vm;
+    mock_req.calls++;
+    snprintf(mock_req.host, sizeof mock_req.host, "%s", req->host);
+    mock_req.force = req->force;
+    snprintf(mock_req.transport, sizeof mock_req.transport, "%s", req->transport);
+    mock_req.port = req->port;
+    mock_req.timeout_s = req->timeout_s;
     char **a = xzalloc(4 * sizeof *a);
     a[0] = xstrdup("sh");
     a[1] = xstrdup("-c");
@@ -116,12 +142,14 @@ static int direct_start(void *arg, char *const argv[], pid_t *pid, int *out_fd)
         return -errno;
     *pid = fork();
     if (*pid == 0) {
+        setpgid(0, 0); /* as the helper's setsid: stop reaches the whole command */
         dup2(p[1], 1);
         dup2(p[1], 2);
         close(p[0]);
         execvp(argv[0], argv);
         _exit(127);
     }
+    setpgid(*pid, *pid);
     close(p[1]);
     *out_fd = p[0];
     return 0;
@@ -129,7 +157,7 @@ static int direct_start(void *arg, char *const argv[], pid_t *pid, int *out_fd)
 static int direct_stop(void *arg, pid_t pid)
 {
     (void)arg;
-    return kill(pid, SIGTERM) ? -errno : 0;
+    return kill(-pid, SIGTERM) ? -errno : 0;
 }
 
 static void add_vm(uint32_t domid, const char *name, const char *uuid)
@@ -188,6 +216,622 @@ static void finish_migration(struct ctl *c, struct domain *d)
         ctl_migration_io(c, d);
     waitpid(pid, &st, 0);
     ctl_migration_exited(c, pid, st);
+}
+
+/* ---- migration jobs --------------------------------------------------------- */
+
+static void mock_reset(void)
+{
+    mock_n = 0;
+    memset(mock_node, 0, sizeof mock_node);
+    memset(mock_static, 0, sizeof mock_static);
+    mock_pending = 0;
+    mock_stray = 0;
+    mock_cmd = "exit 0";
+}
+
+static void del_vm(uint32_t domid)
+{
+    for (size_t i = 0; i < mock_n; i++)
+        if (mock_vms[i].domid == domid) {
+            memmove(&mock_vms[i], &mock_vms[i + 1], sizeof mock_vms[0] * (mock_n - i - 1));
+            memmove(&mock_node[i], &mock_node[i + 1], sizeof mock_node[0] * (mock_n - i - 1));
+            memmove(&mock_static[i], &mock_static[i + 1], sizeof mock_static[0] * (mock_n - i - 1));
+            mock_n--;
+            return;
+        }
+}
+
+static char *mig_of(struct ctl *c, struct domain *d)
+{
+    static struct strbuf sb;
+    sb_reset(&sb);
+    ctl_format_migration(c, d, &sb);
+    return sb.s;
+}
+
+static char *lock_of(struct ctl *c, struct domain *d)
+{
+    static struct strbuf sb;
+    sb_reset(&sb);
+    ctl_format_lock(c, d, &sb);
+    return sb.s;
+}
+
+/* Feed the job's output to the core, as vmmigfs's loop does, until the
+ * migrate file contains want (or 5 s pass). */
+static bool pump_until(struct ctl *c, struct domain *d, const char *want)
+{
+    if (d->mig_fd >= 0)
+        fcntl(d->mig_fd, F_SETFL, O_NONBLOCK);
+    for (int i = 0; i < 500; i++) {
+        if (strstr(mig_of(c, d), want))
+            return true;
+        if (d->mig_fd < 0)
+            return false;
+        struct pollfd p = {.fd = d->mig_fd, .events = POLLIN};
+        if (poll(&p, 1, 10) > 0)
+            ctl_migration_io(c, d);
+    }
+    return strstr(mig_of(c, d), want) != NULL;
+}
+
+static char gone_names[512];
+static void record_gone(void *arg, const char *name)
+{
+    (void)arg;
+    size_t n = strlen(gone_names);
+    snprintf(gone_names + n, sizeof gone_names - n, "%s ", name);
+}
+
+static void open_fresh(struct ctl *c, char *dir, char *policy, size_t psize)
+{
+    char err[300];
+    strcpy(dir, "/tmp/vmmig-ctl-XXXXXX");
+    if (!mkdtemp(dir))
+        abort();
+    snprintf(policy, psize, "%s/policy", dir);
+    is_int(ctl_open_ops(c, &mock_ops, dir, policy, err, 300), 0, "fresh controller: %s", err);
+    c->run = (struct runner){.start = direct_start, .stop = direct_stop};
+    c->name_gone = record_gone;
+}
+
+static void close_fresh(struct ctl *c, const char *dir)
+{
+    char cmd[300];
+    ctl_close(c);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd))
+        printf("# cleanup of %s failed\n", dir);
+}
+
+#define PROGRESS_012                                                                       \
+    "echo 'progress stage=0 name=pre-migration'; "                                         \
+    "echo 'progress stage=1 name=reservation'; "                                           \
+    "echo 'progress stage=2 name=iterative-pre-copy round=3 sent=123456789 dirty_pages=40 " \
+    "dirty_rate=310'; "
+
+/* A request as it can be shown on one TAP line. */
+static const char *vis(const char *s)
+{
+    static char buf[128];
+    size_t n = 0;
+    for (; *s && n < sizeof buf - 5; s++)
+        n += (size_t)snprintf(buf + n, sizeof buf - n, *s >= ' ' ? "%c" : "\\x%02x",
+                              (unsigned char)*s);
+    buf[n] = 0;
+    return buf;
+}
+
+static void test_requests(void)
+{
+    char dir[64], policy[128], err[300];
+    struct ctl c;
+    const char *u = "00000000-0000-0000-0000-0000000000a1";
+
+    mock_reset();
+    add_vm(11, "web1", u);
+    open_fresh(&c, dir, policy, sizeof policy);
+    struct domain *d = ctl_find(&c, "web1");
+
+    /* Bad requests: EINVAL, explained, nothing started, nothing changed. */
+    static const char *const bad[] = {
+        "", "\n", "   ", "hostB wait force", "hostB force wait", "hostB wait=abc", "hostB wait=0",
+        "hostB wait=-1", "hostB wait=", "hostB wait=1e3", "hostB wait=99999999999", "hostB wait wait",
+        "hostB force force", "hostB now", "hostB wait 5", "hostB force extra", "wait", "force hostB",
+        "wait=5", "cancel now", "cancel hostB", "-oProxyCommand=x", "host/b", "hostB\x01",
+        "hostB\nwait",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        uint64_t gen = d->gen;
+        int calls = mock_req.calls;
+        err[0] = 0;
+        int rc = wm(&c, d, bad[i], err);
+        ok(rc == -EINVAL && err[0], "migrate '%s': EINVAL: %s", vis(bad[i]), err);
+        ok(d->gen == gen && !strcmp(d->migration, "idle") && mock_req.calls == calls && !d->waiting,
+           "  ...and nothing changed");
+    }
+    char nul[] = "hostB\0wait";
+    is_int(ctl_migrate_write(&c, d, nul, sizeof nul - 1, &(struct caller){.pid = getpid()}, err,
+                             sizeof err),
+           -EINVAL, "a NUL byte: EINVAL");
+    wm(&c, d, "hostB wait force", err);
+    ok(strstr(err, "cannot be combined"), "wait with force says why: %s", err);
+    wm(&c, d, "hostB wait=abc", err);
+    ok(strstr(err, "number of seconds"), "wait=abc says why: %s", err);
+    ok(events_have(&c, "web1 write-rejected file=migrate"), "rejections are in events");
+    is_int(wm(&c, d, "cancel", err), -ESRCH, "cancel with nothing running or waiting: ESRCH");
+    ok(strstr(err, "no migration"), "says so: %s", err);
+
+    /* The request the backend gets: policy and mode. */
+    mock_cmd = "exit 0";
+    is_int(wm(&c, d, "hostB\n", err), 0, "plain request starts: %s", err);
+    is_str(mock_req.host, "hostB", "request: host");
+    ok(!mock_req.force, "request: no force");
+    is_str(mock_req.transport, "tcp", "request: transport tcp by default");
+    is_int(mock_req.port, 8123, "request: port 8123 by default");
+    is_int(mock_req.timeout_s, 30, "request: timeout 30 by default");
+    finish_migration(&c, d);
+    is_str(d->migration, "done hostB", "exit 0 without a result line: done");
+    struct caller me = {.pid = getpid()};
+    const char *pl[] = {"transport = ssh %h vmmig receive", "port=2222", "migrate_timeout=5"};
+    for (size_t i = 0; i < ARRAY_SIZE(pl); i++)
+        is_int(ctl_policy_write(&c, pl[i], strlen(pl[i]), &me, err, sizeof err), 0, "policy %s",
+               pl[i]);
+    is_int(wm(&c, d, "hostC", err), 0, "request after a policy change");
+    is_str(mock_req.transport, "ssh %h vmmig receive", "request: transport template from the policy");
+    is_int(mock_req.port, 2222, "request: port from the policy");
+    is_int(mock_req.timeout_s, 5, "request: migrate_timeout from the policy");
+    is_int(wm(&c, d, "hostC", err), -EBUSY, "a second request while running: EBUSY");
+    ok(strstr(err, "already running"), "says so: %s", err);
+    finish_migration(&c, d);
+    is_int(mock_stray, 0, "no backend call for an unknown domain");
+    close_fresh(&c, dir);
+}
+
+static void test_progress(void)
+{
+    char dir[64], policy[128], err[300];
+    struct ctl c;
+    const char *u = "00000000-0000-0000-0000-0000000000b1";
+
+    mock_reset();
+    add_vm(21, "web1", u);
+    open_fresh(&c, dir, policy, sizeof policy);
+    struct domain *d = ctl_find(&c, "web1");
+
+    /* While it runs: the migrate line, the status lines, a stage event each. */
+    mock_cmd = PROGRESS_012 "exec sleep 30";
+    is_int(wm(&c, d, "hostB", err), 0, "migration starts");
+    is_str(mig_of(&c, d), "running hostB\n", "before any progress: running hostB");
+    uint64_t gen = d->gen;
+    ok(pump_until(&c, d, "round=3"), "progress lines read");
+    is_str(mig_of(&c, d),
+           "running hostB stage=2 iterative-pre-copy round=3 sent=123456789 dirty_rate=310\n",
+           "migrate: one line with stage, round, bytes sent and dirty rate");
+    ok(strstr(status_of(&c, d), "migration: running hostB\nstage: 2 iterative-pre-copy\nround: 3\n"
+                                "bytes_sent: 123456789\ndirty_rate: 310 pages/s\n"),
+       "status: migration, stage, round, bytes_sent, dirty_rate lines");
+    ok(d->gen > gen + 2, "every change bumps the generation (poll wakes)");
+    ok(events_have(&c, "web1 migrate-stage to=hostB stage=0 name=pre-migration") &&
+           events_have(&c, "web1 migrate-stage to=hostB stage=1 name=reservation") &&
+           events_have(&c, "web1 migrate-stage to=hostB stage=2 name=iterative-pre-copy"),
+       "an event per stage");
+    ok(!events_have(&c, "migrate-progress"), "no event per progress line");
+    is_int(wm(&c, d, "cancel", err), 0, "cancel a running job");
+    ok(events_have(&c, "web1 migrate-cancel by=root uid=0 to=hostB"), "event migrate-cancel");
+    finish_migration(&c, d);
+    is_str(d->migration, "failed hostB: stage 2: cancelled by root", "cancelled: stage and who");
+    ok(!strstr(status_of(&c, d), "round:"), "no progress lines once it ended");
+    ok(events_have(&c, "web1 migrate-failed to=hostB why=\"stage 2: cancelled by root\""),
+       "event migrate-failed with the why");
+
+    /* Stage changes reset what belongs to a stage; lines arrive in pieces. */
+    mock_cmd = "printf 'progress stage=2 name=iterative-pre-copy round=1 sent=10 dirty_rate=5\\n"
+               "progress stage=3 na'; sleep 0.3; printf 'me=stop-and-copy sent=20 dirty_pages=7\\n'; "
+               "exec sleep 30";
+    is_int(wm(&c, d, "hostB", err), 0, "migration starts");
+    ok(pump_until(&c, d, "stage=3 stop-and-copy"), "a line split across reads is put together");
+    is_str(mig_of(&c, d), "running hostB stage=3 stop-and-copy sent=20\n",
+           "a new stage drops the old round and dirty rate");
+    wm(&c, d, "cancel", err);
+    finish_migration(&c, d);
+
+    /* result ok: done, with downtime and total time. */
+    mock_cmd = PROGRESS_012
+        "echo 'progress stage=3 name=stop-and-copy sent=200000000 dirty_pages=12'; "
+        "echo 'vmmig send: some text for people'; "
+        "echo 'progress stage=4 name=commitment sent=200000001 future=yes'; "
+        "echo 'progress stage=5 name=activation sent=200000002'; "
+        "echo 'result ok host=hostB domid=7 total_ms=1234 downtime_ms=56 sent=200000003 rounds=4 "
+        "color=blue'";
+    is_int(wm(&c, d, "hostB", err), 0, "successful migration starts");
+    finish_migration(&c, d);
+    is_str(d->migration, "done hostB", "result ok: done hostB");
+    is_str(mig_of(&c, d), "done hostB\n", "migrate reads done hostB");
+    ok(strstr(status_of(&c, d), "migration: done hostB\nbytes_sent: 200000003\ndowntime_ms: 56\n"
+                                "total_ms: 1234\n"),
+       "status: bytes_sent, downtime_ms, total_ms");
+    ok(events_have(&c, "web1 migrate-done to=hostB uuid=" "00000000-0000-0000-0000-0000000000b1"
+                       " domid=21 new_domid=7 total_ms=1234 downtime_ms=56"),
+       "event migrate-done with the new domid and times");
+    ok(events_have(&c, "migrate-stage to=hostB stage=5 name=activation"), "stage 5 event");
+
+    /* result failed: the engine's why and stage. */
+    mock_cmd = PROGRESS_012 "echo 'vmmig send: destination said no'; "
+                            "echo 'result failed stage=1 why=\"not enough memory on hostB "
+                            "(need 2048 MiB)\" domain=running-here'; exit 1";
+    is_int(wm(&c, d, "hostB", err), 0, "failing migration starts");
+    finish_migration(&c, d);
+    is_str(d->migration, "failed hostB: stage 1: not enough memory on hostB (need 2048 MiB)",
+           "result failed: its stage and why");
+    ok(events_have(&c, "web1 migrate-failed to=hostB why=\"stage 1: not enough memory on hostB "
+                       "(need 2048 MiB)\""),
+       "event migrate-failed with the why");
+
+    mock_cmd = "echo 'progress stage=4 name=commitment'; "
+               "echo 'result failed stage=4 why=\"peer \"hostB\" went silent\" "
+               "domain=left-suspended-here'; exit 1";
+    is_int(wm(&c, d, "hostB", err), 0, "migration that leaves the domain suspended");
+    finish_migration(&c, d);
+    is_str(d->migration,
+           "failed hostB: stage 4: peer 'hostB' went silent (the domain is left suspended here)",
+           "quotes in why are kept readable; a suspended domain is said so");
+
+    mock_cmd = "echo 'result failed'; exit 1";
+    is_int(wm(&c, d, "hostB", err), 0, "bare result failed");
+    finish_migration(&c, d);
+    is_str(d->migration, "failed hostB: no reason given", "no why: said so");
+
+    /* No result line: the exit status and the last line for people. */
+    mock_cmd = PROGRESS_012 "echo 'vmmig send: lost the peer'; echo 'progress stage=2 round=4'; "
+                            "kill -9 $$";
+    is_int(wm(&c, d, "hostB", err), 0, "migration that gets killed");
+    finish_migration(&c, d);
+    is_str(d->migration, "failed hostB: stage 2: killed by signal 9: vmmig send: lost the peer",
+           "killed: the stage, the signal and the last line that is not a progress line");
+    mock_cmd = "echo 'only text'; exit 3";
+    is_int(wm(&c, d, "hostB", err), 0, "migration that exits 3");
+    finish_migration(&c, d);
+    is_str(d->migration, "failed hostB: exit 3: only text", "no progress: exit status and last line");
+    mock_cmd = "echo 'result ok host=hostB'; exit 0";
+    is_int(wm(&c, d, "hostB", err), 0, "result ok without numbers");
+    finish_migration(&c, d);
+    ok(!strcmp(d->migration, "done hostB") && !strstr(status_of(&c, d), "downtime_ms"),
+       "done, and no made-up numbers");
+    mock_cmd = "echo 'result failed stage=2 why=\"x\"'; exit 0";
+    is_int(wm(&c, d, "hostB", err), 0, "result failed, exit 0");
+    finish_migration(&c, d);
+    is_str(d->migration, "failed hostB: stage 2: x", "the result line decides");
+
+    /* Garbage is ignored, never a crash. */
+    mock_cmd = "echo 'progress stage=abc name=x'; echo 'progressive stage=3'; echo 'result maybe'; "
+               "echo 'progress stage=2 round=-4 sent=12x dirty_rate=99999999999999999999999'; "
+               "echo 'progress stage=999 name=bad'; echo 'progress name=\"a b\" stage=1'; "
+               "echo 'progress'; echo 'result'; echo 'result failed why=\"'; "
+               "head -c 5000 /dev/zero | tr '\\0' a; echo; exit 2";
+    is_int(wm(&c, d, "hostB", err), 0, "migration with garbage output");
+    finish_migration(&c, d);
+    ok(!strncmp(d->migration, "failed hostB: ", 14), "garbage: still a clear end: %s", d->migration);
+    is_int(d->prog.round, -1, "bad numbers ignored");
+    is_int(d->prog.sent, -1, "bad sent ignored");
+    is_int(d->prog.stage, 1, "out-of-range stage ignored, later good one taken");
+    is_int(mock_stray, 0, "no backend call for an unknown domain");
+    close_fresh(&c, dir);
+}
+
+static void test_wait_force(void)
+{
+    char dir[64], policy[128], err[300];
+    struct ctl c;
+    const char *u1 = "00000000-0000-0000-0000-0000000000c1";
+    const char *u2 = "00000000-0000-0000-0000-0000000000c2";
+    time_t now = time(NULL);
+
+    mock_reset();
+    add_vm(31, "web1", u1);
+    add_vm(32, "db", u2);
+    open_fresh(&c, dir, policy, sizeof policy);
+    struct domain *d = ctl_find(&c, "web1"), *db = ctl_find(&c, "db");
+
+    /* wait: accepted at once, deferred until the holds are gone. */
+    is_int(w(&c, d, "1 reason=maint", err), 0, "admin hold");
+    int calls = mock_req.calls;
+    is_int(wm(&c, d, "hostB wait=60\n", err), 0, "HOST wait=60 on a locked domain: accepted");
+    is_str(mig_of(&c, d), "waiting hostB: locked: admin hold by root (maint)\n",
+           "migrate: waiting HOST: locked: WHY");
+    ok(strstr(status_of(&c, d), "migration: waiting hostB: locked: admin hold by root (maint)\n"
+                                "wait_until: "),
+       "status: the waiting job and until when");
+    ok(events_have(&c, "web1 migrate-waiting to=hostB by=root uid=0 timeout=60 why=\"admin hold"),
+       "event migrate-waiting");
+    is_int(mock_req.calls, calls, "nothing started");
+    is_int(wm(&c, d, "hostC", err), -EBUSY, "another request while waiting: EBUSY");
+    ok(strstr(err, "already waiting"), "says so: %s", err);
+    is_int(w(&c, d, "1 reason=other", err), 0, "the hold changes");
+    is_str(mig_of(&c, d), "waiting hostB: locked: admin hold by root (other)\n",
+           "the waiting line follows the holds");
+    strcpy(mock_node[0], "1 reason=guest job");
+    mock_pending = BE_EV_HOLDS;
+    ctl_backend_event(&c);
+    is_int(w(&c, d, "0", err), 0, "admin hold released, guest hold left");
+    ok(d->waiting && strstr(mig_of(&c, d), "guest hold (guest job)"), "still waiting, for the guest");
+    mock_cmd = "echo 'result ok host=hostB'";
+    strcpy(mock_node[0], "0");
+    mock_pending = BE_EV_HOLDS;
+    ctl_backend_event(&c);
+    ok(!d->waiting && d->mig_pid > 0, "the guest's release starts it");
+    is_str(mock_req.host, "hostB", "  ...to the host asked for");
+    ok(!mock_req.force, "  ...without force");
+    ok(events_have(&c, "web1 migrate-started to=hostB by=root uid=0"), "  ...in the requester's name");
+    finish_migration(&c, d);
+    is_str(d->migration, "done hostB", "and it completes");
+
+    /* wait on an unlocked domain: now. */
+    is_int(wm(&c, d, "hostB wait", err), 0, "HOST wait on an unlocked domain");
+    ok(d->mig_pid > 0 && !d->waiting, "starts at once");
+    finish_migration(&c, d);
+
+    /* wait ends when a ttl runs out, or times out. */
+    is_int(w(&c, d, "1 reason=short ttl=3", err), 0, "admin hold with ttl=3");
+    is_int(wm(&c, d, "hostB wait=10", err), 0, "HOST wait=10");
+    ctl_tick(&c, time(NULL) + 4);
+    ok(!d->waiting && d->mig_pid > 0, "the hold's expiry starts the job in the same tick");
+    finish_migration(&c, d);
+    is_int(w(&c, d, "1 reason=long", err), 0, "admin hold without ttl");
+    now = time(NULL);
+    is_int(wm(&c, d, "hostB wait=5", err), 0, "HOST wait=5");
+    ctl_tick(&c, now + 4);
+    ok(d->waiting, "still waiting after 4 s");
+    ctl_tick(&c, now + 5);
+    is_str(d->migration, "failed hostB: still locked after 5 s: admin hold by root (long)",
+           "timeout: failed HOST: still locked after S s: WHY");
+    ok(events_have(&c, "web1 migrate-failed to=hostB why=\"still locked after 5 s"),
+       "event migrate-failed");
+
+    /* cancel a waiting job */
+    is_int(wm(&c, d, "hostB wait", err), 0, "HOST wait without a limit");
+    ok(strstr(status_of(&c, d), "wait_until: never"), "status: wait_until never");
+    ctl_tick(&c, time(NULL) + 86400 * 30);
+    ok(d->waiting, "still waiting a month later");
+    is_int(wm(&c, d, "cancel", err), 0, "cancel the waiting job");
+    is_str(d->migration, "failed hostB: cancelled by root while waiting", "cancelled while waiting");
+    ok(events_have(&c, "web1 migrate-cancel by=root uid=0 to=hostB waiting=yes"), "event");
+    is_int(wm(&c, d, "cancel", err), -ESRCH, "nothing left to cancel");
+
+    /* peers: no co-migration, also not later */
+    is_int(wp(&c, d, "db", err), 0, "web1 and db in a group");
+    is_int(wm(&c, d, "hostB wait", err), -EOPNOTSUPP, "grouped and locked: EOPNOTSUPP, not a wait");
+    is_int(wp(&c, d, "", err), 0, "group dissolved");
+    is_int(wm(&c, d, "hostB wait", err), 0, "waiting");
+    is_int(wp(&c, d, "db", err), 0, "grouped while waiting");
+    is_int(w(&c, d, "0", err), 0, "released");
+    ok(!d->waiting && !strncmp(d->migration, "failed hostB: web1 must migrate together", 40),
+       "the deferred start refuses a grouped domain: %s", d->migration);
+    is_int(wp(&c, d, "", err), 0, "group dissolved");
+
+    /* force */
+    struct hold *g = &d->locks.h[HOLD_GUEST];
+    strcpy(mock_node[0], "1 reason=stuck");
+    mock_pending = BE_EV_HOLDS;
+    ctl_backend_event(&c);
+    is_int(wm(&c, d, "hostB", err), -EBUSY, "guest hold: plain request EBUSY");
+    calls = mock_req.calls;
+    is_int(wm(&c, d, "hostB force", err), -EPERM, "force within the guest quota: EPERM");
+    ok(strstr(err, "within its quota") && strstr(err, "guest_max_hold=3600"), "says why: %s", err);
+    ok(events_have(&c, "web1 migrate-refused to=hostB by=root uid=0 why=\"guest hold (stuck) is "
+                       "within its quota"),
+       "refusal in events");
+    is_int(mock_req.calls, calls, "nothing started");
+    ok(g->active, "the guest hold is untouched");
+    g->since -= 3601;
+    is_int(w(&c, d, "1 reason=admin", err), 0, "an admin hold as well");
+    is_int(wm(&c, d, "hostB force", err), -EBUSY, "force with an admin hold: EBUSY");
+    ok(strstr(err, "admin hold by root (admin)") && strstr(err, "force overrides only"),
+       "says why: %s", err);
+    is_int(w(&c, d, "0", err), 0, "admin hold released");
+    mock_static[0] = true;
+    ctl_refresh(&c);
+    is_int(wm(&c, d, "hostB force", err), -EBUSY, "force with a static hold: EBUSY");
+    mock_static[0] = false;
+    ctl_refresh(&c);
+    is_int(wm(&c, d, "hostB", err), -EBUSY, "past the quota, a plain request is still EBUSY");
+    mock_cmd = "exit 0";
+    is_int(wm(&c, d, "hostB force", err), 0, "force past the guest quota: started");
+    ok(mock_req.force, "the request carries force (the engine ignores that hold too)");
+    ok(events_have(&c, "web1 migrate-forced to=hostB by=root uid=0 holder=guest held_since=") &&
+           events_have(&c, "reason=\"stuck\""),
+       "audited: migrate-forced with the overridden hold");
+    ok(events_have(&c, "web1 migrate-started to=hostB by=root uid=0 domid=31 force=yes"),
+       "migrate-started says force");
+    ok(g->active && !strcmp(mock_node[0], "1 reason=stuck"), "the guest hold itself stays");
+    finish_migration(&c, d);
+    strcpy(mock_node[0], "0");
+    mock_pending = BE_EV_HOLDS;
+    ctl_backend_event(&c);
+    is_int(wm(&c, db, "hostB force", err), 0, "force on an unlocked domain: just a migration");
+    ok(!mock_req.force, "  ...without force in the request");
+    finish_migration(&c, db);
+    is_int(c.pol.guest_max_hold, 3600, "policy untouched");
+    struct caller me = {.pid = getpid()};
+    is_int(ctl_policy_write(&c, "guest_max_hold=0", 16, &me, err, sizeof err), 0, "guest_max_hold=0");
+    strcpy(mock_node[0], "1 reason=forever");
+    mock_pending = BE_EV_HOLDS;
+    ctl_backend_event(&c);
+    g->since -= 100000;
+    is_int(wm(&c, d, "hostB force", err), -EPERM, "guest_max_hold=0: never forced");
+    ok(strstr(err, "never"), "says so: %s", err);
+    is_int(mock_stray, 0, "no backend call for an unknown domain");
+    close_fresh(&c, dir);
+}
+
+static void test_forwarding(void)
+{
+    char dir[64], policy[128], err[300];
+    struct ctl c;
+    const char *u1 = "00000000-0000-0000-0000-0000000000d1";
+    const char *u2 = "00000000-0000-0000-0000-0000000000d2";
+    const char *u3 = "00000000-0000-0000-0000-0000000000d3";
+    struct caller me = {.pid = getpid()};
+
+    mock_reset();
+    add_vm(41, "web1", u1);
+    add_vm(42, "db", u2);
+    open_fresh(&c, dir, policy, sizeof policy);
+    struct domain *d = ctl_find(&c, "web1");
+
+    /* Moved: the domain goes away after done -> a forwarding entry. */
+    mock_cmd = "echo 'result ok host=hostB domid=3 total_ms=10 downtime_ms=2'";
+    is_int(wm(&c, d, "hostB", err), 0, "migration starts");
+    finish_migration(&c, d);
+    del_vm(41);
+    gone_names[0] = 0;
+    time_t t0 = time(NULL);
+    ctl_refresh(&c);
+    struct domain *g = ctl_find(&c, "web1");
+    ok(g && g->ghost, "web1 stays as a forwarding entry");
+    is_int(c.ndoms, 2, "listed with the others");
+    char want[300], when[32];
+    fmt_time(g ? g->mig_end : 0, when, sizeof when);
+    snprintf(want, sizeof want,
+             "name: web1\nuuid: %s\nstate: migrated\nmigration: migrated to hostB at %s\n", u1, when);
+    is_str(status_of(&c, g), want, "status of a forwarding entry");
+    is_str(mig_of(&c, g), "migrated hostB\n", "migrate: migrated hostB");
+    is_str(lock_of(&c, g), "0\n", "lock: 0");
+    struct strbuf sb = {0};
+    ctl_format_peers(&c, g, &sb);
+    ok(!sb.s || !sb.s[0], "peer: empty");
+    sb_free(&sb);
+    is_int(w(&c, g, "1 reason=x", err), -EREMOTE, "lock write: EREMOTE");
+    is_str(err, "web1 has migrated to hostB", "  ...with the explanation");
+    is_int(wm(&c, g, "hostC", err), -EREMOTE, "migrate write: EREMOTE");
+    is_int(wm(&c, g, "cancel", err), -EREMOTE, "cancel: EREMOTE");
+    is_int(wp(&c, g, "db", err), -EREMOTE, "peer write: EREMOTE");
+    is_int(wp(&c, ctl_find(&c, "db"), "web1", err), -EINVAL, "naming it as a peer: EINVAL");
+    ok(strstr(err, "has migrated to hostB"), "  ...says why: %s", err);
+    ok(events_have(&c, "web1 forward-added to=hostB"), "event forward-added");
+    ok(events_have(&c, "web1 write-rejected file=lock") && events_have(&c, "why=\"web1 has migrated"),
+       "refused writes in events");
+    strcpy(mock_node[0], "1 reason=whatever");
+    mock_pending = BE_EV_HOLDS;
+    ctl_backend_event(&c);
+    ctl_tick(&c, t0 + 10);
+    is_int(mock_stray, 0, "the forwarding entry is never handed to the backend");
+    ok(ctl_find(&c, "web1") == g, "still there before forward_ttl");
+    ctl_tick(&c, t0 + 3600 + 2);
+    ok(!ctl_find(&c, "web1"), "gone after forward_ttl (3600 s)");
+    ok(strstr(gone_names, "web1 "), "name_gone told: %s", gone_names);
+    ok(events_have(&c, "web1 forward-removed to=hostB why=expired"), "event forward-removed");
+    is_int(c.ndoms, 1, "one domain left");
+
+    /* A new domain with the same name or UUID replaces it. */
+    add_vm(43, "web2", u3);
+    ctl_refresh(&c);
+    d = ctl_find(&c, "web2");
+    is_int(wm(&c, d, "hostB", err), 0, "web2 migrates");
+    /* xl-style: renamed, and gone before the command ends. */
+    strcpy(mock_vms[1].name, "web2--migratedaway");
+    ctl_refresh(&c);
+    del_vm(43);
+    ctl_refresh(&c);
+    ok(ctl_find(&c, "web2--migratedaway") && !ctl_find(&c, "web2--migratedaway")->ghost,
+       "the running job keeps its entry");
+    finish_migration(&c, d);
+    g = ctl_find(&c, "web2");
+    ok(g && g->ghost && !ctl_find(&c, "web2--migratedaway"),
+       "the entry is under the name the job started with");
+    add_vm(44, "web2", "00000000-0000-0000-0000-0000000000d4");
+    ctl_refresh(&c);
+    d = ctl_find(&c, "web2");
+    ok(d && !d->ghost && d->vm.domid == 44, "a new domain of that name replaces it");
+    is_int(c.ndoms, 2, "no entry left behind");
+    ok(events_have(&c, "web2 forward-removed to=hostB why=replaced domid=44"), "event: replaced");
+
+    is_int(wm(&c, d, "hostB", err), 0, "migrates");
+    finish_migration(&c, d);
+    del_vm(44);
+    ctl_refresh(&c);
+    ok(ctl_find(&c, "web2") && ctl_find(&c, "web2")->ghost, "forwarding entry");
+    add_vm(45, "web2-back", "00000000-0000-0000-0000-0000000000d4");
+    ctl_refresh(&c);
+    ok(!ctl_find(&c, "web2") && ctl_find(&c, "web2-back"), "the same UUID under another name replaces it");
+
+    /* No entry: within the host, a failure, forward_ttl=0. */
+    d = ctl_find(&c, "web2-back");
+    is_int(wm(&c, d, "localhost", err), 0, "migration within the host");
+    add_vm(46, "web2-back--incoming", "00000000-0000-0000-0000-0000000000d4");
+    ctl_refresh(&c);
+    finish_migration(&c, d);
+    del_vm(45);
+    ctl_refresh(&c);
+    ok(!ctl_find(&c, "web2-back"), "moved within the host: no forwarding entry");
+    d = ctl_find(&c, "web2-back--incoming");
+    mock_cmd = "exit 1";
+    is_int(wm(&c, d, "hostB", err), 0, "failing migration");
+    finish_migration(&c, d);
+    del_vm(46);
+    ctl_refresh(&c);
+    ok(!ctl_find(&c, "web2-back--incoming"), "failed, then destroyed: no forwarding entry");
+    is_int(ctl_policy_write(&c, "forward_ttl=0", 13, &me, err, sizeof err), 0, "forward_ttl=0");
+    add_vm(47, "web3", "00000000-0000-0000-0000-0000000000d7");
+    ctl_refresh(&c);
+    d = ctl_find(&c, "web3");
+    mock_cmd = "exit 0";
+    is_int(wm(&c, d, "hostB", err), 0, "migration");
+    finish_migration(&c, d);
+    del_vm(47);
+    ctl_refresh(&c);
+    ok(!ctl_find(&c, "web3"), "forward_ttl=0: no forwarding entry");
+    is_int(mock_stray, 0, "no backend call for an unknown domain");
+    close_fresh(&c, dir);
+}
+
+/* An incoming migration: the state record first, the domain, then (late)
+ * the guest's hold value. */
+static void test_guest_since(void)
+{
+    char dir[64], policy[128];
+    struct ctl c;
+    const char *u1 = "00000000-0000-0000-0000-0000000000e1";
+    const char *u2 = "00000000-0000-0000-0000-0000000000e2";
+    struct domstate st = {0};
+    time_t t0 = time(NULL);
+
+    mock_reset();
+    add_vm(51, "old", u2);
+    strcpy(mock_node[0], "0");
+    open_fresh(&c, dir, policy, sizeof policy);
+    st.guest_since = t0 - 1000;
+    is_int(state_save(dir, u1, &st), 0, "record written before the domain exists");
+    add_vm(52, "moved", u1);
+    ctl_refresh(&c);
+    struct domain *d = ctl_find(&c, "moved");
+    ok(d && !d->locks.h[HOLD_GUEST].active, "no guest hold yet (node reads 0)");
+    strcpy(mock_node[1], "1 reason=carried over");
+    mock_pending = BE_EV_HOLDS;
+    ctl_backend_event(&c);
+    is_int(d->locks.h[HOLD_GUEST].since, t0 - 1000, "the late hold keeps the record's since");
+    strcpy(mock_node[1], "0");
+    mock_pending = BE_EV_HOLDS;
+    ctl_backend_event(&c);
+    strcpy(mock_node[1], "1 reason=new one");
+    mock_pending = BE_EV_HOLDS;
+    ctl_backend_event(&c);
+    ok(d->locks.h[HOLD_GUEST].since >= t0, "a later hold starts now");
+
+    /* A domain already here at start: its node says it all. */
+    st.guest_since = t0 - 500;
+    state_save(dir, u2, &st);
+    ctl_close(&c);
+    char err[300];
+    is_int(ctl_open_ops(&c, &mock_ops, dir, policy, err, sizeof err), 0, "restart");
+    c.run = (struct runner){.start = direct_start, .stop = direct_stop};
+    d = ctl_find(&c, "old");
+    strcpy(mock_node[0], "1 reason=fresh");
+    mock_pending = BE_EV_HOLDS;
+    ctl_backend_event(&c);
+    ok(d->locks.h[HOLD_GUEST].since >= t0, "an old record does not date a new hold");
+    close_fresh(&c, dir);
 }
 
 int main(void)
@@ -377,7 +1021,8 @@ int main(void)
     is_int(wm(&c, solo, "localhost\n", err), 0, "slow migration starts");
     is_int(wm(&c, solo, "cancel\n", err), 0, "cancel");
     finish_migration(&c, solo);
-    ok(strstr(solo->migration, "killed by signal 15"), "cancelled: %s", solo->migration);
+    is_str(solo->migration, "failed localhost: cancelled by root", "cancelled: says who");
+    ok(events_have(&c, "db migrate-cancel by=root uid=0 to=localhost"), "event migrate-cancel");
 
     /* Policy writes. */
     struct caller me = {.pid = getpid()};
@@ -412,5 +1057,11 @@ int main(void)
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     ok(system(cmd) == 0, "cleanup");
+
+    test_requests();
+    test_progress();
+    test_wait_force();
+    test_forwarding();
+    test_guest_since();
     return done_testing();
 }
