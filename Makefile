@@ -115,8 +115,9 @@ check: check-unit check-fs check-man check-install check-static check-fuzz check
 demo: $(B)/bin/vmmig $(KMOD)
 	tests/xen/demo.sh
 
-bench: $(B)/bin/vmmig test-helpers
+bench: $(B)/bin/vmmig test-helpers $(KMOD)
 	bench/run.sh
+	bench/migrate/run.sh
 
 # Installation: the binary, its applet links, man pages, the systemd unit and
 # a default policy (an existing policy is kept).

@@ -151,6 +151,10 @@ static void helper_run(int sock, const char *blob, size_t len, int io_fd)
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
+        /* The helper ignores these; an ignored signal would survive exec. */
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGHUP, SIG_DFL);
         setsid();
         int devnull = open("/dev/null", O_RDONLY);
         dup2(io_fd >= 0 ? io_fd : devnull, 0);
@@ -220,11 +224,11 @@ static _Noreturn void helper_main(int sock, const char *mountpoint)
                 break;
             if (m.type == 'R')
                 helper_run(sock, extra, (size_t)n - 1, io_fd);
-            if (io_fd >= 0)
-                close(io_fd);
             else if (m.type == 'K' && m.a > 0)
                 kill(-(pid_t)m.a, SIGTERM), kill((pid_t)m.a, SIGTERM);
-            else if (m.type == 'U')
+            if (io_fd >= 0)
+                close(io_fd);
+            if (m.type == 'U')
                 break;
         }
     }

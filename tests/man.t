@@ -29,6 +29,8 @@ declare -A PAGE_OF=(
     [unlock]=vmmig-lock.1
     [migrate]=vmmig-migrate.1
     [guestctl]=guestctl.1
+    [send]=vmmig-send.8
+    [receive]=vmmig-receive.8
 )
 
 # render PAGE: plain ASCII text, one paragraph per line (no filling breaks,

@@ -30,7 +30,7 @@ static const char receive_help[] =
     "\n"
     "Receive one live migration from a 'vmmig send' on another host, over\n"
     "stdin/stdout (the exec transport: 'ssh HOST vmmig receive') or over the\n"
-    "connected socket given with --fd (vmmigfs --listen does that).\n"
+    "connected socket given with --fd (what vmmigfs does when it listens).\n"
     "\n"
     "  -F, --fd N            use the connected socket N instead of stdin/stdout\n"
     "  -t, --timeout S       longest silence from the peer (default 30)\n"

@@ -334,8 +334,12 @@ static struct {
     bool stream_started;
 } peer;
 
+static const char *onetime_key; /* a localhost migration's key file */
+
 static _Noreturn void finish_failed(struct job *j, const char *why, bool suspended_here)
 {
+    if (onetime_key)
+        unlink(onetime_key);
     /* The destination may hold a half-received copy its agent could not
      * remove (killed, or cut off): ask it to drop it. */
     if (peer.stream_started && !suspended_here) {
@@ -558,7 +562,34 @@ static int send_main(int argc, char **argv)
     if (check_holds(&j, &vm, &pol, state_dir, force, &st, guest_raw, sizeof guest_raw, err,
                     sizeof err))
         finish_failed(&j, err, false);
-    if (proto_load_key(key_file, psk, &psklen, e2, sizeof e2)) {
+    /* Within this host no configuration is needed: a one-time key, and
+     * the receiving agent runs as our child (the exec transport). */
+    char onetime[64] = "", localvia[8192];
+    if (!strcmp(j.host, "localhost") && !via) {
+        char self[4096];
+        ssize_t r = readlink("/proc/self/exe", self, sizeof self - 1);
+        uint8_t rnd[32];
+        snprintf(onetime, sizeof onetime, "/tmp/vmmig-key.XXXXXX");
+        int kfd = mkstemp(onetime);
+        if (r <= 0 || kfd < 0 || getentropy(rnd, sizeof rnd) ||
+            write(kfd, rnd, sizeof rnd) != (ssize_t)sizeof rnd) {
+            snprintf(err, sizeof err, "cannot set up the local transport: %s", strerror(errno));
+            if (kfd >= 0)
+                unlink(onetime), close(kfd);
+            finish_failed(&j, err, false);
+        }
+        close(kfd);
+        self[r] = 0;
+        snprintf(localvia, sizeof localvia, "exec '%s' receive --key '%s' --state-dir '%s' "
+                 "--policy '%s' --timeout=%d", self, onetime, state_dir, policy_path,
+                 j.timeout_ms / 1000);
+        via = localvia;
+        key_file = onetime;
+    }
+    int krc = proto_load_key(key_file, psk, &psklen, e2, sizeof e2);
+    if (onetime[0])
+        onetime_key = onetime; /* removed once the receiver has read it */
+    if (krc) {
         snprintf(err, sizeof err, "key %s: %s", key_file, e2);
         finish_failed(&j, err, false);
     }
@@ -575,6 +606,10 @@ static int send_main(int argc, char **argv)
     if (proto_handshake_client(&j.conn, psk, psklen, j.myhost, e2, sizeof e2)) {
         snprintf(err, sizeof err, "%s: %s", j.host, e2);
         finish_failed(&j, err, false);
+    }
+    if (onetime_key) {
+        unlink(onetime_key); /* the receiver has proved it read it */
+        onetime_key = NULL;
     }
 
     /* ---- stage 1: reservation ---- */

@@ -682,6 +682,30 @@ static void test_bad_frames(void)
     recv_raw(buf, n, false, true, 2000, &r);
     refused(&r, -EBADMSG, "MAC mismatch", "a payload byte flipped");
 
+    /* A CHUNK's MAC covers its index and content id; the data is bound by
+     * the content id, which proto_recv checks. */
+    {
+        uint8_t cp[PROTO_CHUNK_HDR + 100], m[32];
+        memset(cp, 0, 8);
+        cp[7] = 0;
+        memset(cp + PROTO_CHUNK_HDR, 'd', 100);
+        sha256(cp + PROTO_CHUNK_HDR, 100, cp + 8);
+        n = frame(buf, MSG_CHUNK, 0, cp, sizeof cp, false);
+        hmac_sha256(KEY, sizeof KEY, buf, 20 + PROTO_CHUNK_HDR, m);
+        memcpy(buf + n, m, 16);
+        recv_raw(buf, n + 16, false, true, 2000, &r);
+        ok(r.rc == 0 && r.type == MSG_CHUNK && r.len == sizeof cp,
+           "a CHUNK whose MAC covers header, index and content id is accepted");
+        free(r.payload);
+        buf[20 + PROTO_CHUNK_HDR + 50] ^= 1;
+        recv_raw(buf, n + 16, false, true, 2000, &r);
+        refused(&r, -EBADMSG, "content id does not match", "a CHUNK data byte flipped");
+        buf[20 + PROTO_CHUNK_HDR + 50] ^= 1;
+        buf[20 + 7] ^= 1;
+        recv_raw(buf, n + 16, false, true, 2000, &r);
+        refused(&r, -EBADMSG, "MAC mismatch", "a CHUNK index changed without the key");
+    }
+
     n = frame(buf, MSG_ABORT, 0, text, 12, true);
     buf[n - 1] ^= 1;
     recv_raw(buf, n, false, true, 2000, &r);
