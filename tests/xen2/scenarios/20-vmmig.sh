@@ -1,12 +1,14 @@
-# vmmig across two real Xen hosts: vmmigfs on both; a guest-held domain is
+# vmmig across two real Xen hosts: vmmigfs --listen on both (one shared
+# key); a guest-held domain is
 # refused; unlocked, `vmmig migrate tiny hostB` moves it; hostB's vmmigfs
 # lists it with a hold node owned by the guest, sees the guest lock itself
 # there, and refuses to send it back while it is held.
 M=/run/vmmig
 if guest_create tiny; then tap_ok "guest_create tiny on hostA"; else tap_not_ok "guest_create tiny on hostA"; exit 0; fi
 mkdir -p $M
-check "vmmigfs on hostA" vmmigfs $M
-check "vmmigfs on hostB" host_run B "mkdir -p $M && vmmigfs $M"
+KEYSETUP="mkdir -p /etc/vmmig && (umask 077; echo xen2-vmmig-shared-key-0123456789 > /etc/vmmig/key)"
+check "vmmigfs --listen on hostA" sh -c "$KEYSETUP && vmmigfs --listen 8123 $M"
+check "vmmigfs --listen on hostB" host_run B "$KEYSETUP && mkdir -p $M && vmmigfs --listen 8123 $M"
 wait_for "[ -d $M/tiny ]" 10
 
 check "guest holds itself on hostA" guest_run tiny 'guestctl lock --reason "cross-host test"'
