@@ -140,6 +140,12 @@ int mig_connect(const char *host, unsigned port, const char *via, int timeout_ms
     return connect_exec(host, via, fd, pid, err, errlen);
 }
 
+size_t mig_strip_suffix(const char *name, const char *suffix)
+{
+    size_t n = strlen(name), sl = strlen(suffix);
+    return n > sl && !strcmp(name + n - sl, suffix) ? n - sl : 0;
+}
+
 void mig_boot_id(char *buf, size_t size)
 {
     char *s = NULL;

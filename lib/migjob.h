@@ -24,6 +24,11 @@ const char *mig_stage_name(enum mig_stage s);
 int mig_connect(const char *host, unsigned port, const char *via, int timeout_ms, int *fd,
                 pid_t *pid, char *err, size_t errlen);
 
+/* If name ends in suffix (and has something before it), the length of
+ * the part before it; else 0.  For the NAME--incoming / NAME--migratedaway
+ * copies of a migration. */
+size_t mig_strip_suffix(const char *name, const char *suffix);
+
 /* This host's boot id: two agents with the same one are on the same host. */
 void mig_boot_id(char *buf, size_t size);
 

@@ -213,8 +213,7 @@ static int answer_query(struct rjob *r, const uint8_t *pl, uint32_t len)
         reply(r, MSG_STATE, "state", "absent", NULL, NULL);
         return 0;
     }
-    size_t n = strlen(d.name), sl = strlen(MIG_INCOMING_SUFFIX);
-    if (n > sl && !strcmp(d.name + n - sl, MIG_INCOMING_SUFFIX)) {
+    if (mig_strip_suffix(d.name, MIG_INCOMING_SUFFIX)) {
         /* An uncommitted copy: ours to remove once no agent owns it. */
         if (lock_incoming(r, false)) {
             reply(r, MSG_STATE, "state", "busy", NULL, NULL);

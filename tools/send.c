@@ -359,6 +359,21 @@ static _Noreturn void finish_failed(struct job *j, const char *why, bool suspend
     exit(1);
 }
 
+/* A failure before the destination owns the domain: tell it (tell_peer),
+ * take back the name the source copy had before the commit (away, or NULL),
+ * run the domain here again, and end the job. */
+static _Noreturn void fail_here(struct job *j, char *why, size_t whylen, const char *away,
+                                bool tell_peer)
+{
+    char err[300];
+
+    if (tell_peer)
+        send_abort(j, why);
+    if (away)
+        j->eng->rename(j->e, j->dom.domid, away, j->dom.name, err, sizeof err);
+    finish_failed(j, why, resume_here(j, why, whylen) != 0);
+}
+
 /* After the commit point the destination did not confirm: ask it (on a new
  * connection) whether it runs the domain.  1 it does, 0 it does not (and
  * holds no copy), -1 unknown. */
@@ -410,7 +425,7 @@ static int recover(struct job *j, const char *what, const uint8_t *psk, size_t p
                    unsigned port, const char *via)
 {
     char err[300], base[64];
-    size_t n, sl = strlen(MIG_AWAY_SUFFIX);
+    size_t n;
 
     if (j->eng->lookup(j->e, what, &j->dom)) {
         /* Gone from here: it is wherever it went. */
@@ -418,10 +433,10 @@ static int recover(struct job *j, const char *what, const uint8_t *psk, size_t p
         return 0;
     }
     strlcpy0(base, j->dom.name, sizeof base);
-    n = strlen(base);
-    bool away = n > sl && !strcmp(base + n - sl, MIG_AWAY_SUFFIX);
+    n = mig_strip_suffix(base, MIG_AWAY_SUFFIX);
+    bool away = n > 0;
     if (away)
-        base[n - sl] = 0;
+        base[n] = 0;
     if (!away) {
         /* Never committed: the copy here is the one. */
         bool susp = j->dom.suspended;
@@ -710,9 +725,7 @@ static int send_main(int argc, char **argv)
             snprintf(err, sizeof err, "%s", j.pump_err);
         else
             snprintf(err, sizeof err, "%s", e2);
-        send_abort(&j, err);
-        bool stuck = resume_here(&j, err, sizeof err) != 0;
-        finish_failed(&j, err, stuck);
+        fail_here(&j, err, sizeof err, NULL, true);
     }
 
     /* ---- stage 4: commitment ---- */
@@ -720,18 +733,14 @@ static int send_main(int argc, char **argv)
     if (expect(&j, MSG_RECEIVED, MSG_RECEIVED, &type, &pl, &len, err, sizeof err) || cancelled) {
         if (cancelled)
             snprintf(err, sizeof err, "cancelled");
-        send_abort(&j, err);
-        bool stuck = resume_here(&j, err, sizeof err) != 0;
-        finish_failed(&j, err, stuck);
+        fail_here(&j, err, sizeof err, NULL, true);
     }
     free(pl);
     test_delay("received");
     /* A hold that arrived while the memory was copied still wins. */
     if (check_holds(&j, &vm, &pol, state_dir, force, &st, guest_raw, sizeof guest_raw, err,
                     sizeof err)) {
-        send_abort(&j, err);
-        bool stuck = resume_here(&j, err, sizeof err) != 0;
-        finish_failed(&j, err, stuck);
+        fail_here(&j, err, sizeof err, NULL, true);
     }
     /* From here on the job is not cancellable: exactly one side must run it. */
     sigset_t block;
@@ -742,17 +751,13 @@ static int send_main(int argc, char **argv)
     char away[128];
     snprintf(away, sizeof away, "%s" MIG_AWAY_SUFFIX, j.dom.name);
     if (j.eng->rename(j.e, j.dom.domid, j.dom.name, away, e2, sizeof e2)) {
-        send_abort(&j, e2);
-        bool stuck = resume_here(&j, e2, sizeof e2) != 0;
-        finish_failed(&j, e2, stuck);
+        fail_here(&j, e2, sizeof e2, NULL, true);
     }
     peer.stream_started = false; /* from here on query_destination() decides */
     if (proto_send(&j.conn, MSG_COMMIT, NULL, 0)) {
         /* COMMIT may not have left: the destination will not run it. */
         snprintf(err, sizeof err, "%s: the link failed before COMMIT was sent", j.host);
-        j.eng->rename(j.e, j.dom.domid, away, j.dom.name, e2, sizeof e2);
-        bool stuck = resume_here(&j, err, sizeof err) != 0;
-        finish_failed(&j, err, stuck);
+        fail_here(&j, err, sizeof err, away, false);
     }
 
     /* ---- stage 5: activation ---- */
@@ -785,9 +790,7 @@ static int send_main(int argc, char **argv)
     if (strcmp(result, "ok")) {
         snprintf(err, sizeof err, "%s could not activate the domain: %s", j.host,
                  reason[0] ? reason : "no reason given");
-        j.eng->rename(j.e, j.dom.domid, away, j.dom.name, e2, sizeof e2);
-        bool stuck = resume_here(&j, err, sizeof err) != 0;
-        finish_failed(&j, err, stuck);
+        fail_here(&j, err, sizeof err, away, false);
     }
     if (j.eng->destroy(j.e, j.dom.domid, e2, sizeof e2))
         error_msg("the old copy %s: %s", away, e2);
