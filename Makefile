@@ -9,7 +9,7 @@ LIBS    := -lfuse3 -lxenlight -lxentoollog -lxenstore -lxenctrl -lcap -lpthread
 
 LIB_SRC    := $(wildcard lib/*.c)
 APPLET_SRC := vmmigfs/vmmigfs.c tools/vmmig.c tools/lock.c tools/migrate.c tools/send.c \
-              tools/receive.c guestctl/guestctl.c
+              tools/receive.c tools/blockmirror.c guestctl/guestctl.c
 SRC        := $(LIB_SRC) $(APPLET_SRC)
 LINKS      := vmmigfs guestctl
 
@@ -25,10 +25,10 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/test/%.t)
 BUILD_DEPS := gcc make pkg-config libfuse3-dev fuse3 libxen-dev libcap-dev
 TEST_DEPS  := perl util-linux python3 xen-utils-4.17 xenstore-utils qemu-system-x86 \
               busybox-static cpio gzip linux-kbuild-6.1 kmod groff-base man-db \
-              clang-14 libclang-rt-14-dev
+              clang-14 libclang-rt-14-dev qemu-utils nbdkit libnbd-bin
 DEPS_STAMP := .cache/deps.stamp
 
-.PHONY: all deps check check-unit check-fs check-man check-install check-xen check-xen2 check-fuzz fuzz demo \
+.PHONY: all deps check check-unit check-fs check-man check-blockmirror check-install check-xen check-xen2 check-fuzz fuzz demo \
         bench clean \
         install uninstall
 all: $(B)/bin/vmmig
@@ -93,6 +93,10 @@ check-xen: $(B)/bin/vmmig $(KMOD) static
 check-man: $(B)/bin/vmmig
 	prove tests/man.t
 
+# blockmirror against the real NBD tools (qemu-nbd, qemu-io, nbdkit, nbdinfo, nbdcopy).
+check-blockmirror: $(B)/bin/vmmig
+	prove tests/blockmirror-*.t
+
 check-install: $(B)/bin/vmmig
 	prove tests/install.t
 
@@ -110,7 +114,7 @@ check-static: $(B)/bin/vmmig test-helpers
 check-xen2: $(B)/bin/vmmig $(KMOD)
 	prove tests/xen2/system2.t
 
-check: check-unit check-fs check-man check-install check-static check-fuzz check-xen check-xen2
+check: check-unit check-fs check-man check-blockmirror check-install check-static check-fuzz check-xen check-xen2
 
 demo: $(B)/bin/vmmig $(KMOD)
 	tests/xen/demo.sh
@@ -118,6 +122,7 @@ demo: $(B)/bin/vmmig $(KMOD)
 bench: $(B)/bin/vmmig test-helpers $(KMOD)
 	bench/run.sh
 	bench/migrate/run.sh
+	bench/blockmirror/run.sh
 
 # Installation: the binary, its applet links, man pages, the systemd unit and
 # a default policy (an existing policy is kept).

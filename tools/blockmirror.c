@@ -1,0 +1,724 @@
+/* vmmig blockmirror: serve a local disk over NBD and mirror it to a peer
+ * (the primary), receive such a mirror (the secondary), and the control
+ * subcommands that talk to a running primary over its unix socket.
+ *
+ * Control protocol (one connection per command): the client sends one line
+ * "COMMAND [ARG...]\n"; the server answers with "key: value" or "differs:"
+ * lines and a last line "ok", "fail: WHY" (verify found differences) or
+ * "error: WHY". */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "applet.h"
+#include "blockmirror.h"
+#include "nbd.h"
+#include "util.h"
+
+static const char blockmirror_help[] =
+    "usage: vmmig blockmirror serve IMAGE (-s PATH | -l [ADDR:]PORT) [-p URL] [OPTIONS]\n"
+    "       vmmig blockmirror receive IMAGE (-s PATH | -l [ADDR:]PORT) [--size BYTES]\n"
+    "       vmmig blockmirror attach URL [-w] [-c PATH | IMAGE]\n"
+    "       vmmig blockmirror detach|status [-c PATH | IMAGE]\n"
+    "       vmmig blockmirror verify [-r] [-c PATH | IMAGE]\n"
+    "       vmmig blockmirror switch [-t SECONDS] [-c PATH | IMAGE]\n"
+    "\n"
+    "Serve a local disk image (raw file or block device) over NBD to a domain's\n"
+    "disk backend and mirror it synchronously to a peer: a write is acknowledged\n"
+    "once it is on both sides.  Without the peer writes go on locally and their\n"
+    "blocks are remembered (in IMAGE.bmstate) and sent on reconnect.\n"
+    "\n"
+    "serve     the primary: export IMAGE, mirror it to the --peer when given\n"
+    "receive   the secondary: export IMAGE for a primary to mirror into; after a\n"
+    "          switch it exits and IMAGE is standalone\n"
+    "attach    start mirroring to the NBD server at URL (nbd+unix:///?socket=PATH,\n"
+    "          nbd://HOST:PORT); a stale copy there is compared by block hashes\n"
+    "detach    stop mirroring; writes are tracked for a later attach\n"
+    "status    state (standalone, syncing, synced, disconnected, switched), size,\n"
+    "          dirty_bytes, synced_bytes, bytes_sent, rate, peer, one per line\n"
+    "verify    compare both sides block by block, print each differing range\n"
+    "switch    at the migration's commit point: wait until the peer has every\n"
+    "          block, flush both, make the peer the standalone primary, exit\n"
+    "\n"
+    "  -s, --socket PATH      serve NBD on a unix socket\n"
+    "  -l, --listen [ADDR:]PORT  serve NBD on TCP (default address: all)\n"
+    "  -p, --peer URL         (serve) mirror to URL, reconnecting until detach\n"
+    "  -c, --control PATH     control socket (default IMAGE.bmctl)\n"
+    "  -n, --name NAME        export name (default: answer to any name)\n"
+    "      --state FILE       (serve) dirty bitmap file (default IMAGE.bmstate)\n"
+    "  -b, --block-size BYTES (serve) tracking and hashing block (default 64K)\n"
+    "  -t, --timeout SECONDS  (serve) a peer request unanswered this long cuts the\n"
+    "                         link (default 10); (switch) wait for sync (default 30)\n"
+    "      --size BYTES       (receive) create IMAGE this large if it is missing\n"
+    "  -w, --wait             (attach) return when the first sync is done\n"
+    "  -r, --resync           (verify) send the differing blocks again\n"
+    "  -h, --help             show this help\n"
+    "\n"
+    "Exit status: 0 done (verify: identical), 1 failed (verify: differences),\n"
+    "2 usage.\n";
+
+struct bm_args {
+    const char *sub, *image, *url, *socket, *listen, *peer, *control, *name, *state;
+    uint32_t block_size;
+    long timeout;
+    uint64_t size;
+    bool wait, resync;
+};
+
+/* "64K", "1G", "4096" */
+static int parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *s == '-')
+        return -EINVAL;
+    int shift = 0;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    case 't': case 'T': shift = 40; end++; break;
+    }
+    if (*end || (shift && v > (~0ULL >> shift)))
+        return -EINVAL;
+    *out = v << shift;
+    return 0;
+}
+
+static void default_control(const char *image, char *out, size_t size)
+{
+    struct stat st;
+    if (!stat(image, &st) && S_ISBLK(st.st_mode)) {
+        const char *base = strrchr(image, '/');
+        snprintf(out, size, "%s/blockmirror/%s.bmctl",
+                 env_default("VMMIG_STATE_DIR", DEFAULT_STATE_DIR), base ? base + 1 : image);
+    } else {
+        snprintf(out, size, "%s.bmctl", image);
+    }
+}
+
+/* ---- listening ---- */
+
+static int listen_unix(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct stat st;
+    int fd;
+
+    if (strlen(path) >= sizeof sa.sun_path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    strcpy(sa.sun_path, path);
+    /* A socket left by a killed process: take its place. */
+    if (!lstat(path, &st) && S_ISSOCK(st.st_mode))
+        unlink(path);
+    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+        return -1;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 16) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+static int listen_tcp(const char *spec)
+{
+    char host[256] = "";
+    const char *port = spec, *colon = strrchr(spec, ':');
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res, *ai;
+    int fd = -1, one = 1;
+
+    if (colon) {
+        size_t n = (size_t)(colon - spec);
+        if (n >= sizeof host) {
+            errno = EINVAL;
+            return -1;
+        }
+        memcpy(host, spec, n);
+        host[n] = 0;
+        if (host[0] == '[' && n > 1 && host[n - 1] == ']') {
+            memmove(host, host + 1, n - 2);
+            host[n - 2] = 0;
+        }
+        port = colon + 1;
+    }
+    if (getaddrinfo(host[0] ? host : NULL, port, &hints, &res)) {
+        errno = EINVAL;
+        return -1;
+    }
+    for (ai = res; ai; ai = ai->ai_next) {
+        if ((fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol)) < 0)
+            continue;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (!bind(fd, ai->ai_addr, ai->ai_addrlen) && !listen(fd, 16))
+            break;
+        int e = errno;
+        close(fd);
+        fd = -1;
+        errno = e;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+static int open_listener(const struct bm_args *a)
+{
+    int fd = a->socket ? listen_unix(a->socket) : listen_tcp(a->listen);
+    if (fd < 0)
+        perror_exit("%s", a->socket ? a->socket : a->listen);
+    return fd;
+}
+
+/* ---- the server loop shared by serve and receive ---- */
+
+static int stop_pipe[2] = {-1, -1};
+static volatile sig_atomic_t got_signal;
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    got_signal = sig;
+    if (write(stop_pipe[1], "s", 1) < 0) {
+        /* nothing to do: the loop also wakes on its poll timeout */
+    }
+    errno = saved;
+}
+
+static void request_stop(void)
+{
+    if (write(stop_pipe[1], "x", 1) < 0) {
+        /* as above */
+    }
+}
+
+/* The open NBD connections, so that a stop can cut them. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int fds[256];
+    int n;
+} conns = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, 0};
+
+struct nbd_conn {
+    int fd;
+    const struct nbd_export *exp;
+};
+
+static void *nbd_conn_main(void *arg)
+{
+    struct nbd_conn *nc = arg;
+    int rc = nbd_serve(nc->fd, nc->fd, nc->exp, 4);
+
+    if (rc && rc != -EPIPE && rc != -ECONNRESET)
+        error_msg("NBD connection: %s", rc == -EPROTO ? "malformed request stream, closed"
+                                                       : strerror(-rc));
+    pthread_mutex_lock(&conns.lock);
+    for (int i = 0; i < conns.n; i++)
+        if (conns.fds[i] == nc->fd) {
+            conns.fds[i] = conns.fds[--conns.n];
+            break;
+        }
+    close(nc->fd);
+    pthread_cond_broadcast(&conns.cond);
+    pthread_mutex_unlock(&conns.lock);
+    free(nc);
+    return NULL;
+}
+
+static void start_nbd_conn(int lfd, const struct nbd_export *exp)
+{
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    pthread_t t;
+
+    if (fd < 0)
+        return;
+    pthread_mutex_lock(&conns.lock);
+    if (conns.n == (int)ARRAY_SIZE(conns.fds)) {
+        pthread_mutex_unlock(&conns.lock);
+        close(fd);
+        return;
+    }
+    struct nbd_conn *nc = xzalloc(sizeof *nc);
+    nc->fd = fd;
+    nc->exp = exp;
+    conns.fds[conns.n++] = fd;
+    pthread_mutex_unlock(&conns.lock);
+    if (pthread_create(&t, NULL, nbd_conn_main, nc)) {
+        pthread_mutex_lock(&conns.lock);
+        conns.fds[--conns.n] = -1;
+        pthread_mutex_unlock(&conns.lock);
+        close(fd);
+        free(nc);
+        return;
+    }
+    pthread_detach(t);
+}
+
+static int nbd_conn_count(void)
+{
+    pthread_mutex_lock(&conns.lock);
+    int n = conns.n;
+    pthread_mutex_unlock(&conns.lock);
+    return n;
+}
+
+static void close_nbd_conns(void)
+{
+    pthread_mutex_lock(&conns.lock);
+    for (int i = 0; i < conns.n; i++)
+        shutdown(conns.fds[i], SHUT_RDWR);
+    while (conns.n)
+        pthread_cond_wait(&conns.cond, &conns.lock);
+    pthread_mutex_unlock(&conns.lock);
+}
+
+static void setup_signals(void)
+{
+    struct sigaction sa = {.sa_handler = on_signal};
+
+    if (pipe2(stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+        perror_exit("pipe");
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a vanished peer is an EPIPE, not a death */
+}
+
+/* ---- the control socket (serve) ---- */
+
+static struct bm *the_bm;
+static volatile bool switched_away;
+
+static void ctl_printf(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void ctl_printf(int fd, const char *fmt, ...)
+{
+    struct strbuf sb = {0};
+    va_list ap;
+    va_start(ap, fmt);
+    sb_vprintf(&sb, fmt, ap);
+    va_end(ap);
+    nbd_write_full(fd, sb.s, sb.len);
+    sb_free(&sb);
+}
+
+static void ctl_status(int fd)
+{
+    struct bm_status st;
+
+    bm_get_status(the_bm, &st);
+    ctl_printf(fd,
+               "state: %s\nrole: primary\nsize: %llu\nblock_size: %u\ndirty_bytes: %llu\n"
+               "synced_bytes: %llu\nbytes_sent: %llu\nhash_bytes: %llu\ncompared_bytes: %llu\n"
+               "rate: %llu\nwrites_mirrored: %llu\nresyncs: %llu\npeer: %s\nlast_error: %s\n"
+               "state_file: %s\nok\n",
+               bm_state_name(st.state), (unsigned long long)st.size, st.block_size,
+               (unsigned long long)st.dirty_bytes, (unsigned long long)st.synced_bytes,
+               (unsigned long long)st.bytes_sent, (unsigned long long)st.hash_bytes,
+               (unsigned long long)st.compared_bytes, (unsigned long long)st.rate,
+               (unsigned long long)st.writes_mirrored, (unsigned long long)st.resyncs, st.peer,
+               st.last_error[0] ? st.last_error : "none", st.state_path);
+}
+
+static void report_range(void *arg, uint64_t off, uint64_t len)
+{
+    ctl_printf(*(int *)arg, "differs: %llu+%llu\n", (unsigned long long)off,
+               (unsigned long long)len);
+}
+
+static void ctl_command(int fd, char *line)
+{
+    char err[400] = "", *arg = strchr(line, ' ');
+    int rc;
+
+    if (arg)
+        *arg++ = 0;
+    if (!strcmp(line, "status")) {
+        ctl_status(fd);
+    } else if (!strcmp(line, "attach") && arg && *arg) {
+        char *opt = strchr(arg, ' ');
+        if (opt)
+            *opt++ = 0;
+        rc = bm_attach(the_bm, arg, opt && !strcmp(opt, "wait"), err, sizeof err);
+        if (rc)
+            ctl_printf(fd, "error: %s\n", err);
+        else
+            ctl_printf(fd, "ok\n");
+    } else if (!strcmp(line, "detach")) {
+        bm_detach(the_bm);
+        ctl_printf(fd, "ok\n");
+    } else if (!strcmp(line, "verify")) {
+        uint64_t differing;
+        rc = bm_verify(the_bm, arg && !strcmp(arg, "resync"), report_range, &fd, &differing,
+                       err, sizeof err);
+        if (rc < 0) {
+            ctl_printf(fd, "error: verify: %s\n", err);
+        } else {
+            struct bm_status st;
+            bm_get_status(the_bm, &st);
+            ctl_printf(fd, "compared: %llu\ndiffering_bytes: %llu\n", (unsigned long long)st.size,
+                       (unsigned long long)differing);
+            if (rc)
+                ctl_printf(fd, "fail: %llu bytes differ\n", (unsigned long long)differing);
+            else
+                ctl_printf(fd, "ok\n");
+        }
+    } else if (!strcmp(line, "switch")) {
+        long ms = 30000;
+        if (arg && parse_long(arg, 0, 86400000, &ms)) {
+            ctl_printf(fd, "error: switch: bad timeout\n");
+            return;
+        }
+        rc = bm_switch(the_bm, (int)ms, err, sizeof err);
+        if (rc) {
+            ctl_printf(fd, "error: switch: %s\n", err);
+            return;
+        }
+        struct bm_status st;
+        bm_get_status(the_bm, &st);
+        ctl_printf(fd, "peer: %s\nok\n", st.peer);
+        switched_away = true;
+        request_stop();
+    } else {
+        ctl_printf(fd, "error: unknown command '%s'\n", line);
+    }
+}
+
+static void *ctl_conn_main(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char line[1024];
+    size_t n = 0;
+
+    while (n < sizeof line - 1) {
+        ssize_t r = read(fd, line + n, sizeof line - 1 - n);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+        if (memchr(line, '\n', n))
+            break;
+    }
+    line[n] = 0;
+    line[strcspn(line, "\n")] = 0;
+    if (n)
+        ctl_command(fd, line);
+    close(fd);
+    return NULL;
+}
+
+static void start_ctl_conn(int lfd)
+{
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    pthread_t t;
+
+    if (fd < 0)
+        return;
+    if (pthread_create(&t, NULL, ctl_conn_main, (void *)(intptr_t)fd)) {
+        close(fd);
+        return;
+    }
+    pthread_detach(t);
+}
+
+/* ---- serve ---- */
+
+static int do_serve(const struct bm_args *a)
+{
+    struct bm_opts o = {
+        .image = a->image,
+        .state_path = a->state,
+        .state_dir = env_default("VMMIG_STATE_DIR", DEFAULT_STATE_DIR),
+        .block_size = a->block_size,
+        .timeout_ms = (int)(a->timeout * 1000),
+    };
+    char err[600], ctl[4200];
+    int rc, lfd, cfd;
+
+    setup_signals();
+    if ((rc = bm_open(&o, &the_bm, err, sizeof err)))
+        error_exit("%s", err);
+    lfd = open_listener(a);
+    if (a->control)
+        snprintf(ctl, sizeof ctl, "%s", a->control);
+    else
+        default_control(a->image, ctl, sizeof ctl);
+    if ((cfd = listen_unix(ctl)) < 0) {
+        perror_msg("control socket %s", ctl);
+        bm_close(the_bm);
+        return 1;
+    }
+    if (a->peer)
+        bm_set_peer(the_bm, a->peer);
+
+    struct nbd_export exp = {
+        .name = a->name,
+        .size = bm_size(the_bm),
+        .ops = &bm_nbd_ops,
+        .h = the_bm,
+    };
+    struct pollfd p[3] = {{.fd = lfd, .events = POLLIN},
+                          {.fd = cfd, .events = POLLIN},
+                          {.fd = stop_pipe[0], .events = POLLIN}};
+    while (!got_signal && !switched_away) {
+        if (poll(p, 3, 1000) < 0 && errno != EINTR)
+            break;
+        if (p[0].revents & POLLIN)
+            start_nbd_conn(lfd, &exp);
+        if (p[1].revents & POLLIN)
+            start_ctl_conn(cfd);
+    }
+    close(lfd);
+    if (a->socket)
+        unlink(a->socket);
+    close_nbd_conns();
+    close(cfd);
+    unlink(ctl);
+    bm_close(the_bm);
+    if (switched_away)
+        fprintf(stderr, "%s: %s: switched; the peer is the primary now\n", toolname, a->image);
+    return 0;
+}
+
+/* ---- receive ---- */
+
+static int do_receive(const struct bm_args *a)
+{
+    struct bm_file f;
+    int rc, lfd;
+
+    setup_signals();
+    if (a->size) {
+        int fd = open(a->image, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            if (ftruncate(fd, (off_t)a->size) < 0)
+                perror_exit("%s", a->image);
+            close(fd);
+        } else if (errno != EEXIST) {
+            perror_exit("%s", a->image);
+        }
+    }
+    if ((rc = bm_file_open(&f, a->image, false))) {
+        errno = -rc;
+        perror_exit("%s", a->image);
+    }
+    if (a->size && f.size < a->size)
+        error_exit("%s: %llu bytes, smaller than --size %llu", a->image,
+                   (unsigned long long)f.size, (unsigned long long)a->size);
+    lfd = open_listener(a);
+
+    struct nbd_export exp = {.name = a->name, .size = f.size, .ops = &bm_file_ops, .h = &f};
+    struct pollfd p[2] = {{.fd = lfd, .events = POLLIN}, {.fd = stop_pipe[0], .events = POLLIN}};
+    while (!got_signal) {
+        if (poll(p, 2, 200) < 0 && errno != EINTR)
+            break;
+        if (p[0].revents & POLLIN)
+            start_nbd_conn(lfd, &exp);
+        /* After the switch, once the old primary has let go: standalone. */
+        if (f.promoted && !nbd_conn_count())
+            break;
+    }
+    close(lfd);
+    if (a->socket)
+        unlink(a->socket);
+    close_nbd_conns();
+    rc = fdatasync(f.fd) < 0 && errno != EINVAL ? 1 : 0;
+    bm_file_close(&f);
+    if (f.promoted)
+        fprintf(stderr, "%s: %s: switched; this image is the standalone primary now\n", toolname,
+                a->image);
+    return rc;
+}
+
+/* ---- the control client ---- */
+
+static int control_call(const struct bm_args *a, const char *req)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    char path[4200], buf[4096];
+    struct strbuf out = {0};
+    int fd;
+
+    if (a->control)
+        snprintf(path, sizeof path, "%s", a->control);
+    else
+        default_control(a->image, path, sizeof path);
+    if (strlen(path) >= sizeof sa.sun_path) {
+        errno = ENAMETOOLONG;
+        perror_exit("%s", path);
+    }
+    strcpy(sa.sun_path, path);
+    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+        perror_exit("socket");
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+        perror_exit("%s (is 'vmmig blockmirror serve' running?)", path);
+    if (nbd_write_full(fd, req, strlen(req)) || nbd_write_full(fd, "\n", 1))
+        perror_exit("%s", path);
+    for (;;) {
+        ssize_t r = read(fd, buf, sizeof buf);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        sb_add(&out, buf, (size_t)r);
+    }
+    close(fd);
+    if (!out.len)
+        error_exit("%s: no answer", path);
+    /* Everything up to the last line is for stdout; the last line is the verdict. */
+    while (out.len && out.s[out.len - 1] == '\n')
+        out.s[--out.len] = 0;
+    char *last = strrchr(out.s, '\n');
+    char *verdict = last ? last + 1 : out.s;
+    if (last) {
+        *last = 0;
+        printf("%s\n", out.s);
+    }
+    fflush(stdout);
+    int rc = 0;
+    if (!strncmp(verdict, "error: ", 7)) {
+        error_msg("%s", verdict + 7);
+        rc = 1;
+    } else if (!strncmp(verdict, "fail: ", 6)) {
+        error_msg("%s", verdict + 6);
+        rc = 1;
+    } else if (strcmp(verdict, "ok")) {
+        error_msg("unexpected answer: %s", verdict);
+        rc = 1;
+    }
+    sb_free(&out);
+    return rc;
+}
+
+/* ---- main ---- */
+
+static int blockmirror_main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"socket", required_argument, 0, 's'},  {"listen", required_argument, 0, 'l'},
+        {"peer", required_argument, 0, 'p'},    {"control", required_argument, 0, 'c'},
+        {"name", required_argument, 0, 'n'},    {"state", required_argument, 0, 'S'},
+        {"block-size", required_argument, 0, 'b'}, {"timeout", required_argument, 0, 't'},
+        {"size", required_argument, 0, 'Z'},    {"wait", no_argument, 0, 'w'},
+        {"resync", no_argument, 0, 'r'},        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const struct applet *me = &applet_blockmirror;
+    struct bm_args a = {.timeout = -1};
+    const char *pos[2] = {0};
+    int npos = 0, opt;
+    uint64_t v;
+
+    while ((opt = getopt_long(argc, argv, "-s:l:p:c:n:b:t:wrh", opts, NULL)) != -1) {
+        switch (opt) {
+        case 1:
+            if (!a.sub)
+                a.sub = optarg;
+            else if (npos < 2)
+                pos[npos++] = optarg;
+            else
+                usage_exit(me, "too many arguments");
+            break;
+        case 's': a.socket = optarg; break;
+        case 'l': a.listen = optarg; break;
+        case 'p': a.peer = optarg; break;
+        case 'c': a.control = optarg; break;
+        case 'n': a.name = optarg; break;
+        case 'S': a.state = optarg; break;
+        case 'b':
+            if (parse_size(optarg, &v) || v < NBD_HASH_MIN_BLOCK || v > NBD_MAX_PAYLOAD ||
+                (v & (v - 1)))
+                usage_exit(me, "--block-size: '%s' is not a power of two from 4K to 32M", optarg);
+            a.block_size = (uint32_t)v;
+            break;
+        case 't':
+            if (parse_long(optarg, 1, 86400, &a.timeout))
+                usage_exit(me, "--timeout: '%s' is not a number of seconds from 1 to 86400",
+                           optarg);
+            break;
+        case 'Z':
+            if (parse_size(optarg, &v) || !v)
+                usage_exit(me, "--size: '%s' is not a size in bytes (K, M, G, T allowed)", optarg);
+            a.size = v;
+            break;
+        case 'w': a.wait = true; break;
+        case 'r': a.resync = true; break;
+        case 'h': help_exit_ok(me);
+        default: usage_exit(me, "unknown option");
+        }
+    }
+    if (!a.sub)
+        usage_exit(me, "missing subcommand (serve, receive, attach, detach, status, verify, "
+                       "switch)");
+
+    bool server = !strcmp(a.sub, "serve") || !strcmp(a.sub, "receive");
+    if (server) {
+        if (npos != 1)
+            usage_exit(me, "%s: needs exactly one IMAGE", a.sub);
+        a.image = pos[0];
+        if (!a.socket == !a.listen)
+            usage_exit(me, "%s: needs one of --socket or --listen", a.sub);
+        if (!strcmp(a.sub, "receive") && (a.peer || a.state || a.block_size || a.control))
+            usage_exit(me, "receive: --peer, --state, --block-size and --control are for serve");
+        if (!strcmp(a.sub, "serve") && a.size)
+            usage_exit(me, "serve: --size is for receive");
+        if (a.timeout < 0)
+            a.timeout = 10;
+        return !strcmp(a.sub, "serve") ? do_serve(&a) : do_receive(&a);
+    }
+    if (a.socket || a.listen || a.peer || a.name || a.state || a.block_size || a.size)
+        usage_exit(me, "%s: takes only --control (and its own options)", a.sub);
+
+    struct strbuf req = {0};
+    int want = 0;
+    if (!strcmp(a.sub, "attach")) {
+        if (npos < 1)
+            usage_exit(me, "attach: missing URL");
+        a.url = pos[0];
+        a.image = npos > 1 ? pos[1] : NULL;
+        if (strchr(a.url, ' ') || strchr(a.url, '\n'))
+            usage_exit(me, "attach: bad URL");
+        sb_printf(&req, "attach %s%s", a.url, a.wait ? " wait" : "");
+        want = 1;
+    } else if (!strcmp(a.sub, "detach") || !strcmp(a.sub, "status")) {
+        sb_printf(&req, "%s", a.sub);
+    } else if (!strcmp(a.sub, "verify")) {
+        sb_printf(&req, "verify%s", a.resync ? " resync" : "");
+    } else if (!strcmp(a.sub, "switch")) {
+        sb_printf(&req, "switch %ld", (a.timeout < 0 ? 30 : a.timeout) * 1000);
+    } else {
+        usage_exit(me, "unknown subcommand '%s'", a.sub);
+    }
+    if ((a.wait && strcmp(a.sub, "attach")) || (a.resync && strcmp(a.sub, "verify")) ||
+        (a.timeout >= 0 && strcmp(a.sub, "switch")))
+        usage_exit(me, "%s: option not for this subcommand", a.sub);
+    if (!want)
+        a.image = npos ? pos[0] : NULL;
+    if (npos > want + 1)
+        usage_exit(me, "too many arguments");
+    if (!a.image && !a.control)
+        usage_exit(me, "%s: needs --control PATH or the IMAGE", a.sub);
+    int rc = control_call(&a, req.s);
+    sb_free(&req);
+    return rc;
+}
+
+const struct applet applet_blockmirror = {
+    .name = "blockmirror",
+    .main = blockmirror_main,
+    .summary = "serve a local disk over NBD, mirrored synchronously to a peer",
+    .help = blockmirror_help,
+};
