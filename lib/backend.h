@@ -34,6 +34,7 @@ struct mig_request {
     const char *transport; /* "tcp", or an exec command template ("ssh %h vmmig receive") */
     unsigned port;         /* tcp port of the destination agent */
     unsigned timeout_s;    /* longest silence from the peer */
+    bool recover;          /* settle the domain after an agent that died (send --recover) */
 };
 
 struct backend_ops {

@@ -334,6 +334,8 @@ static int xen_migrate_argv(struct backend *b, const struct vm_info *vm,
     argv[i++] = xstrdup("send");
     if (req->force)
         argv[i++] = xstrdup("--force");
+    if (req->recover)
+        argv[i++] = xstrdup("--recover");
     if (req->transport && *req->transport && strcmp(req->transport, "tcp")) {
         argv[i++] = xstrdup("--via");
         argv[i++] = xstrdup(req->transport);

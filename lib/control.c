@@ -908,6 +908,7 @@ static int job_start(struct ctl *c, struct domain *d, const char *host, bool for
     strlcpy0(d->mig_name, d->vm.name, sizeof d->mig_name);
     d->mig_done = false;
     d->mig_cancel_by[0] = 0;
+    d->mig_died[0] = 0;
     progress_reset(&d->prog);
     rc = c->ops->migrate_argv(c->be, &d->vm, &req, &argv);
     if (!rc)
@@ -1287,6 +1288,39 @@ static void last_text_line(const struct strbuf *out, char *last, size_t size)
     }
 }
 
+/* The agent died without a result (killed): the domain may be left
+ * suspended or renamed here, so run `send --recover`, which asks the
+ * destination and settles it so that exactly one copy runs.  0 if started. */
+static int recovery_start(struct ctl *c, struct domain *d, const char *died)
+{
+    struct mig_request req = {
+        .host = d->mig_host,
+        .recover = true,
+        .transport = c->pol.transport,
+        .port = (unsigned)c->pol.port,
+        .timeout_s = (unsigned)c->pol.migrate_timeout,
+    };
+    char **argv = NULL;
+    int rc;
+
+    rc = c->ops->migrate_argv(c->be, &d->vm, &req, &argv);
+    if (!rc)
+        rc = c->run.start(c->run.arg, argv, &d->mig_pid, &d->mig_fd);
+    argv_free(argv);
+    if (rc)
+        return rc;
+    strlcpy0(d->mig_died, died, sizeof d->mig_died);
+    d->mig_exit = -1;
+    sb_reset(&d->mig_out);
+    d->mig_line_len = 0;
+    progress_reset(&d->prog);
+    snprintf(d->migration, sizeof d->migration, "recovering %s: %s", d->mig_host, died);
+    events_emit(&c->ev, d->mig_name, "migrate-recover", "to=%s why=\"%s\" domid=%u", d->mig_host,
+                died, d->vm.domid);
+    touch(c, d);
+    return 0;
+}
+
 static void migration_finish(struct ctl *c, struct domain *d)
 {
     const struct mig_progress *p = &d->prog;
@@ -1294,6 +1328,19 @@ static void migration_finish(struct ctl *c, struct domain *d)
 
     if (d->mig_fd >= 0 || st < 0)
         return; /* wait for both the end of output and the exit status */
+    /* A cancelled agent reports by itself (it stops on SIGTERM); one that
+     * died otherwise may have left the domain suspended or renamed. */
+    if (!p->result && !d->mig_died[0] && !d->mig_cancel_by[0] && WIFSIGNALED(st)) {
+        char died[160], last[100], stage[16] = "";
+        last_text_line(&d->mig_out, last, sizeof last);
+        if (p->stage >= 0)
+            snprintf(stage, sizeof stage, "stage %d: ", p->stage);
+        snprintf(died, sizeof died, "%sthe agent was killed by signal %d%s%s", stage,
+                 WTERMSIG(st), last[0] ? ": " : "", last);
+        d->mig_pid = 0;
+        if (!recovery_start(c, d, died))
+            return;
+    }
     /* The engine's result line decides; without one (killed), its exit status. */
     if (p->result ? p->ok : WIFEXITED(st) && WEXITSTATUS(st) == 0) {
         struct strbuf extra = {0};
@@ -1306,6 +1353,8 @@ static void migration_finish(struct ctl *c, struct domain *d)
         d->mig_done = true;
         d->mig_end = time(NULL);
         snprintf(d->migration, sizeof d->migration, "done %s", d->mig_host);
+        if (d->mig_died[0])
+            sb_printf(&extra, " recovered=yes");
         events_emit(&c->ev, d->mig_name, "migrate-done", "to=%s uuid=%s domid=%u%s", d->mig_host,
                     d->vm.uuid, d->vm.domid, extra.s ? extra.s : "");
         sb_free(&extra);
@@ -1315,6 +1364,11 @@ static void migration_finish(struct ctl *c, struct domain *d)
         int stage = p->result && p->fail_stage >= 0 ? p->fail_stage : p->stage;
         if (d->mig_cancel_by[0]) {
             snprintf(tail, sizeof tail, "cancelled by %s", d->mig_cancel_by);
+        } else if (d->mig_died[0]) {
+            /* The recovery's own result says where the domain runs. */
+            snprintf(tail, sizeof tail, "%s; %s", d->mig_died,
+                     p->result ? (p->why[0] ? p->why : "recovered") : "recovery failed too");
+            stage = -1;
         } else if (p->result) {
             snprintf(tail, sizeof tail, "%s", p->why[0] ? p->why : "no reason given");
         } else {
@@ -1338,6 +1392,7 @@ static void migration_finish(struct ctl *c, struct domain *d)
     }
     d->mig_pid = 0;
     d->mig_exit = -1;
+    d->mig_died[0] = 0;
     share_job(c, d);
     ctl_refresh(c);
 }

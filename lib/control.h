@@ -54,6 +54,7 @@ struct domain {
     bool mig_done;                       /* the last job ended "done mig_host" */
     time_t mig_end;                      /* when the last job ended */
     char mig_cancel_by[64];              /* who cancelled the running job */
+    char mig_died[160];                  /* set while recovering: how the agent died */
     /* A deferred job (HOST wait), started once no hold is in force. */
     bool waiting;
     time_t wait_since, wait_until;       /* wait_until 0: no limit */

@@ -550,7 +550,7 @@ int proto_send_chunk(struct proto_conn *c, uint64_t index, const void *data, uin
         return -EMSGSIZE;
     put_be32(hdr, (uint32_t)(index >> 32));
     put_be32(hdr + 4, (uint32_t)index);
-    sha256(data, len, hdr + 8);
+    blake2b(data, len, hdr + 8, PROTO_CID_LEN);
     iov[0] = (struct iovec){.iov_base = hdr, .iov_len = sizeof hdr};
     iov[1] = (struct iovec){.iov_base = (void *)data, .iov_len = len};
     return send_frame(c, MSG_CHUNK, iov, 2);
@@ -574,7 +574,7 @@ int proto_chunk_split(const uint8_t *payload, uint32_t len, uint64_t *index,
 static int chunk_split(const uint8_t *payload, uint32_t len, bool verify, uint64_t *index,
                        const uint8_t **data, uint32_t *dlen, char *err, size_t errlen)
 {
-    uint8_t id[SHA256_LEN];
+    uint8_t id[PROTO_CID_LEN];
     uint64_t i;
     uint32_t n;
 
@@ -591,9 +591,9 @@ static int chunk_split(const uint8_t *payload, uint32_t len, bool verify, uint64
         return -EBADMSG;
     }
     if (verify)
-        sha256(payload + PROTO_CHUNK_HDR, n, id);
+        blake2b(payload + PROTO_CHUNK_HDR, n, id, PROTO_CID_LEN);
     /* The content id is not secret, but equal-time comparison costs nothing. */
-    if (verify && !ct_memeq(id, payload + 8, SHA256_LEN)) {
+    if (verify && !ct_memeq(id, payload + 8, PROTO_CID_LEN)) {
         seterr(err, errlen, "chunk %llu: content id does not match its %u data bytes",
                (unsigned long long)i, n);
         return -EBADMSG;

@@ -49,10 +49,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "blake2b.h"
 #include "sha256.h"
 #include "util.h"
 
-#define PROTO_VERSION 1
+#define PROTO_VERSION 2 /* 2: chunk content ids are BLAKE2b-256 */
 #define PROTO_DEFAULT_PORT 8123
 #define PROTO_HEADER_LEN 20
 #define PROTO_MAC_LEN 16
@@ -60,7 +61,8 @@
 /* Before authentication a peer is anyone: it gets no more than this. */
 #define PROTO_MAX_HANDSHAKE_PAYLOAD 1024u
 #define PROTO_CHUNK_MAX (1u << 20)              /* data bytes in one CHUNK */
-#define PROTO_CHUNK_HDR (8 + SHA256_LEN)        /* index || content id */
+#define PROTO_CID_LEN 32                        /* BLAKE2b-256 */
+#define PROTO_CHUNK_HDR (8 + PROTO_CID_LEN)     /* index || content id */
 #define PROTO_NONCE_LEN 32
 #define PROTO_KEY_MIN 16
 #define PROTO_KEY_MAX 4096                      /* the psk buffer proto_load_key fills */

@@ -154,11 +154,12 @@ events_new_like "$n" ' vm-beta migrate-failed to=hostB why="stage 1: not enough 
 ok $? "event migrate-failed with the why" || diag "$(events_since "$n")"
 is "$(status_field "$(fs_cat "$M/vm-beta/status")" state)" running "the domain is still here"
 
-# Killed without a result line, and cancel.
+# Cancel: like the real agent, the fake one stops on SIGTERM with a result.
 fake_send "
+trap 'kill \$! 2>/dev/null; echo \"result failed stage=2 domain=running-here why=\\\"cancelled\\\"\"; exit 1' TERM
 echo 'progress stage=2 name=iterative-pre-copy round=1 sent=4096 dirty_rate=10'
 echo 'vmmig send: copying memory'
-exec sleep 30
+sleep 30 & wait
 "
 fs_write "$M/vm-beta/migrate" hostB
 wait_file_like 3 "$M/vm-beta/migrate" '^running hostB stage=2 '
@@ -175,15 +176,49 @@ ok $? "event migrate-cancel"
 fs_write "$M/vm-beta/migrate" cancel
 like "$FS_ERR" 'No such process' "cancel with nothing running: ESRCH"
 
+# A killed agent: vmmigfs runs `send --recover` on the same domain, and the
+# recovery's result says where the domain runs.
 fake_send "
+case \" \$* \" in
+*' --recover '*)
+    echo \"recover \$*\" >>'$XENENV_DIR/recover.calls'
+    echo 'result failed stage=0 domain=running-here why=\"the migration agent died; the domain kept running here\"'
+    exit 1 ;;
+esac
 echo 'progress stage=2 name=iterative-pre-copy round=1'
 echo 'vmmig send: lost hostB'
 kill -9 \$\$
 "
+n=$(events_lines)
 fs_write "$M/vm-beta/migrate" hostB
 wait_file_like 5 "$M/vm-beta/migrate" '^failed '
-is "$(fs_cat "$M/vm-beta/migrate")" "failed hostB: stage 2: killed by signal 9: vmmig send: lost hostB" \
-    "killed: the stage, the signal and the last line for people"
+is "$(fs_cat "$M/vm-beta/migrate")" \
+    "failed hostB: stage 2: the agent was killed by signal 9: vmmig send: lost hostB; the migration agent died; the domain kept running here" \
+    "killed: the stage, the signal, and what the recovery found"
+like "$(cat "$XENENV_DIR/recover.calls" 2>/dev/null)" '^recover send --recover .* 7 hostB$' \
+    "the recovery ran as send --recover DOMID HOST"
+events_new_like "$n" ' vm-beta migrate-recover to=hostB why="stage 2: the agent was killed by signal 9: vmmig send: lost hostB" domid=[0-9]*$'
+ok $? "event migrate-recover"
+
+# Killed after the commit point, and the destination runs the domain: done.
+xs_add 9 vm-delta "$(uuid_for 9)" 262144 1 || bail_out "xsfake add failed"
+wait_domain vm-delta || bail_out "vm-delta never appeared"
+fake_send "
+case \" \$* \" in
+*' --recover '*)
+    echo 'result ok host=hostB recovered=destination-runs-it'
+    \"\$XSFAKE\" del \"\$DOMID\"
+    exit 0 ;;
+esac
+echo 'progress stage=4 name=commitment'
+kill -9 \$\$
+"
+n=$(events_lines)
+fs_write "$M/vm-delta/migrate" hostB
+wait_file_like 5 "$M/vm-delta/migrate" '^(done|migrated) '
+like "$(fs_cat "$M/vm-delta/migrate")" "^(done|migrated) hostB" "killed after commit, recovery finds hostB runs it: done"
+events_new_like "$n" ' vm-delta migrate-done to=hostB .* recovered=yes$'
+ok $? "event migrate-done says recovered=yes"
 
 # vmmig migrate follows the job: a line per stage when not on a terminal.
 # The fake engine goes on to stage N once the tool has shown stage N-1.

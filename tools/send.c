@@ -25,6 +25,7 @@
 #include "proto.h"
 #include "state.h"
 #include "util.h"
+#include "xcstream.h"
 
 static const char send_help[] =
     "usage: vmmig send [OPTIONS] DOMAIN HOST\n"
@@ -75,6 +76,8 @@ struct job {
     unsigned long round_pages;
     struct timespec round_start, t0, t_suspend;
     unsigned long long dirty_rate;
+    bool engine_rounds;    /* the engine reports rounds itself */
+    struct xcstream xcs;   /* else they are read off the stream */
 };
 
 static volatile sig_atomic_t cancelled;
@@ -131,6 +134,7 @@ static void on_progress(void *arg, unsigned round, bool final, unsigned long don
     char extra[160];
 
     (void)done;
+    j->engine_rounds = true;
     if (final && !j->final_seen) {
         j->final_seen = true;
         clock_gettime(CLOCK_MONOTONIC, &j->t_suspend);
@@ -152,6 +156,23 @@ static void on_progress(void *arg, unsigned round, bool final, unsigned long don
     j->stage = STAGE_PRECOPY;
     snprintf(extra, sizeof extra, "round=%u dirty_pages=%lu dirty_rate=%llu", round, total,
              j->dirty_rate);
+    progress_line(j, extra);
+}
+
+/* A new round seen in libxl's stream (the engine did not report it). */
+static void stream_round(struct job *j)
+{
+    const struct xcs_rounds *r = &j->xcs.r;
+    char extra[160];
+
+    if (j->engine_rounds)
+        return;
+    j->round = r->round;
+    j->dirty_rate = r->dirty_rate;
+    if (j->stage != STAGE_PRECOPY)
+        return; /* the last round, after the suspend: counted, not announced */
+    snprintf(extra, sizeof extra, "round=%u dirty_pages=%llu dirty_rate=%llu", r->round,
+             (unsigned long long)r->last_round_pages, (unsigned long long)r->dirty_rate);
     progress_line(j, extra);
 }
 
@@ -191,6 +212,8 @@ static void *pump_main(void *arg)
         }
         j->chunks++;
         atomic_fetch_add(&j->sent, (unsigned long long)r);
+        if (xcs_feed(&j->xcs, buf, (size_t)r))
+            stream_round(j);
     }
     /* Closing our end makes libxl's writer fail fast when we gave up. */
     close(j->pipe_r);
@@ -705,6 +728,7 @@ static int send_main(int argc, char **argv)
     }
     fcntl(pfd[0], F_SETPIPE_SZ, PROTO_CHUNK_MAX);
     j.pipe_r = pfd[0];
+    xcs_init(&j.xcs);
     j.stage = j.live ? STAGE_PRECOPY : STAGE_STOPCOPY;
     progress_line(&j, j.live ? "round=1" : NULL);
     pthread_t pump, monitor;

@@ -24,11 +24,13 @@ static bool mock_static[NDOM];
 static size_t mock_n;
 static unsigned mock_pending;
 static const char *mock_cmd = "exit 0";
+/* what `send --recover` does, when the core runs it after a killed agent */
+static const char *mock_recover_cmd = "echo 'result failed why=\"mock recovery\"'; exit 1";
 static int mock_stray;    /* backend calls for a domain not in the list (e.g. a forwarding entry) */
 static struct {
     int calls;
     char host[256];
-    bool force;
+    bool force, recover;
     char transport[200];
     unsigned port, timeout_s;
 } mock_req;               /* the last mig_request */
@@ -119,10 +121,11 @@ static int m_argv(struct backend *b, const struct vm_info *vm, const struct mig_
     snprintf(mock_req.transport, sizeof mock_req.transport, "%s", req->transport);
     mock_req.port = req->port;
     mock_req.timeout_s = req->timeout_s;
+    mock_req.recover = req->recover;
     char **a = xzalloc(4 * sizeof *a);
     a[0] = xstrdup("sh");
     a[1] = xstrdup("-c");
-    a[2] = xstrdup(mock_cmd);
+    a[2] = xstrdup(req->recover ? mock_recover_cmd : mock_cmd);
     *argv = a;
     return 0;
 }
@@ -207,15 +210,20 @@ static int wp(struct ctl *c, struct domain *d, const char *s, char *err)
 }
 
 /* Run the migration command to its end, as vmmigfs's loop would. */
+/* Also the recovery job the core may start when the first one died. */
 static void finish_migration(struct ctl *c, struct domain *d)
 {
-    pid_t pid = d->mig_pid;
-    int st;
-    fcntl(d->mig_fd, F_SETFL, 0);
-    while (d->mig_fd >= 0)
-        ctl_migration_io(c, d);
-    waitpid(pid, &st, 0);
-    ctl_migration_exited(c, pid, st);
+    while (d->mig_pid > 0) {
+        pid_t pid = d->mig_pid;
+        int st;
+        fcntl(d->mig_fd, F_SETFL, 0);
+        while (d->mig_fd >= 0)
+            ctl_migration_io(c, d);
+        waitpid(pid, &st, 0);
+        ctl_migration_exited(c, pid, st);
+        if (d->mig_pid == pid)
+            break;
+    }
 }
 
 /* ---- migration jobs --------------------------------------------------------- */
@@ -483,13 +491,37 @@ static void test_progress(void)
     finish_migration(&c, d);
     is_str(d->migration, "failed hostB: no reason given", "no why: said so");
 
-    /* No result line: the exit status and the last line for people. */
+    /* Killed without a result: the core runs `send --recover`, whose result
+     * decides; the stage, the signal and the last line for people stay. */
     mock_cmd = PROGRESS_012 "echo 'vmmig send: lost the peer'; echo 'progress stage=2 round=4'; "
                             "kill -9 $$";
+    mock_recover_cmd = "echo 'result failed stage=0 domain=running-here why=\"the domain kept "
+                       "running here\"'; exit 1";
     is_int(wm(&c, d, "hostB", err), 0, "migration that gets killed");
+    mock_req.recover = false;
     finish_migration(&c, d);
-    is_str(d->migration, "failed hostB: stage 2: killed by signal 9: vmmig send: lost the peer",
-           "killed: the stage, the signal and the last line that is not a progress line");
+    ok(mock_req.recover, "the core ran the recovery (send --recover)");
+    is_str(d->migration,
+           "failed hostB: stage 2: the agent was killed by signal 9: vmmig send: lost the peer; "
+           "the domain kept running here",
+           "killed: the stage, the signal, the last line for people, and the recovery's finding");
+    ok(events_have(&c, "web1 migrate-recover to=hostB why=\"stage 2: the agent was killed by "
+                       "signal 9: vmmig send: lost the peer\""),
+       "event migrate-recover");
+    mock_recover_cmd = "echo 'result ok host=hostB recovered=destination-runs-it'";
+    is_int(wm(&c, d, "hostB", err), 0, "migration that gets killed after the commit");
+    finish_migration(&c, d);
+    is_str(d->migration, "done hostB", "the recovery finds hostB runs it: done");
+    ok(events_have(&c, "web1 migrate-done to=hostB uuid=00000000-0000-0000-0000-0000000000b1 "
+                       "domid=21 recovered=yes"),
+       "event migrate-done says recovered=yes");
+    mock_recover_cmd = "kill -9 $$";
+    is_int(wm(&c, d, "hostB", err), 0, "migration that gets killed, and its recovery too");
+    finish_migration(&c, d);
+    is_str(d->migration,
+           "failed hostB: stage 2: the agent was killed by signal 9: vmmig send: lost the peer; "
+           "recovery failed too",
+           "a recovery killed too is not retried: failed, saying so");
     mock_cmd = "echo 'only text'; exit 3";
     is_int(wm(&c, d, "hostB", err), 0, "migration that exits 3");
     finish_migration(&c, d);

@@ -66,7 +66,7 @@ static void authed(struct proto_conn *c, int rfd, int wfd, enum proto_role role,
 static size_t frame(uint8_t *buf, int type, uint32_t seq, const void *p, uint32_t len, bool mac)
 {
     memcpy(buf, "VMMG", 4);
-    buf[4] = 1;
+    buf[4] = PROTO_VERSION;
     buf[5] = (uint8_t)type;
     buf[6] = buf[7] = 0;
     put32(buf + 8, seq);
@@ -639,10 +639,16 @@ static void test_bad_frames(void)
     refused(&r, -EPROTO, "bad magic \"SSH-\"", "wrong magic");
 
     n = frame(buf, MSG_ABORT, 0, text, 12, true);
-    buf[4] = 2;
+    buf[4] = 1; /* version 1 had SHA-256 content ids */
     remac(buf, 12);
     recv_raw(buf, n, false, true, 2000, &r);
-    refused(&r, -EPROTO, "unsupported protocol version 2", "wrong version");
+    refused(&r, -EPROTO, "unsupported protocol version 1", "wrong version (an older peer)");
+
+    n = frame(buf, MSG_ABORT, 0, text, 12, true);
+    buf[4] = 3;
+    remac(buf, 12);
+    recv_raw(buf, n, false, true, 2000, &r);
+    refused(&r, -EPROTO, "unsupported protocol version 3", "wrong version (a newer peer)");
 
     n = frame(buf, MSG_ABORT, 0, text, 12, true);
     buf[7] = 1;
@@ -689,7 +695,7 @@ static void test_bad_frames(void)
         memset(cp, 0, 8);
         cp[7] = 0;
         memset(cp + PROTO_CHUNK_HDR, 'd', 100);
-        sha256(cp + PROTO_CHUNK_HDR, 100, cp + 8);
+        blake2b(cp + PROTO_CHUNK_HDR, 100, cp + 8, PROTO_CID_LEN);
         n = frame(buf, MSG_CHUNK, 0, cp, sizeof cp, false);
         hmac_sha256(KEY, sizeof KEY, buf, 20 + PROTO_CHUNK_HDR, m);
         memcpy(buf + n, m, 16);
@@ -1013,7 +1019,7 @@ static void test_chunks(void)
     pl[7] = 5;
     for (int i = 0; i < 100; i++)
         pl[PROTO_CHUNK_HDR + i] = (uint8_t)i;
-    sha256(pl + PROTO_CHUNK_HDR, 100, pl + 8);
+    blake2b(pl + PROTO_CHUNK_HDR, 100, pl + 8, PROTO_CID_LEN);
     ok(!proto_chunk_parse(pl, sizeof pl, &idx, &d, &dlen, err, sizeof err) && idx == 5 &&
            dlen == 100 && d == pl + PROTO_CHUNK_HDR,
        "chunk: a good one parses");

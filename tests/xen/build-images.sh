@@ -227,7 +227,7 @@ cp "$HERE/lib.sh" "$D/scenarios/lib.sh"
 n=0
 for s in "$SCENARIOS"/*.sh; do
     [ -e "$s" ] || continue
-    [ "$(basename "$s")" = lib.sh ] && continue
+    case $(basename "$s") in [0-9][0-9]-*.sh) ;; *) continue ;; esac # not lib.sh, run.sh
     install -m 755 "$s" "$D/scenarios/"
     n=$((n + 1))
 done

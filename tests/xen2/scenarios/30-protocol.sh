@@ -164,5 +164,22 @@ settle_once_on A 30 "wait mode"
 out=$(memcheck_verify tiny); rc=$?
 is "$rc" 0 "memory intact after 4 migrations and 6 faults: $out"
 
+# ---- vmmigfs recovers by itself when its agent dies after COMMIT ----
+fusermount3 -u $M
+check "hostA: vmmigfs again, its agents pausing 6 s after COMMIT" \
+    sh -c "VMMIG_TEST_DELAY=committed:6 vmmigfs --listen 8123 $M"
+wait_for "[ -d $M/tiny ]" 10
+echo hostB > $M/tiny/migrate
+wait_for "xl list | grep -q 'tiny--migratedaway'" 120
+killmatch "vmmig send"
+wait_for "grep -q '^done\|^failed\|^migrated' $M/tiny/migrate" 60
+like "$(cat $M/tiny/migrate)" "done hostB|migrated hostB" \
+    "agent killed after COMMIT: vmmigfs runs the recovery itself, and the job is done"
+like "$(cat $M/events)" "migrate-recover to=hostB why=\"stage 4: the agent was killed by signal 9" \
+    "events record the recovery"
+like "$(cat $M/events)" "migrate-done to=hostB .*recovered=yes" "and its result"
+settle_once_on B 30 "vmmigfs's agent killed after the commit"
+check "memory intact on hostB" guest_run_on B tiny 'memcheck verify'
+
 host_run B "fusermount3 -u $M" >/dev/null
 fusermount3 -u $M
