@@ -171,8 +171,13 @@ static void stream_round(struct job *j)
     j->dirty_rate = r->dirty_rate;
     if (j->stage != STAGE_PRECOPY)
         return; /* the last round, after the suspend: counted, not announced */
-    snprintf(extra, sizeof extra, "round=%u dirty_pages=%llu dirty_rate=%llu", r->round,
-             (unsigned long long)r->last_round_pages, (unsigned long long)r->dirty_rate);
+    /* Round 1 sends every page; what the guest dirties shows from round 2 on,
+     * known once round 2 is over. */
+    if (r->round >= 3)
+        snprintf(extra, sizeof extra, "round=%u dirty_pages=%llu dirty_rate=%llu", r->round,
+                 (unsigned long long)r->last_round_pages, (unsigned long long)r->dirty_rate);
+    else
+        snprintf(extra, sizeof extra, "round=%u", r->round);
     progress_line(j, extra);
 }
 

@@ -125,7 +125,9 @@ check "memory intact on hostA" memcheck_verify tiny
 
 # ---- cancel ----
 echo hostB > $M/tiny/migrate
-wait_for "grep -q 'stage=2' $M/tiny/migrate" 30
+wait_for "grep -q 'round=2' $M/tiny/migrate" 90
+like "$(cat $M/tiny/migrate)" "^running hostB stage=2 iterative-pre-copy round=2 " \
+    "pre-copy rounds show in migrate (read off libxl's stream)"
 check "echo cancel > tiny/migrate" sh -c "echo cancel > $M/tiny/migrate"
 wait_for "grep -q '^failed' $M/tiny/migrate" 30
 like "$(cat $M/tiny/migrate)" "^failed hostB" "cancelled: migrate says failed"
