@@ -393,6 +393,7 @@ struct bm {
     char peer_url[512]; /* wanted; "" none */
     char conn_url[512]; /* what peer is connected to */
     struct nbd_client *peer;
+    bool conn_failed; /* its first failure is in last_error */
     int peer_users;
     bool scanning;
     uint64_t scan_cursor;
@@ -510,6 +511,21 @@ static int state_flush(struct bm *m)
     return 0;
 }
 
+/* A request to the peer failed: the first failure of a connection is the
+ * one worth reporting (the others are its consequence), and the connection
+ * is cut so that the manager reconnects.  Lock held. */
+static void peer_failed(struct bm *m, struct nbd_client *c, const char *what, uint64_t off, int rc)
+{
+    if (m->peer != c || m->conn_failed)
+        return;
+    m->conn_failed = true;
+    if (off == UINT64_MAX)
+        set_error(m, "peer: %s: %s", what, strerror(-rc));
+    else
+        set_error(m, "peer: %s at %llu: %s", what, (unsigned long long)off, strerror(-rc));
+    nbd_client_kill(c);
+}
+
 static struct nbd_client *peer_get(struct bm *m)
 {
     if (!m->peer || m->switched)
@@ -605,9 +621,9 @@ static int connect_peer(struct bm *m, const char *url)
         m->scan_cursor = 0;
     }
     m->peer = c;
+    m->conn_failed = false;
     strlcpy0(m->conn_url, url, sizeof m->conn_url);
     m->resyncs++;
-    m->last_error[0] = 0;
     m->cursor = 0;
 out:
     m->attempts++;
@@ -615,6 +631,8 @@ out:
     pthread_mutex_unlock(&m->lock);
     return rc;
 }
+
+static enum bm_state state_of(struct bm *m);
 
 static double now_s(void)
 {
@@ -661,6 +679,9 @@ static void *manager_main(void *arg)
             }
             continue;
         }
+        /* An error stays visible until the peer has everything again. */
+        if (m->last_error[0] && m->peer && state_of(m) == BM_SYNCED)
+            m->last_error[0] = 0;
         double t = now_s();
         if (t - rate_t >= 1.0) {
             m->rate = (uint64_t)((double)(m->bytes_sent - rate_bytes) / (t - rate_t));
@@ -768,7 +789,9 @@ static void *copier_main(void *arg)
         return NULL;
     pthread_mutex_lock(&m->lock);
     while (!m->stopping) {
-        struct nbd_client *c = m->switched ? NULL : m->peer;
+        /* A dead connection waits for the manager to replace it. */
+        struct nbd_client *c = m->switched || (m->peer && !nbd_client_alive(m->peer)) ? NULL
+                                                                                     : m->peer;
         uint64_t first = 0, n = 0;
         bool scan = false;
 
@@ -845,14 +868,12 @@ static void *copier_main(void *arg)
             m->copying--;
             if (rc)
                 bm_bitmap_set_range(&m->dirty, first, n);
-            m->bytes_sent += sent;
+            else
+                m->bytes_sent += sent;
             m->state_dirty = true;
         }
-        if (rc && m->peer == c) {
-            set_error(m, "peer: %s at %llu: %s", scan ? "hash" : "write",
-                      (unsigned long long)(first * m->bs), strerror(-rc));
-            nbd_client_kill(c); /* the manager reconnects */
-        }
+        if (rc)
+            peer_failed(m, c, scan ? "hash" : "write", first * m->bs, rc);
         peer_put(m, c);
         busy_release(m, first, n);
     }
@@ -935,11 +956,8 @@ static int guest_change(struct bm *m, enum op op, const void *buf, uint32_t len,
         }
         m->state_dirty = true;
     }
-    if (prc && c && m->peer == c) {
-        set_error(m, "peer: %s at %llu: %s", op == OP_WRITE ? "write" : "zero",
-                  (unsigned long long)off, strerror(-prc));
-        nbd_client_kill(c);
-    }
+    if (prc)
+        peer_failed(m, c, op == OP_WRITE ? "write" : "zero", off, prc);
     peer_put(m, c);
     for (uint64_t e = e1; e <= e2; e++)
         m->al_inflight[e]--;
@@ -983,10 +1001,8 @@ static int bm_flush(void *h)
         return 0;
     int prc = nbd_client_flush(c);
     pthread_mutex_lock(&m->lock);
-    if (prc && m->peer == c) {
-        set_error(m, "peer: flush: %s", strerror(-prc));
-        nbd_client_kill(c);
-    }
+    if (prc)
+        peer_failed(m, c, "flush", UINT64_MAX, prc);
     peer_put(m, c);
     pthread_mutex_unlock(&m->lock);
     return 0;
