@@ -49,6 +49,8 @@ static const struct msg_info {
     {MSG_ACTIVATED, FROM_DEST, false, "ACTIVATED"},
     {MSG_DONE, FROM_SOURCE, false, "DONE"},
     {MSG_ABORT, FROM_EITHER, false, "ABORT"},
+    {MSG_PAUSED, FROM_DEST, false, "PAUSED"},
+    {MSG_RESUME, FROM_SOURCE, false, "RESUME"},
     {MSG_QUERY, FROM_SOURCE, false, "QUERY"},
     {MSG_STATE, FROM_DEST, false, "STATE"},
 };

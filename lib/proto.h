@@ -93,6 +93,10 @@ enum msg_type {
     MSG_ACTIVATED = 50,
     MSG_DONE = 51,
     MSG_ABORT = 52,
+    /* co-migration's two-phase activation: COMMIT with activate=later is
+     * answered PAUSED (renamed, not yet running); RESUME then unpauses */
+    MSG_PAUSED = 53,
+    MSG_RESUME = 54,
     /* recovery: does the destination run this domain? */
     MSG_QUERY = 64,
     MSG_STATE = 65,

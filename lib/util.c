@@ -334,3 +334,10 @@ bool printable(const char *s, size_t len)
     }
     return true;
 }
+
+long long epoch_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}

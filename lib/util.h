@@ -51,6 +51,9 @@ int mkdir_p(const char *path, mode_t mode);
 
 /* "2026-11-22T10:00:00Z", or "never" for 0. */
 void fmt_time(time_t t, char *buf, size_t size);
+/* Wall-clock milliseconds since the epoch (stop and resume times that two
+ * processes compare). */
+long long epoch_ms(void);
 
 /* Parse a whole decimal integer within [min, max].  Returns 0 or -EINVAL/-ERANGE. */
 int parse_long(const char *s, long min, long max, long *out);

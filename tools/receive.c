@@ -73,16 +73,45 @@ static void say(const char *fmt, ...)
     syslog(LOG_INFO, "%s", msg);
 }
 
-static void reply(struct rjob *r, int type, const char *k1, const char *v1, const char *k2,
-                  const char *v2)
+/* A reply of up to three key=value pairs (a NULL key ends them). */
+static void reply3(struct rjob *r, int type, const char *k1, const char *v1, const char *k2,
+                   const char *v2, const char *k3, const char *v3)
 {
     struct strbuf sb = {0};
     if (k1)
         kv_add(&sb, k1, "%s", v1);
-    if (k2)
+    if (k1 && k2)
         kv_add(&sb, k2, "%s", v2);
+    if (k1 && k2 && k3)
+        kv_add(&sb, k3, "%s", v3);
     proto_send(&r->conn, type, sb.s, (uint32_t)sb.len);
     sb_free(&sb);
+}
+
+static void reply(struct rjob *r, int type, const char *k1, const char *v1, const char *k2,
+                  const char *v2)
+{
+    reply3(r, type, k1, v1, k2, v2, NULL, NULL);
+}
+
+/* Co-migration's second phase: the domain is committed here and stays
+ * paused until the source says RESUME, so that the whole group starts
+ * together.  Past the commit point it is ours: a lost link or a silent
+ * source must not leave it paused, so it runs then anyway. */
+static void await_resume(struct rjob *r)
+{
+    char e2[300];
+    uint8_t *pl = NULL;
+    uint32_t len;
+    int type = -1;
+
+    reply(r, MSG_PAUSED, NULL, NULL, NULL, NULL);
+    if (proto_recv(&r->conn, &type, &pl, &len, e2, sizeof e2))
+        say("%s: no RESUME for %s (%s): resuming it anyway", r->peer, r->name, e2);
+    else if (type != MSG_RESUME)
+        say("%s sent %s instead of RESUME for %s: resuming it anyway", r->peer,
+            msg_type_name(type), r->name);
+    free(pl);
 }
 
 static void state_path(struct rjob *r, char *buf, size_t size)
@@ -476,19 +505,28 @@ static int receive_main(int argc, char **argv)
             type == MSG_ABORT ? "the source aborted" : e2);
         goto fail_domain;
     }
+    char when[16] = "";
+    bool later = !kv_get(pl, len, "activate", when, sizeof when) && !strcmp(when, "later");
     free(pl);
     pl = NULL;
     /* Ours now, whatever happens to the link. */
     signal(SIGTERM, SIG_IGN);
-    if (r.eng->rename(r.e, domid, incoming, r.name, e2, sizeof e2) ||
-        r.eng->unpause(r.e, domid, e2, sizeof e2)) {
+    if (r.eng->rename(r.e, domid, incoming, r.name, e2, sizeof e2)) {
         say("activating %s failed: %s", r.name, e2);
         reply(&r, MSG_ACTIVATED, "result", "failed", "reason", e2);
         goto fail_domain;
     }
-    char ds[16];
+    if (later)
+        await_resume(&r);
+    if (r.eng->unpause(r.e, domid, e2, sizeof e2)) {
+        say("activating %s failed: %s", r.name, e2);
+        reply(&r, MSG_ACTIVATED, "result", "failed", "reason", e2);
+        goto fail_domain;
+    }
+    char ds[16], resumed[24];
     snprintf(ds, sizeof ds, "%u", domid);
-    reply(&r, MSG_ACTIVATED, "result", "ok", "domid", ds);
+    snprintf(resumed, sizeof resumed, "%lld", epoch_ms());
+    reply3(&r, MSG_ACTIVATED, "result", "ok", "domid", ds, "resumed_ms", resumed);
     say("%s runs here as domid %u", r.name, domid);
     if (!proto_recv(&r.conn, &type, &pl, &len, e2, sizeof e2) && type == MSG_DONE)
         say("%s: DONE", r.peer);

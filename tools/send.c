@@ -7,6 +7,7 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,8 @@ static const char send_help[] =
     "  -t, --timeout S       longest silence from the peer (default 30)\n"
     "  -R, --recover         settle DOMAIN after a job whose agent died: resume it\n"
     "                        here, or remove it if HOST's agent says it runs there\n"
+    "  -S, --sync-fd FD      one member of a co-migration: stop at the group's\n"
+    "                        synchronization points on FD (vmmig comigrate uses it)\n"
     "  -k, --key FILE        pre-shared key (default $VMMIG_KEY_FILE or /etc/vmmig/key)\n"
     "  -d, --state-dir DIR   default $VMMIG_STATE_DIR or " DEFAULT_STATE_DIR "\n"
     "  -P, --policy FILE     default $VMMIG_POLICY or " DEFAULT_POLICY "\n"
@@ -77,6 +80,7 @@ struct job {
     struct timespec round_start, t0, t_suspend;
     unsigned long long dirty_rate;
     bool engine_rounds;    /* the engine reports rounds itself */
+    long long stop_ms;     /* when the domain was seen suspended (epoch ms) */
     struct xcstream xcs;   /* else they are read off the stream */
 };
 
@@ -159,6 +163,61 @@ static void on_progress(void *arg, unsigned round, bool final, unsigned long don
     progress_line(j, extra);
 }
 
+/* Co-migration: `vmmig comigrate` runs one `send` per member with a socket
+ * on --sync-fd.  At each synchronization point the member says "sync
+ * POINT" and waits for "go", or "abort WHY" (a closed socket is an abort
+ * too); "event POINT ..." lines only inform.  See vmmig-comigrate(1). */
+static int sync_fd = -1;
+static pthread_mutex_t sync_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void sync_event(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void sync_event(const char *fmt, ...)
+{
+    char line[200];
+    va_list ap;
+    if (sync_fd < 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line - 1, fmt, ap);
+    va_end(ap);
+    strcat(line, "\n");
+    pthread_mutex_lock(&sync_lock);
+    if (write(sync_fd, line, strlen(line)) < 0) {
+        /* the coordinator is gone: the next barrier says so */
+    }
+    pthread_mutex_unlock(&sync_lock);
+}
+
+/* 0 go on; -1 abort, with why (no coordinator: always go on). */
+static int sync_point(const char *point, char *why, size_t whylen)
+{
+    char line[300];
+    size_t n = 0;
+
+    if (sync_fd < 0)
+        return 0;
+    sync_event("sync %s", point);
+    for (;;) {
+        char ch;
+        ssize_t r = read(sync_fd, &ch, 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            snprintf(why, whylen, "co-migration: the coordinator went away at %s", point);
+            return -1;
+        }
+        if (ch == '\n')
+            break;
+        if (n < sizeof line - 1)
+            line[n++] = ch;
+    }
+    line[n] = 0;
+    if (!strcmp(line, "go"))
+        return 0;
+    snprintf(why, whylen, "co-migration: %s", !strncmp(line, "abort ", 6) ? line + 6 : line);
+    return -1;
+}
+
 /* A new round seen in libxl's stream (the engine did not report it). */
 static void stream_round(struct job *j)
 {
@@ -171,6 +230,15 @@ static void stream_round(struct job *j)
     j->dirty_rate = r->dirty_rate;
     if (j->stage != STAGE_PRECOPY)
         return; /* the last round, after the suspend: counted, not announced */
+    /* Co-migration keeps the members' rounds in step (holding this one's
+     * stream holds libxc back), so that their last rounds, and so their
+     * stops, come close together. */
+    char why[300];
+    if (sync_point("round", why, sizeof why)) {
+        j->pump_rc = -ECANCELED;
+        snprintf(j->pump_err, sizeof j->pump_err, "%s", why);
+        return;
+    }
     /* Round 1 sends every page; what the guest dirties shows from round 2 on,
      * known once round 2 is over. */
     if (r->round >= 3)
@@ -217,8 +285,11 @@ static void *pump_main(void *arg)
         }
         j->chunks++;
         atomic_fetch_add(&j->sent, (unsigned long long)r);
-        if (xcs_feed(&j->xcs, buf, (size_t)r))
+        if (xcs_feed(&j->xcs, buf, (size_t)r)) {
             stream_round(j);
+            if (j->pump_rc)
+                break;
+        }
     }
     /* Closing our end makes libxl's writer fail fast when we gave up. */
     close(j->pipe_r);
@@ -237,13 +308,15 @@ static void *monitor_main(void *arg)
     int ticks = 0;
 
     while (!atomic_load(&monitor_stop)) {
-        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
         if (!j->final_seen && j->eng->is_suspended(j->e, j->dom.domid) == 1) {
             j->final_seen = true;
             clock_gettime(CLOCK_MONOTONIC, &j->t_suspend);
+            j->stop_ms = epoch_ms();
+            sync_event("event stopped %lld", j->stop_ms);
             j->stage = STAGE_STOPCOPY;
             progress_line(j, NULL);
-        } else if (++ticks % 20 == 0) {
+        } else if (++ticks % 100 == 0) {
             progress_line(j, NULL);
         }
     }
@@ -513,7 +586,8 @@ static int send_main(int argc, char **argv)
         {"algorithm", required_argument, 0, 'a'}, {"force", no_argument, 0, 'f'},
         {"timeout", required_argument, 0, 't'},   {"key", required_argument, 0, 'k'},
         {"state-dir", required_argument, 0, 'd'}, {"policy", required_argument, 0, 'P'},
-        {"recover", no_argument, 0, 'R'},         {"help", no_argument, 0, 'h'},
+        {"recover", no_argument, 0, 'R'},         {"sync-fd", required_argument, 0, 'S'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     bool recovering = false;
@@ -531,7 +605,7 @@ static int send_main(int argc, char **argv)
 
     toolname = "vmmig send";
     j.timeout_ms = PROTO_DEFAULT_TIMEOUT_MS;
-    while ((opt = getopt_long(argc, argv, "p:s:a:ft:k:d:P:Rh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "p:s:a:ft:k:d:P:RS:h", longopts, NULL)) != -1) {
         switch (opt) {
         case 'p':
             if (parse_long(optarg, 1, 65535, &v))
@@ -554,6 +628,12 @@ static int send_main(int argc, char **argv)
         case 'd': state_dir = optarg; break;
         case 'P': policy_path = optarg; break;
         case 'R': recovering = true; break;
+        case 'S':
+            if (parse_long(optarg, 3, 1023, &v) || fcntl((int)v, F_GETFD) < 0)
+                usage_exit(&applet_send, "bad --sync-fd '%s' (an open descriptor, 3-1023)", optarg);
+            sync_fd = (int)v;
+            fcntl(sync_fd, F_SETFD, FD_CLOEXEC);
+            break;
         case 'h': help_exit_ok(&applet_send);
         default: usage_exit(&applet_send, "unknown option");
         }
@@ -722,6 +802,10 @@ static int send_main(int argc, char **argv)
         finish_failed(&j, err, false);
     }
     free(pl);
+    /* Co-migration: every member's destination has accepted it before any
+     * memory moves. */
+    if (sync_point("reserved", err, sizeof err))
+        fail_here(&j, err, sizeof err, NULL, true);
 
     /* ---- stages 2 and 3: the hypervisor's stream ---- */
     peer.psk = psk, peer.psklen = psklen, peer.port = port, peer.via = via;
@@ -771,6 +855,13 @@ static int send_main(int argc, char **argv)
                     sizeof err)) {
         fail_here(&j, err, sizeof err, NULL, true);
     }
+    /* Co-migration: nobody commits until every member's destination holds
+     * its copy; a member that failed before this point takes them all back. */
+    if (sync_point("received", err, sizeof err) || cancelled) {
+        if (cancelled)
+            snprintf(err, sizeof err, "cancelled");
+        fail_here(&j, err, sizeof err, NULL, true);
+    }
     /* From here on the job is not cancellable: exactly one side must run it. */
     sigset_t block;
     sigemptyset(&block);
@@ -783,7 +874,12 @@ static int send_main(int argc, char **argv)
         fail_here(&j, e2, sizeof e2, NULL, true);
     }
     peer.stream_started = false; /* from here on query_destination() decides */
-    if (proto_send(&j.conn, MSG_COMMIT, NULL, 0)) {
+    struct strbuf commit = {0};
+    if (sync_fd >= 0)
+        kv_add(&commit, "activate", "later"); /* a group resumes together */
+    int crc = proto_send(&j.conn, MSG_COMMIT, commit.s, (uint32_t)commit.len);
+    sb_free(&commit);
+    if (crc) {
         /* COMMIT may not have left: the destination will not run it. */
         snprintf(err, sizeof err, "%s: the link failed before COMMIT was sent", j.host);
         fail_here(&j, err, sizeof err, away, false);
@@ -792,12 +888,30 @@ static int send_main(int argc, char **argv)
     /* ---- stage 5: activation ---- */
     set_stage(&j, STAGE_ACTIVATE);
     test_delay("committed");
-    char result[16] = "", reason[300] = "", newdomid[16] = "?";
-    int rc = expect(&j, MSG_ACTIVATED, MSG_ACTIVATED, &type, &pl, &len, err, sizeof err);
+    char result[16] = "", reason[300] = "", newdomid[16] = "?", resumed[24] = "";
+    int rc = 0;
+    if (sync_fd >= 0) {
+        /* Committed and paused there; all members resume together.  Past
+         * the commit point an abort changes nothing: resume anyway. */
+        rc = expect(&j, MSG_PAUSED, MSG_ACTIVATED, &type, &pl, &len, err, sizeof err);
+        if (!rc && type == MSG_PAUSED) {
+            free(pl);
+            pl = NULL;
+            char why[300];
+            if (sync_point("committed", why, sizeof why))
+                error_msg("%s; resuming it all the same", why);
+            if (proto_send(&j.conn, MSG_RESUME, NULL, 0))
+                error_msg("%s: RESUME could not be sent; it resumes by itself", j.host);
+            rc = expect(&j, MSG_ACTIVATED, MSG_ACTIVATED, &type, &pl, &len, err, sizeof err);
+        }
+    } else {
+        rc = expect(&j, MSG_ACTIVATED, MSG_ACTIVATED, &type, &pl, &len, err, sizeof err);
+    }
     if (!rc) {
         kv_get(pl, len, "result", result, sizeof result);
         kv_get(pl, len, "reason", reason, sizeof reason);
         kv_get(pl, len, "domid", newdomid, sizeof newdomid);
+        kv_get(pl, len, "resumed_ms", resumed, sizeof resumed);
         free(pl);
     } else {
         /* The destination went quiet after COMMIT: ask it what it did. */
@@ -833,9 +947,10 @@ static int send_main(int argc, char **argv)
     j.eng->close(j.e);
     sigprocmask(SIG_UNBLOCK, &block, NULL);
     mig_run_hooks("source", j.dom.name, j.dom.uuid, j.myhost, j.host);
-    printf("result ok host=%s domid=%s total_ms=%lld downtime_ms=%lld sent=%llu rounds=%u\n",
+    printf("result ok host=%s domid=%s total_ms=%lld downtime_ms=%lld sent=%llu rounds=%u "
+           "stop_ms=%lld resume_ms=%s\n",
            j.host, newdomid, total, downtime, (unsigned long long)atomic_load(&j.sent),
-           j.round ? j.round : 1);
+           j.round ? j.round : 1, j.stop_ms, resumed[0] ? resumed : "0");
     return 0;
 }
 
