@@ -9,7 +9,7 @@ LIBS    := -lfuse3 -lxenlight -lxentoollog -lxenstore -lxenctrl -lcap -lpthread
 
 LIB_SRC    := $(wildcard lib/*.c)
 APPLET_SRC := vmmigfs/vmmigfs.c tools/vmmig.c tools/lock.c tools/migrate.c tools/send.c \
-              tools/receive.c tools/blockmirror.c guestctl/guestctl.c
+              tools/receive.c tools/comigrate.c tools/blockmirror.c guestctl/guestctl.c
 SRC        := $(LIB_SRC) $(APPLET_SRC)
 LINKS      := vmmigfs guestctl
 
@@ -28,7 +28,7 @@ TEST_DEPS  := perl util-linux python3 xen-utils-4.17 xenstore-utils qemu-system-
               clang-14 libclang-rt-14-dev qemu-utils nbdkit libnbd-bin
 DEPS_STAMP := .cache/deps.stamp
 
-.PHONY: all deps check check-unit check-fs check-man check-blockmirror check-install check-xen check-xen2 check-fuzz fuzz demo \
+.PHONY: all deps check check-unit check-fs check-comigrate check-man check-blockmirror check-install check-xen check-xen2 check-fuzz fuzz demo \
         bench clean \
         install uninstall
 all: $(B)/bin/vmmig
@@ -90,6 +90,11 @@ check-xen: $(B)/bin/vmmig $(KMOD) static
 	prove tests/xen/system.t
 	VMMIG_BIN=$(B)/static/vmmig.stripped prove tests/xen/system.t
 
+# Co-migration's coordinator with fake members (release and ASan builds).
+check-comigrate: $(B)/bin/vmmig $(B)/asan/vmmig
+	prove tests/comigrate.t
+	VMMIG=$(abspath $(B))/asan/vmmig prove tests/comigrate.t
+
 check-man: $(B)/bin/vmmig
 	prove tests/man.t
 
@@ -114,7 +119,7 @@ check-static: $(B)/bin/vmmig test-helpers
 check-xen2: $(B)/bin/vmmig $(KMOD)
 	prove tests/xen2/system2.t
 
-check: check-unit check-fs check-man check-blockmirror check-install check-static check-fuzz check-xen check-xen2
+check: check-unit check-fs check-comigrate check-man check-blockmirror check-install check-static check-fuzz check-xen check-xen2
 
 demo: $(B)/bin/vmmig $(KMOD)
 	tests/xen/demo.sh
