@@ -31,6 +31,7 @@ declare -A PAGE_OF=(
     [guestctl]=guestctl.1
     [send]=vmmig-send.8
     [receive]=vmmig-receive.8
+    [comigrate]=vmmig-comigrate.1
 )
 
 # render PAGE: plain ASCII text, one paragraph per line (no filling breaks,
