@@ -32,6 +32,7 @@ declare -A PAGE_OF=(
     [send]=vmmig-send.8
     [receive]=vmmig-receive.8
     [comigrate]=vmmig-comigrate.1
+    [blockmirror]=vmmig-blockmirror.8
 )
 
 # render PAGE: plain ASCII text, one paragraph per line (no filling breaks,
