@@ -35,6 +35,10 @@ struct mig_request {
     unsigned port;         /* tcp port of the destination agent */
     unsigned timeout_s;    /* longest silence from the peer */
     bool recover;          /* settle the domain after an agent that died (send --recover) */
+    /* A peer group moved by one command (vmmig comigrate): the domids, the
+     * domain asked for first; nmembers 0 or 1 moves vm alone (vmmig send). */
+    const uint32_t *members;
+    size_t nmembers;
 };
 
 struct backend_ops {
@@ -54,7 +58,8 @@ struct backend_ops {
     int (*guest_hold_set)(struct backend *b, const struct vm_info *vm, const char *value);
     /* A hold from the domain's configuration; out->active false when none. */
     int (*static_hold)(struct backend *b, const struct vm_info *vm, struct hold *out);
-    /* The command that live-migrates vm (NULL-terminated, malloc'd strings). */
+    /* The command that live-migrates vm, or req->members together
+     * (NULL-terminated, malloc'd strings). */
     int (*migrate_argv)(struct backend *b, const struct vm_info *vm, const struct mig_request *req,
                         char ***argv);
 };

@@ -311,11 +311,14 @@ static int xen_static_hold(struct backend *b, const struct vm_info *vm, struct h
     return 0;
 }
 
-/* `vmmig send`: this very binary ($VMMIG_SEND replaces it, for tests). */
+/* `vmmig send DOMID HOST`, or for a group `vmmig comigrate HOST DOMID...`:
+ * this very binary ($VMMIG_SEND replaces it, for tests). */
 static int xen_migrate_argv(struct backend *b, const struct vm_info *vm,
                             const struct mig_request *req, char ***argvp)
 {
-    char **argv = xzalloc(sizeof *argv * 16);
+    bool group = req->nmembers > 1;
+    /* binary, applet, 6 options at most, the host, the domains, NULL */
+    char **argv = xzalloc(sizeof *argv * (10 + (group ? req->nmembers : 1)));
     char self[PATH_MAX], num[32];
     const char *send = getenv("VMMIG_SEND");
     int i = 0;
@@ -331,7 +334,7 @@ static int xen_migrate_argv(struct backend *b, const struct vm_info *vm,
         send = self;
     }
     argv[i++] = xstrdup(send);
-    argv[i++] = xstrdup("send");
+    argv[i++] = xstrdup(group ? "comigrate" : "send");
     if (req->force)
         argv[i++] = xstrdup("--force");
     if (req->recover)
@@ -347,9 +350,17 @@ static int xen_migrate_argv(struct backend *b, const struct vm_info *vm,
         snprintf(num, sizeof num, "--timeout=%u", req->timeout_s);
         argv[i++] = xstrdup(num);
     }
-    snprintf(num, sizeof num, "%u", vm->domid);
-    argv[i++] = xstrdup(num);
-    argv[i++] = xstrdup(req->host);
+    if (group) {
+        argv[i++] = xstrdup(req->host);
+        for (size_t m = 0; m < req->nmembers; m++) {
+            snprintf(num, sizeof num, "%u", req->members[m]);
+            argv[i++] = xstrdup(num);
+        }
+    } else {
+        snprintf(num, sizeof num, "%u", vm->domid);
+        argv[i++] = xstrdup(num);
+        argv[i++] = xstrdup(req->host);
+    }
     *argvp = argv;
     return 0;
 }

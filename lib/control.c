@@ -51,6 +51,14 @@ static void touch(struct ctl *c, struct domain *d)
 }
 
 static void waiters_run(struct ctl *c, time_t now);
+static void group_member_gone(struct ctl *c, struct domain *d);
+
+/* The domain whose command runs (or whose request waits for) d's job: the
+ * group's lead in a co-migration, else d itself. */
+static struct domain *job_lead(struct domain *d)
+{
+    return d->mig_lead ? d->mig_lead : d;
+}
 
 /* ---- opening ---------------------------------------------------------------- */
 
@@ -297,6 +305,7 @@ static void share_job(struct ctl *c, const struct domain *from)
             continue;
         strlcpy0(d->migration, from->migration, sizeof d->migration);
         strlcpy0(d->last_refusal, from->last_refusal, sizeof d->last_refusal);
+        strlcpy0(d->mig_group, from->mig_group, sizeof d->mig_group);
         d->prog = from->prog;
         touch(c, d);
     }
@@ -353,7 +362,7 @@ static struct domain *domain_add(struct ctl *c, const struct vm_info *vm)
         snprintf(st.admin.reason, sizeof st.admin.reason, "unreadable state record");
     }
     for (size_t i = 0; i < c->ndoms; i++)
-        if (!strcmp(c->doms[i]->vm.uuid, vm->uuid) && c->doms[i]->mig_pid > 0) {
+        if (!strcmp(c->doms[i]->vm.uuid, vm->uuid) && job_lead(c->doms[i])->mig_pid > 0) {
             strlcpy0(d->migration, c->doms[i]->migration, sizeof d->migration);
             strlcpy0(d->last_refusal, c->doms[i]->last_refusal, sizeof d->last_refusal);
             d->prog = c->doms[i]->prog;
@@ -501,15 +510,18 @@ int ctl_refresh(struct ctl *c)
     size_t j = 0;
     for (size_t i = 0; i < c->ndoms; i++) {
         struct domain *d = c->doms[i];
-        if (d->seen || d->mig_pid > 0 || d->ghost) {
+        if (d->seen || d->ghost || job_lead(d)->mig_pid > 0) {
             c->doms[j++] = d;
             continue;
         }
         events_emit(&c->ev, d->vm.name, "domain-removed", "domid=%u uuid=%s", d->vm.domid,
                     d->vm.uuid);
-        if (d->waiting)
+        if (job_lead(d)->waiting) {
             events_emit(&c->ev, d->vm.name, "migrate-failed", "to=%s why=\"%s\"", d->mig_host,
                         "the domain went away while waiting");
+            if (d->mig_lead)
+                group_member_gone(c, d);
+        }
         if (d->dirty)
             save_domain(c, d);
         if (c->name_gone)
@@ -764,6 +776,8 @@ save_failed:
 /* ---- migrate ---------------------------------------------------------------- */
 
 static void peers_on_one_line(struct ctl *c, struct domain *d, struct strbuf *sb);
+static struct domain *find_uuid(struct ctl *c, const char *uuid);
+static bool in_group(const struct domain *d, const char *uuid);
 
 static bool host_valid(const char *h)
 {
@@ -865,6 +879,7 @@ static void progress_reset(struct mig_progress *p)
     p->stage = p->fail_stage = -1;
     p->round = p->sent = p->dirty_pages = p->dirty_rate = -1;
     p->new_domid = p->total_ms = p->downtime_ms = p->rounds = -1;
+    p->stop_ms = p->resume_ms = p->stop_skew_ms = p->resume_skew_ms = -1;
 }
 
 /* Event values are quoted: a quote inside becomes an apostrophe. */
@@ -889,146 +904,308 @@ static void job_fail(struct ctl *c, struct domain *d, const char *why)
     touch(c, d);
 }
 
-/* Start the migration command now; when it cannot start, the job ends failed. */
-static int job_start(struct ctl *c, struct domain *d, const char *host, bool force,
+/* The domains lead's job moves into ms: its group, or lead alone. */
+static int job_members(struct domain *lead, struct domain *ms[GROUP_MAX])
+{
+    if (!lead->ngrp) {
+        ms[0] = lead;
+        return 1;
+    }
+    memcpy(ms, lead->grp, sizeof *ms * (size_t)lead->ngrp);
+    return lead->ngrp;
+}
+
+/* "web1,domr-web1": the group's names joined by sep, for events and status. */
+static void group_names(struct domain *lead, const char *sep, char *buf, size_t size)
+{
+    size_t n = 0;
+
+    buf[0] = 0;
+    for (int i = 0; i < lead->ngrp && n < size; i++)
+        n += (size_t)snprintf(buf + n, size - n, "%s%s", i ? sep : "", lead->grp[i]->mig_name);
+}
+
+/* " group=web1,domr-web1" for a group job's events, "" otherwise. */
+static void group_suffix(struct domain *lead, char *buf, size_t size)
+{
+    char names[GROUP_MAX * 65];
+
+    buf[0] = 0;
+    if (!lead->ngrp)
+        return;
+    group_names(lead, ",", names, sizeof names);
+    snprintf(buf, size, " group=%s", names);
+}
+
+/* Every member takes on the job lead asks for: where to, under which name,
+ * no progress yet, and (in a group) who runs it. */
+static void job_prepare(struct ctl *c, struct domain *lead, const char *host)
+{
+    struct domain *ms[GROUP_MAX];
+    int n = job_members(lead, ms);
+    char h[256];
+
+    strlcpy0(h, host, sizeof h); /* host may be lead->mig_host itself */
+    for (int i = 0; i < n; i++) {
+        struct domain *m = ms[i];
+        strlcpy0(m->mig_host, h, sizeof m->mig_host);
+        strlcpy0(m->mig_name, m->vm.name, sizeof m->mig_name);
+        m->mig_done = false;
+        progress_reset(&m->prog);
+        m->mig_lead = lead->ngrp ? lead : NULL;
+        if (lead->ngrp)
+            lead->grp_domid[i] = m->vm.domid;
+    }
+    for (int i = 0; i < n; i++)
+        group_names(lead, " ", ms[i]->mig_group, sizeof ms[i]->mig_group);
+    progress_reset(&lead->grp_prog);
+    touch(c, lead);
+}
+
+/* The job is over (or never started): the members are on their own again. */
+static void group_end(struct domain *lead)
+{
+    for (int i = 0; i < lead->ngrp; i++)
+        lead->grp[i]->mig_lead = NULL;
+    lead->ngrp = 0;
+    lead->waiting = false;
+}
+
+/* Start the migration command now for lead and its group (if any); when it
+ * cannot start, the job ends failed for every member. */
+static int job_start(struct ctl *c, struct domain *lead, const char *host, bool force,
                      const char *user, uid_t uid, char *err, size_t errlen)
 {
     struct mig_request req = {
-        .host = d->mig_host,
+        .host = host,
         .force = force,
         .transport = c->pol.transport,
         .port = (unsigned)c->pol.port,
         .timeout_s = (unsigned)c->pol.migrate_timeout,
+        .members = lead->grp_domid,
+        .nmembers = (size_t)lead->ngrp,
     };
-    char **argv = NULL, h[256];
-    int rc;
+    struct domain *ms[GROUP_MAX];
+    char **argv = NULL, group[GROUP_MAX * 65 + 8];
+    int n, rc;
 
-    strlcpy0(h, host, sizeof h); /* host may be d->mig_host itself */
-    strlcpy0(d->mig_host, h, sizeof d->mig_host);
-    strlcpy0(d->mig_name, d->vm.name, sizeof d->mig_name);
-    d->mig_done = false;
-    d->mig_cancel_by[0] = 0;
-    d->mig_died[0] = 0;
-    progress_reset(&d->prog);
-    rc = c->ops->migrate_argv(c->be, &d->vm, &req, &argv);
+    job_prepare(c, lead, host);
+    n = job_members(lead, ms);
+    req.host = lead->mig_host;
+    lead->mig_cancel_by[0] = 0;
+    lead->mig_died[0] = 0;
+    rc = c->ops->migrate_argv(c->be, &lead->vm, &req, &argv);
     if (!rc)
-        rc = c->run.start(c->run.arg, argv, &d->mig_pid, &d->mig_fd);
+        rc = c->run.start(c->run.arg, argv, &lead->mig_pid, &lead->mig_fd);
     argv_free(argv);
     if (rc) {
         snprintf(err, errlen, "cannot start the migration: %s", strerror(-rc));
-        d->mig_pid = 0;
-        job_fail(c, d, err);
+        lead->mig_pid = 0;
+        for (int i = 0; i < n; i++)
+            job_fail(c, ms[i], err);
+        group_end(lead);
         return rc;
     }
-    d->mig_exit = -1;
-    sb_reset(&d->mig_out);
-    d->mig_line_len = 0;
-    snprintf(d->migration, sizeof d->migration, "running %s", h);
-    events_emit(&c->ev, d->vm.name, "migrate-started", "to=%s by=%s uid=%u domid=%u%s", h, user,
-                (unsigned)uid, d->vm.domid, force ? " force=yes" : "");
-    touch(c, d);
+    lead->mig_exit = -1;
+    sb_reset(&lead->mig_out);
+    lead->mig_line_len = 0;
+    group_suffix(lead, group, sizeof group);
+    for (int i = 0; i < n; i++) {
+        struct domain *m = ms[i];
+        snprintf(m->migration, sizeof m->migration, "running %s", m->mig_host);
+        events_emit(&c->ev, m->vm.name, "migrate-started", "to=%s by=%s uid=%u domid=%u%s%s",
+                    m->mig_host, user, (unsigned)uid, m->vm.domid, force ? " force=yes" : "",
+                    group);
+        touch(c, m);
+    }
     return 0;
 }
 
-/* "X must migrate together with its peers (...)": this version cannot. */
-static void peers_refusal(struct ctl *c, struct domain *d, char *err, size_t errlen)
+/* lead's job waits: has its group changed since it was asked for (a write to
+ * a peer file)?  Then what was checked no longer describes what would move. */
+static bool group_changed(struct domain *lead)
 {
-    struct strbuf names = {0};
-
-    peers_on_one_line(c, d, &names);
-    snprintf(err, errlen,
-             "%s must migrate together with its peers (%s); this version cannot co-migrate",
-             d->vm.name, names.s ? names.s : "");
-    sb_free(&names);
+    if (lead->npeers != (lead->ngrp ? lead->ngrp - 1 : 0))
+        return true;
+    for (int i = 1; i < lead->ngrp; i++)
+        if (!in_group(lead, lead->grp[i]->vm.uuid))
+            return true;
+    return false;
 }
 
-/* Deferred jobs: start those whose domain has no hold left, end those that
+/* Which members hold the job back: for a domain alone its holds ("admin hold
+ * by root (x)"), for a group "NAME is locked: HOLDS" per locked member.
+ * False if none. */
+static bool job_locks(struct domain **ms, int n, bool group, time_t now, struct strbuf *why)
+{
+    bool locked = false;
+
+    for (int i = 0; i < n; i++) {
+        struct strbuf one = {0};
+        if (!lockset_locked(&ms[i]->locks, now))
+            continue;
+        lockset_describe(&ms[i]->locks, now, &one);
+        if (group)
+            sb_printf(why, "%s%s is locked: %s", locked ? "; " : "", ms[i]->vm.name, one.s);
+        else
+            sb_printf(why, "%s", one.s);
+        sb_free(&one);
+        locked = true;
+    }
+    return locked;
+}
+
+/* A waiting job's text: "waiting HOST: locked: HOLDS" for a domain alone,
+ * "waiting HOST: NAME is locked: HOLDS" for a group. */
+static void waiting_text(struct domain *lead, const char *why, char *buf, size_t size)
+{
+    snprintf(buf, size, "waiting %s: %s%s", lead->mig_host, lead->ngrp ? "" : "locked: ", why);
+}
+
+/* Every member's job ends failed with the same reason. */
+static void job_fail_all(struct ctl *c, struct domain *lead, const char *why)
+{
+    struct domain *ms[GROUP_MAX];
+    int n = job_members(lead, ms);
+
+    for (int i = 0; i < n; i++)
+        job_fail(c, ms[i], why);
+    group_end(lead);
+}
+
+/* Deferred jobs: start those whose members have no hold left, end those that
  * waited too long.  Run on every hold change and once a second. */
 static void waiters_run(struct ctl *c, time_t now)
 {
     for (size_t i = 0; i < c->ndoms; i++) {
-        struct domain *d = c->doms[i];
+        struct domain *d = c->doms[i], *ms[GROUP_MAX];
         char text[600];
+        int n;
 
         if (!d->waiting || d->ghost)
             continue;
-        if (lockset_locked(&d->locks, now)) {
-            struct strbuf why = {0};
-            lockset_describe(&d->locks, now, &why);
+        n = job_members(d, ms);
+        if (group_changed(d)) {
+            job_fail_all(c, d, "the peer group changed while waiting (ask again)");
+            continue;
+        }
+        struct strbuf why = {0};
+        if (job_locks(ms, n, d->ngrp > 0, now, &why)) {
             if (d->wait_until && now >= d->wait_until) {
-                d->waiting = false;
                 snprintf(text, sizeof text, "still locked after %lld s: %s",
                          (long long)(d->wait_until - d->wait_since), why.s);
-                job_fail(c, d, text);
+                job_fail_all(c, d, text);
             } else {
-                snprintf(text, sizeof text, "waiting %s: locked: %s", d->mig_host, why.s);
-                if (strcmp(text, d->migration)) {
-                    strlcpy0(d->migration, text, sizeof d->migration);
-                    touch(c, d);
-                }
+                waiting_text(d, why.s, text, sizeof text);
+                for (int k = 0; k < n; k++)
+                    if (strcmp(text, ms[k]->migration)) {
+                        strlcpy0(ms[k]->migration, text, sizeof ms[k]->migration);
+                        touch(c, ms[k]);
+                    }
             }
             sb_free(&why);
             continue;
         }
         d->waiting = false;
-        if (d->npeers) {
-            peers_refusal(c, d, text, sizeof text);
-            job_fail(c, d, text);
-            continue;
-        }
         job_start(c, d, d->mig_host, false, d->wait_by, d->wait_uid, text, sizeof text);
     }
 }
 
+/* A member of a waiting group went away: the others cannot move without it. */
+static void group_member_gone(struct ctl *c, struct domain *d)
+{
+    struct domain *lead = d->mig_lead;
+    char why[200];
+
+    snprintf(why, sizeof why, "%s went away while waiting", d->vm.name);
+    for (int i = 0; i < lead->ngrp; i++)
+        if (lead->grp[i] != d)
+            job_fail(c, lead->grp[i], why);
+    group_end(lead);
+}
+
+/* cancel, written to any member: stops the whole job. */
 static int job_cancel(struct ctl *c, struct domain *d, const struct caller *who, const char *user,
                       char *err, size_t errlen)
 {
-    if (d->waiting) {
+    struct domain *lead = job_lead(d);
+    char group[GROUP_MAX * 65 + 8];
+
+    group_suffix(lead, group, sizeof group);
+    if (lead->waiting) {
         char why[128];
-        d->waiting = false;
-        events_emit(&c->ev, d->vm.name, "migrate-cancel", "by=%s uid=%u to=%s waiting=yes", user,
-                    (unsigned)who->uid, d->mig_host);
+        events_emit(&c->ev, d->vm.name, "migrate-cancel", "by=%s uid=%u to=%s waiting=yes%s", user,
+                    (unsigned)who->uid, d->mig_host, group);
         snprintf(why, sizeof why, "cancelled by %s while waiting", user);
-        job_fail(c, d, why);
+        job_fail_all(c, lead, why);
         return 0;
     }
-    if (d->mig_pid <= 0) {
+    if (lead->mig_pid <= 0) {
         snprintf(err, errlen, "no migration is running or waiting");
         ctl_reject(c, d->vm.name, "migrate", who, err);
         return -ESRCH;
     }
-    c->run.stop(c->run.arg, d->mig_pid);
-    strlcpy0(d->mig_cancel_by, user, sizeof d->mig_cancel_by);
-    events_emit(&c->ev, d->vm.name, "migrate-cancel", "by=%s uid=%u to=%s", user,
-                (unsigned)who->uid, d->mig_host);
+    c->run.stop(c->run.arg, lead->mig_pid);
+    strlcpy0(lead->mig_cancel_by, user, sizeof lead->mig_cancel_by);
+    events_emit(&c->ev, d->vm.name, "migrate-cancel", "by=%s uid=%u to=%s%s", user,
+                (unsigned)who->uid, d->mig_host, group);
     return 0;
 }
 
-/* A refusal is remembered: the migrate file, last_refusal and events say why. */
-static int job_refuse(struct ctl *c, struct domain *d, const char *host, const struct caller *who,
-                      const char *user, const char *why, int rc, const char *err)
+/* A refusal is remembered by every member: the migrate file, last_refusal
+ * and events say why. */
+static int job_refuse(struct ctl *c, struct domain **ms, int n, const char *host,
+                      const struct caller *who, const char *user, const char *why, int rc,
+                      const char *err)
 {
     char when[32];
 
     fmt_time(time(NULL), when, sizeof when);
-    snprintf(d->last_refusal, sizeof d->last_refusal, "%s to %s by %s: %s", when, host, user, err);
-    snprintf(d->migration, sizeof d->migration, "refused %s: %s", host, err);
-    d->mig_done = false;
-    events_emit(&c->ev, d->vm.name, "migrate-refused", "to=%s by=%s uid=%u why=\"%s\"", host, user,
-                (unsigned)who->uid, why);
-    touch(c, d);
+    for (int i = 0; i < n; i++) {
+        struct domain *d = ms[i];
+        snprintf(d->last_refusal, sizeof d->last_refusal, "%s to %s by %s: %s", when, host, user,
+                 err);
+        snprintf(d->migration, sizeof d->migration, "refused %s: %s", host, err);
+        d->mig_done = false;
+        d->mig_group[0] = 0;
+        events_emit(&c->ev, d->vm.name, "migrate-refused", "to=%s by=%s uid=%u why=\"%s\"", host,
+                    user, (unsigned)who->uid, why);
+        touch(c, d);
+    }
     return rc;
 }
 
+/* d and its peers, d first: every member must be here to move together. */
+static int group_collect(struct ctl *c, struct domain *d, struct domain **ms, int *n, char *err,
+                         size_t errlen)
+{
+    *n = 0;
+    ms[(*n)++] = d;
+    for (int i = 0; i < d->npeers; i++) {
+        struct domain *p = find_uuid(c, d->peers[i]);
+        if (!p) {
+            snprintf(err, errlen,
+                     "%s's peer %s is not on this host (empty its peer file to move it alone)",
+                     d->vm.name, d->peers[i]);
+            return -ENXIO;
+        }
+        ms[(*n)++] = p;
+    }
+    return 0;
+}
+
+/* HOST [wait|force] for d moves d's whole peer group or nothing: every
+ * member is checked first (busy, holds), and one command moves them all. */
 int ctl_migrate_write(struct ctl *c, struct domain *d, const char *buf, size_t len,
                       const struct caller *who, char *err, size_t errlen)
 {
     struct mig_mode m;
     struct strbuf why = {0};
+    struct domain *ms[GROUP_MAX];
+    bool forced[GROUP_MAX] = {false}, any_forced = false;
     time_t now = time(NULL);
-    bool forced = false;
     char user[64];
-    int rc;
+    int n, rc;
 
     if (d->ghost)
         return ghost_refuse(c, d, "migrate", who, err, errlen);
@@ -1040,72 +1217,96 @@ int ctl_migrate_write(struct ctl *c, struct domain *d, const char *buf, size_t l
     caller_name(who->uid, user, sizeof user);
     if (m.cancel)
         return job_cancel(c, d, who, user, err, errlen);
-    if (d->mig_pid > 0 || d->waiting) {
-        snprintf(err, errlen, "a migration to %s is already %s", d->mig_host,
-                 d->waiting ? "waiting (write cancel first)" : "running");
+    rc = group_collect(c, d, ms, &n, err, errlen);
+    if (rc) {
+        rc = job_refuse(c, ms, 1, m.host, who, user, err, rc, err);
+        goto out;
+    }
+    bool group = n > 1;
+    for (int i = 0; i < n; i++) {
+        struct domain *lead = job_lead(ms[i]);
+        if (lead->mig_pid <= 0 && !lead->waiting)
+            continue;
+        snprintf(err, errlen, "%s%sa migration to %s is already %s", group ? ms[i]->vm.name : "",
+                 group ? ": " : "", ms[i]->mig_host,
+                 lead->waiting ? "waiting (write cancel first)" : "running");
         ctl_reject(c, d->vm.name, "migrate", who, err);
-        return -EBUSY;
+        rc = -EBUSY;
+        goto out;
     }
 
-    if (lockset_locked(&d->locks, now)) {
-        const struct hold *g = &d->locks.h[HOLD_GUEST];
-        lockset_describe(&d->locks, now, &why);
-        if (m.wait) {
-            if (d->npeers)
-                goto peers;
-            d->waiting = true;
-            d->wait_since = now;
-            d->wait_until = m.wait_s ? now + m.wait_s : 0;
-            d->wait_uid = who->uid;
-            strlcpy0(d->wait_by, user, sizeof d->wait_by);
-            strlcpy0(d->mig_host, m.host, sizeof d->mig_host);
-            strlcpy0(d->mig_name, d->vm.name, sizeof d->mig_name);
-            d->mig_done = false;
-            progress_reset(&d->prog);
-            snprintf(d->migration, sizeof d->migration, "waiting %s: locked: %s", m.host, why.s);
-            char limit[32] = "none";
-            if (m.wait_s)
-                snprintf(limit, sizeof limit, "%ld", m.wait_s);
-            events_emit(&c->ev, d->vm.name, "migrate-waiting",
-                        "to=%s by=%s uid=%u timeout=%s why=\"%s\"", m.host, user,
-                        (unsigned)who->uid, limit, why.s);
-            touch(c, d);
-            rc = 0;
+    bool locked = job_locks(ms, n, group, now, &why);
+    if (locked && !m.wait) {
+        if (!m.force) {
+            snprintf(err, errlen, "%s%s", group ? "" : "locked: ", why.s);
+            rc = job_refuse(c, ms, n, m.host, who, user, why.s, -EBUSY, err);
             goto out;
         }
-        if (m.force && !hold_in_force(&d->locks.h[HOLD_STATIC], now) &&
-            !hold_in_force(&d->locks.h[HOLD_ADMIN], now)) {
-            /* Only guest holds are left: force needs them past their quota. */
-            if (guest_within_quota(c, g, now, err, errlen)) {
-                rc = job_refuse(c, d, m.host, who, user, err, -EPERM, err);
+        /* force needs every hold left to be a guest's past its quota. */
+        for (int i = 0; i < n; i++) {
+            const struct lockset *l = &ms[i]->locks;
+            char qerr[400], name[80] = "";
+            if (!lockset_locked(l, now))
+                continue;
+            if (group)
+                snprintf(name, sizeof name, "%s: ", ms[i]->vm.name);
+            if (hold_in_force(&l->h[HOLD_STATIC], now) || hold_in_force(&l->h[HOLD_ADMIN], now)) {
+                struct strbuf one = {0};
+                lockset_describe(l, now, &one);
+                snprintf(err, errlen, "%s%s%s (force overrides only a guest hold past its quota)",
+                         group ? ms[i]->vm.name : "", group ? " is locked: " : "locked: ", one.s);
+                rc = job_refuse(c, ms, n, m.host, who, user, group ? err : one.s, -EBUSY, err);
+                sb_free(&one);
                 goto out;
             }
-            forced = true;
-        } else {
-            snprintf(err, errlen, "locked: %s%s", why.s,
-                     m.force ? " (force overrides only a guest hold past its quota)" : "");
-            rc = job_refuse(c, d, m.host, who, user, why.s, -EBUSY, err);
-            goto out;
+            if (guest_within_quota(c, &l->h[HOLD_GUEST], now, qerr, sizeof qerr)) {
+                snprintf(err, errlen, "%s%s", name, qerr);
+                rc = job_refuse(c, ms, n, m.host, who, user, err, -EPERM, err);
+                goto out;
+            }
+            forced[i] = any_forced = true;
         }
     }
-    if (d->npeers)
-        goto peers;
-    if (forced) {
-        const struct hold *g = &d->locks.h[HOLD_GUEST];
+
+    d->ngrp = 0;
+    if (group) {
+        memcpy(d->grp, ms, sizeof *ms * (size_t)n);
+        d->ngrp = n;
+    }
+    if (m.wait && locked) {
+        char text[600], limit[32] = "none";
+        job_prepare(c, d, m.host);
+        d->waiting = true;
+        d->wait_since = now;
+        d->wait_until = m.wait_s ? now + m.wait_s : 0;
+        d->wait_uid = who->uid;
+        strlcpy0(d->wait_by, user, sizeof d->wait_by);
+        waiting_text(d, why.s, text, sizeof text);
+        for (int i = 0; i < n; i++) {
+            strlcpy0(ms[i]->migration, text, sizeof ms[i]->migration);
+            touch(c, ms[i]);
+        }
+        if (m.wait_s)
+            snprintf(limit, sizeof limit, "%ld", m.wait_s);
+        char gsuffix[GROUP_MAX * 65 + 8];
+        group_suffix(d, gsuffix, sizeof gsuffix);
+        events_emit(&c->ev, d->vm.name, "migrate-waiting",
+                    "to=%s by=%s uid=%u timeout=%s why=\"%s\"%s", m.host, user,
+                    (unsigned)who->uid, limit, why.s, gsuffix);
+        rc = 0;
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        const struct hold *g = &ms[i]->locks.h[HOLD_GUEST];
         char held[32];
+        if (!forced[i])
+            continue;
         fmt_time(g->since, held, sizeof held);
-        events_emit(&c->ev, d->vm.name, "migrate-forced",
+        events_emit(&c->ev, ms[i]->vm.name, "migrate-forced",
                     "to=%s by=%s uid=%u holder=guest held_since=%s reason=\"%s\"", m.host, user,
                     (unsigned)who->uid, held, g->reason);
     }
-    rc = job_start(c, d, m.host, forced, user, who->uid, err, errlen);
-    goto out;
-
-peers:
-    peers_refusal(c, d, err, errlen);
-    events_emit(&c->ev, d->vm.name, "migrate-refused", "to=%s by=%s uid=%u why=\"%s\"", m.host,
-                user, (unsigned)who->uid, err);
-    rc = -EOPNOTSUPP;
+    rc = job_start(c, d, m.host, any_forced, user, who->uid, err, errlen);
 out:
     sb_free(&why);
     return rc;
@@ -1144,23 +1345,27 @@ static void take_word(char *out, size_t size, const char *v)
 
 /* One line of the engine's output.  "progress ..." and "result ..." lines
  * are key=value words (unknown keys ignored; why="..." runs to the line's
- * last quote); everything else is text for people, kept in mig_out. */
+ * last quote); everything else is text for people, kept in mig_out.  In a
+ * group job (d runs `vmmig comigrate`) member=DOMID says which member a line
+ * is about; a result line without it is the group's. */
 static void mig_parse_line(struct ctl *c, struct domain *d, char *line)
 {
-    struct mig_progress np = d->prog;
-    long long stage = -1, round = -1, sent = -1, pages = -1, rate = -1;
-    char name[32] = "";
-    bool result = false;
+    struct domain *to = d; /* the member the line is about; NULL: the group */
+    struct mig_progress np;
+    long long stage = -1, round = -1, sent = -1, pages = -1, rate = -1, member = -1;
+    long long new_domid = -1, total = -1, downtime = -1, rounds = -1, stop = -1, resume = -1,
+              stop_skew = -1, resume_skew = -1;
+    char name[32] = "", where[32] = "", why[300];
+    bool result = false, ok = false, have_why = false;
     char *p;
 
     if (!strncmp(line, "progress ", 9)) {
         p = line + 9;
     } else if (!strncmp(line, "result ok", 9) && (!line[9] || line[9] == ' ')) {
-        result = np.result = np.ok = true;
+        result = ok = true;
         p = line + 9;
     } else if (!strncmp(line, "result failed", 13) && (!line[13] || line[13] == ' ')) {
-        result = np.result = true;
-        np.ok = false;
+        result = true;
         p = line + 13;
     } else {
         return;
@@ -1180,10 +1385,9 @@ static void mig_parse_line(struct ctl *c, struct domain *d, char *line)
             } else {
                 p += strlen(p);
             }
-            if (result) {
-                strlcpy0(np.why, val, sizeof np.why);
-                unquote(np.why);
-            }
+            strlcpy0(why, val, sizeof why);
+            unquote(why);
+            have_why = true;
             continue;
         }
         p += strcspn(p, " \t");
@@ -1196,34 +1400,66 @@ static void mig_parse_line(struct ctl *c, struct domain *d, char *line)
         val = eq + 1;
         if (!strcmp(key, "stage"))
             take_num(&stage, val);
+        else if (!strcmp(key, "member"))
+            take_num(&member, val);
         else if (!strcmp(key, "name"))
             take_word(name, sizeof name, val);
         else if (!strcmp(key, "sent"))
             take_num(&sent, val);
-        else if (!result && !strcmp(key, "round"))
+        else if (!strcmp(key, "round"))
             take_num(&round, val);
-        else if (!result && !strcmp(key, "dirty_pages"))
+        else if (!strcmp(key, "dirty_pages"))
             take_num(&pages, val);
-        else if (!result && !strcmp(key, "dirty_rate"))
+        else if (!strcmp(key, "dirty_rate"))
             take_num(&rate, val);
-        else if (result && !strcmp(key, "domid"))
-            take_num(&np.new_domid, val);
-        else if (result && !strcmp(key, "total_ms"))
-            take_num(&np.total_ms, val);
-        else if (result && !strcmp(key, "downtime_ms"))
-            take_num(&np.downtime_ms, val);
-        else if (result && !strcmp(key, "rounds"))
-            take_num(&np.rounds, val);
-        else if (result && !strcmp(key, "domain"))
-            take_word(np.where, sizeof np.where, val);
+        else if (!strcmp(key, "domid"))
+            take_num(&new_domid, val);
+        else if (!strcmp(key, "total_ms"))
+            take_num(&total, val);
+        else if (!strcmp(key, "downtime_ms"))
+            take_num(&downtime, val);
+        else if (!strcmp(key, "rounds"))
+            take_num(&rounds, val);
+        else if (!strcmp(key, "stop_ms"))
+            take_num(&stop, val);
+        else if (!strcmp(key, "resume_ms"))
+            take_num(&resume, val);
+        else if (!strcmp(key, "stop_skew_ms"))
+            take_num(&stop_skew, val);
+        else if (!strcmp(key, "resume_skew_ms"))
+            take_num(&resume_skew, val);
+        else if (!strcmp(key, "domain"))
+            take_word(where, sizeof where, val);
     }
+    if (d->ngrp) {
+        to = NULL;
+        for (int i = 0; i < d->ngrp && member >= 0; i++)
+            if (d->grp_domid[i] == member)
+                to = d->grp[i];
+        if (!to && (member >= 0 || !result))
+            return; /* a member that is not ours, or group progress: text */
+    }
+    np = to ? to->prog : d->grp_prog;
     if (stage > 99)
         stage = -1;
     if (sent >= 0)
         np.sent = sent;
     if (result) {
-        if (!np.ok && stage >= 0)
+        np.result = true;
+        np.ok = ok;
+        if (!ok && stage >= 0)
             np.fail_stage = (int)stage;
+        if (have_why)
+            strlcpy0(np.why, why, sizeof np.why);
+        if (where[0])
+            strlcpy0(np.where, where, sizeof np.where);
+        const long long *from[] = {&new_domid, &total, &downtime, &rounds,
+                                   &stop, &resume, &stop_skew, &resume_skew};
+        long long *into[] = {&np.new_domid, &np.total_ms, &np.downtime_ms, &np.rounds,
+                             &np.stop_ms, &np.resume_ms, &np.stop_skew_ms, &np.resume_skew_ms};
+        for (size_t i = 0; i < ARRAY_SIZE(from); i++)
+            if (*from[i] >= 0)
+                *into[i] = *from[i];
     } else {
         if (stage >= 0 && stage != np.stage) {
             np.stage = (int)stage;
@@ -1240,14 +1476,18 @@ static void mig_parse_line(struct ctl *c, struct domain *d, char *line)
         if (rate >= 0)
             np.dirty_rate = rate;
     }
-    if (!memcmp(&np, &d->prog, sizeof np))
+    if (!to) {
+        d->grp_prog = np; /* shows when the job ends */
         return;
-    if (np.stage != d->prog.stage)
-        events_emit(&c->ev, d->mig_name, "migrate-stage", "to=%s stage=%d name=%s", d->mig_host,
+    }
+    if (!memcmp(&np, &to->prog, sizeof np))
+        return;
+    if (np.stage != to->prog.stage)
+        events_emit(&c->ev, to->mig_name, "migrate-stage", "to=%s stage=%d name=%s", to->mig_host,
                     np.stage, np.stage_name[0] ? np.stage_name : "-");
-    d->prog = np;
-    touch(c, d);
-    share_job(c, d);
+    to->prog = np;
+    touch(c, to);
+    share_job(c, to);
 }
 
 /* Output as it arrives: split into lines (an overlong line is cut). */
@@ -1288,112 +1528,183 @@ static void last_text_line(const struct strbuf *out, char *last, size_t size)
     }
 }
 
-/* The agent died without a result (killed): the domain may be left
- * suspended or renamed here, so run `send --recover`, which asks the
- * destination and settles it so that exactly one copy runs.  0 if started. */
-static int recovery_start(struct ctl *c, struct domain *d, const char *died)
+/* The agent died without a result (killed): the domains may be left
+ * suspended or renamed here, so run `send --recover` (`comigrate --recover`
+ * for a group), which asks the destination and settles each domain so that
+ * exactly one copy runs.  0 if started. */
+static int recovery_start(struct ctl *c, struct domain *lead, const char *died)
 {
     struct mig_request req = {
-        .host = d->mig_host,
+        .host = lead->mig_host,
         .recover = true,
         .transport = c->pol.transport,
         .port = (unsigned)c->pol.port,
         .timeout_s = (unsigned)c->pol.migrate_timeout,
+        .members = lead->grp_domid,
+        .nmembers = (size_t)lead->ngrp,
     };
+    struct domain *ms[GROUP_MAX];
+    int n = job_members(lead, ms);
     char **argv = NULL;
     int rc;
 
-    rc = c->ops->migrate_argv(c->be, &d->vm, &req, &argv);
+    rc = c->ops->migrate_argv(c->be, &lead->vm, &req, &argv);
     if (!rc)
-        rc = c->run.start(c->run.arg, argv, &d->mig_pid, &d->mig_fd);
+        rc = c->run.start(c->run.arg, argv, &lead->mig_pid, &lead->mig_fd);
     argv_free(argv);
     if (rc)
         return rc;
-    strlcpy0(d->mig_died, died, sizeof d->mig_died);
-    d->mig_exit = -1;
-    sb_reset(&d->mig_out);
-    d->mig_line_len = 0;
-    progress_reset(&d->prog);
-    snprintf(d->migration, sizeof d->migration, "recovering %s: %s", d->mig_host, died);
-    events_emit(&c->ev, d->mig_name, "migrate-recover", "to=%s why=\"%s\" domid=%u", d->mig_host,
-                died, d->vm.domid);
-    touch(c, d);
+    strlcpy0(lead->mig_died, died, sizeof lead->mig_died);
+    lead->mig_exit = -1;
+    sb_reset(&lead->mig_out);
+    lead->mig_line_len = 0;
+    progress_reset(&lead->grp_prog);
+    for (int i = 0; i < n; i++) {
+        struct domain *m = ms[i];
+        progress_reset(&m->prog);
+        snprintf(m->migration, sizeof m->migration, "recovering %s: %s", m->mig_host, died);
+        events_emit(&c->ev, m->mig_name, "migrate-recover", "to=%s why=\"%s\" domid=%u",
+                    m->mig_host, died, m->vm.domid);
+        touch(c, m);
+    }
     return 0;
+}
+
+/* How the job ended for d, one of the domains lead's command moved: d's own
+ * result line decides; without one, the group's; without that (killed), the
+ * command's exit status. */
+static void job_settle(struct ctl *c, struct domain *d, struct domain *lead)
+{
+    const struct mig_progress *own = &d->prog;
+    const struct mig_progress *p = own->result || !lead->ngrp ? own : &lead->grp_prog;
+    int st = lead->mig_exit;
+
+    if (p->result ? p->ok : WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+        struct strbuf extra = {0};
+        if (own->new_domid >= 0)
+            sb_printf(&extra, " new_domid=%lld", own->new_domid);
+        if (own->total_ms >= 0)
+            sb_printf(&extra, " total_ms=%lld", own->total_ms);
+        if (own->downtime_ms >= 0)
+            sb_printf(&extra, " downtime_ms=%lld", own->downtime_ms);
+        if (own->stop_ms >= 0)
+            sb_printf(&extra, " stop_ms=%lld", own->stop_ms);
+        if (own->resume_ms >= 0)
+            sb_printf(&extra, " resume_ms=%lld", own->resume_ms);
+        d->mig_done = true;
+        d->mig_end = time(NULL);
+        snprintf(d->migration, sizeof d->migration, "done %s", d->mig_host);
+        if (lead->mig_died[0])
+            sb_printf(&extra, " recovered=yes");
+        events_emit(&c->ev, d->mig_name, "migrate-done", "to=%s uuid=%s domid=%u%s", d->mig_host,
+                    d->vm.uuid, d->vm.domid, extra.s ? extra.s : "");
+        sb_free(&extra);
+        touch(c, d);
+        return;
+    }
+    char tail[360], why[400];
+    int stage = p->result && p->fail_stage >= 0 ? p->fail_stage : own->stage;
+    if (lead->mig_cancel_by[0]) {
+        snprintf(tail, sizeof tail, "cancelled by %s", lead->mig_cancel_by);
+    } else if (lead->mig_died[0]) {
+        /* The recovery's own result says where the domain runs. */
+        snprintf(tail, sizeof tail, "%s; %s", lead->mig_died,
+                 p->result ? (p->why[0] ? p->why : "recovered") : "recovery failed too");
+        stage = -1;
+    } else if (p->result) {
+        snprintf(tail, sizeof tail, "%s", p->why[0] ? p->why : "no reason given");
+    } else {
+        char last[300];
+        last_text_line(&lead->mig_out, last, sizeof last);
+        if (WIFSIGNALED(st))
+            snprintf(tail, sizeof tail, "killed by signal %d%s%s", WTERMSIG(st),
+                     last[0] ? ": " : "", last);
+        else
+            snprintf(tail, sizeof tail, "exit %d%s%s", WEXITSTATUS(st), last[0] ? ": " : "", last);
+    }
+    if (stage >= 0)
+        snprintf(why, sizeof why, "stage %d: %s", stage, tail);
+    else
+        snprintf(why, sizeof why, "%s", tail);
+    if (!strcmp(own->where, "left-suspended-here"))
+        strlcpy0(why + strlen(why), " (the domain is left suspended here)",
+                 sizeof why - strlen(why));
+    job_fail(c, d, why);
+}
+
+/* The group's end in one event: the skews when it moved, else why not. */
+static void group_report(struct ctl *c, struct domain *lead, struct domain **ms, int n)
+{
+    const struct mig_progress *g = &lead->grp_prog;
+    char names[GROUP_MAX * 65], extra[200] = "";
+    bool moved = true;
+
+    group_names(lead, ",", names, sizeof names);
+    for (int i = 0; i < n; i++)
+        moved &= ms[i]->mig_done;
+    if (moved) {
+        size_t k = 0;
+        if (g->stop_skew_ms >= 0)
+            k += (size_t)snprintf(extra + k, sizeof extra - k, " stop_skew_ms=%lld", g->stop_skew_ms);
+        if (g->resume_skew_ms >= 0 && k < sizeof extra)
+            k += (size_t)snprintf(extra + k, sizeof extra - k, " resume_skew_ms=%lld",
+                                  g->resume_skew_ms);
+        if (g->total_ms >= 0 && k < sizeof extra)
+            snprintf(extra + k, sizeof extra - k, " total_ms=%lld", g->total_ms);
+        events_emit(&c->ev, lead->mig_name, "comigrate-done", "to=%s group=%s%s", lead->mig_host,
+                    names, extra);
+        return;
+    }
+    /* The group's own reason, else the first member's that failed. */
+    const char *why = g->result && g->why[0] ? g->why : NULL;
+    for (int i = 0; i < n && !why; i++)
+        if (!ms[i]->mig_done) {
+            why = ms[i]->migration;
+            if (!strncmp(why, "failed ", 7) && strstr(why, ": "))
+                why = strstr(why, ": ") + 2;
+        }
+    events_emit(&c->ev, lead->mig_name, "comigrate-failed", "to=%s group=%s why=\"%s\"",
+                lead->mig_host, names, why ? why : "no reason given");
 }
 
 static void migration_finish(struct ctl *c, struct domain *d)
 {
-    const struct mig_progress *p = &d->prog;
+    struct domain *ms[GROUP_MAX];
+    int n = job_members(d, ms);
     int st = d->mig_exit;
+    bool reported = true;
 
     if (d->mig_fd >= 0 || st < 0)
         return; /* wait for both the end of output and the exit status */
+    for (int i = 0; i < n; i++)
+        reported &= ms[i]->prog.result;
     /* A cancelled agent reports by itself (it stops on SIGTERM); one that
-     * died otherwise may have left the domain suspended or renamed. */
-    if (!p->result && !d->mig_died[0] && !d->mig_cancel_by[0] && WIFSIGNALED(st)) {
+     * died otherwise may have left domains suspended or renamed. */
+    if (!reported && !d->mig_died[0] && !d->mig_cancel_by[0] && WIFSIGNALED(st)) {
         char died[160], last[100], stage[16] = "";
         last_text_line(&d->mig_out, last, sizeof last);
-        if (p->stage >= 0)
-            snprintf(stage, sizeof stage, "stage %d: ", p->stage);
+        if (d->prog.stage >= 0)
+            snprintf(stage, sizeof stage, "stage %d: ", d->prog.stage);
         snprintf(died, sizeof died, "%sthe agent was killed by signal %d%s%s", stage,
                  WTERMSIG(st), last[0] ? ": " : "", last);
         d->mig_pid = 0;
         if (!recovery_start(c, d, died))
             return;
     }
-    /* The engine's result line decides; without one (killed), its exit status. */
-    if (p->result ? p->ok : WIFEXITED(st) && WEXITSTATUS(st) == 0) {
-        struct strbuf extra = {0};
-        if (p->new_domid >= 0)
-            sb_printf(&extra, " new_domid=%lld", p->new_domid);
-        if (p->total_ms >= 0)
-            sb_printf(&extra, " total_ms=%lld", p->total_ms);
-        if (p->downtime_ms >= 0)
-            sb_printf(&extra, " downtime_ms=%lld", p->downtime_ms);
-        d->mig_done = true;
-        d->mig_end = time(NULL);
-        snprintf(d->migration, sizeof d->migration, "done %s", d->mig_host);
-        if (d->mig_died[0])
-            sb_printf(&extra, " recovered=yes");
-        events_emit(&c->ev, d->mig_name, "migrate-done", "to=%s uuid=%s domid=%u%s", d->mig_host,
-                    d->vm.uuid, d->vm.domid, extra.s ? extra.s : "");
-        sb_free(&extra);
-        touch(c, d);
-    } else {
-        char tail[360], why[400];
-        int stage = p->result && p->fail_stage >= 0 ? p->fail_stage : p->stage;
-        if (d->mig_cancel_by[0]) {
-            snprintf(tail, sizeof tail, "cancelled by %s", d->mig_cancel_by);
-        } else if (d->mig_died[0]) {
-            /* The recovery's own result says where the domain runs. */
-            snprintf(tail, sizeof tail, "%s; %s", d->mig_died,
-                     p->result ? (p->why[0] ? p->why : "recovered") : "recovery failed too");
-            stage = -1;
-        } else if (p->result) {
-            snprintf(tail, sizeof tail, "%s", p->why[0] ? p->why : "no reason given");
-        } else {
-            char last[300];
-            last_text_line(&d->mig_out, last, sizeof last);
-            if (WIFSIGNALED(st))
-                snprintf(tail, sizeof tail, "killed by signal %d%s%s", WTERMSIG(st),
-                         last[0] ? ": " : "", last);
-            else
-                snprintf(tail, sizeof tail, "exit %d%s%s", WEXITSTATUS(st), last[0] ? ": " : "",
-                         last);
-        }
-        if (stage >= 0)
-            snprintf(why, sizeof why, "stage %d: %s", stage, tail);
-        else
-            snprintf(why, sizeof why, "%s", tail);
-        if (!strcmp(p->where, "left-suspended-here"))
-            strlcpy0(why + strlen(why), " (the domain is left suspended here)",
-                     sizeof why - strlen(why));
-        job_fail(c, d, why);
+    for (int i = 0; i < n; i++) {
+        /* The group's skews belong to every member's outcome. */
+        ms[i]->prog.stop_skew_ms = d->grp_prog.stop_skew_ms;
+        ms[i]->prog.resume_skew_ms = d->grp_prog.resume_skew_ms;
+        job_settle(c, ms[i], d);
     }
+    if (d->ngrp)
+        group_report(c, d, ms, n);
     d->mig_pid = 0;
     d->mig_exit = -1;
     d->mig_died[0] = 0;
-    share_job(c, d);
+    group_end(d);
+    for (int i = 0; i < n; i++)
+        share_job(c, ms[i]);
     ctl_refresh(c);
 }
 
@@ -1507,10 +1818,11 @@ void ctl_format_migration(struct ctl *c, struct domain *d, struct strbuf *sb)
 static void format_job(const struct domain *d, struct strbuf *sb)
 {
     const struct mig_progress *p = &d->prog;
+    const struct domain *lead = d->mig_lead ? d->mig_lead : d;
 
-    if (d->waiting) {
+    if (lead->waiting) {
         char until[32];
-        fmt_time(d->wait_until, until, sizeof until);
+        fmt_time(lead->wait_until, until, sizeof until);
         sb_printf(sb, "wait_until: %s\n", until);
     } else if (job_running(d)) {
         if (p->stage >= 0)
@@ -1529,6 +1841,18 @@ static void format_job(const struct domain *d, struct strbuf *sb)
             sb_printf(sb, "downtime_ms: %lld\n", p->downtime_ms);
         if (p->total_ms >= 0)
             sb_printf(sb, "total_ms: %lld\n", p->total_ms);
+        if (p->stop_ms >= 0)
+            sb_printf(sb, "stop_ms: %lld\n", p->stop_ms);
+        if (p->resume_ms >= 0)
+            sb_printf(sb, "resume_ms: %lld\n", p->resume_ms);
+    }
+    /* A co-migration's members, and how close together they stopped and resumed. */
+    if (d->mig_group[0]) {
+        sb_printf(sb, "group: %s\n", d->mig_group);
+        if (p->stop_skew_ms >= 0)
+            sb_printf(sb, "group_stop_skew_ms: %lld\n", p->stop_skew_ms);
+        if (p->resume_skew_ms >= 0)
+            sb_printf(sb, "group_resume_skew_ms: %lld\n", p->resume_skew_ms);
     }
 }
 
@@ -1541,6 +1865,7 @@ void ctl_format_status(struct ctl *c, struct domain *d, struct strbuf *sb)
         fmt_time(d->mig_end, when, sizeof when);
         sb_printf(sb, "name: %s\nuuid: %s\nstate: migrated\nmigration: migrated to %s at %s\n",
                   d->vm.name, d->vm.uuid, d->mig_host, when);
+        format_job(d, sb); /* what the move took */
         return;
     }
     sb_printf(sb, "name: %s\n", d->vm.name);

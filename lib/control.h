@@ -20,8 +20,8 @@ struct caller {
     pid_t pid;
 };
 
-/* What the migration engine (vmmig send) said about a job in its "progress"
- * and "result" lines; -1 where it has not said. */
+/* What the migration engine (vmmig send, or vmmig comigrate per member) said
+ * about a job in its "progress" and "result" lines; -1 where it has not said. */
 struct mig_progress {
     int stage;                /* 0..5, -1 before the first progress line */
     char stage_name[32];
@@ -32,7 +32,12 @@ struct mig_progress {
     char why[300];            /* result failed why="..." */
     char where[32];           /* result failed domain=running-here|left-suspended-here */
     long long new_domid, total_ms, downtime_ms, rounds;
+    long long stop_ms, resume_ms;            /* epoch ms: paused here, resumed there */
+    long long stop_skew_ms, resume_skew_ms;  /* the group's ("result ok group=...") */
 };
+
+/* At most this many domains move in one co-migration. */
+#define GROUP_MAX (PEERS_MAX + 1)
 
 struct domain {
     struct vm_info vm;
@@ -69,6 +74,15 @@ struct domain {
     time_t added;                        /* when seen; 0 if already there at start */
     char peers[PEERS_MAX][37];           /* UUIDs of the peer group's other members */
     int npeers;
+    /* A co-migration: one command moves the group.  Every member points at
+     * the domain that runs it (the lead: mig_pid, mig_fd, waiting), while
+     * the job runs or waits; the lead lists the members, itself first. */
+    struct domain *mig_lead;
+    struct domain *grp[GROUP_MAX];
+    uint32_t grp_domid[GROUP_MAX];       /* as given to the command (its member= values) */
+    int ngrp;                            /* 0: a job for this domain alone */
+    struct mig_progress grp_prog;        /* the group's own result line */
+    char mig_group[GROUP_MAX * 65];      /* the last job's members by name, "" if alone */
     bool dirty;                          /* state record to be saved by ctl_flush() */
     bool seen;
     uint64_t gen;                        /* bumped on every change, for poll() */

@@ -95,7 +95,10 @@ like "$st" '^migration: migrated to hostB at 20[0-9][0-9]-[0-9][0-9]-[0-9][0-9]T
 is "$(printf '%s\n' "$st" | sed 's/ at .*//')" "name: vm-alpha
 uuid: $(uuid_for 5)
 state: migrated
-migration: migrated to hostB" "status of a forwarding entry: name, uuid, state, migration"
+migration: migrated to hostB
+bytes_sent: 130000000
+downtime_ms: 67
+total_ms: 2345" "status of a forwarding entry: name, uuid, state, migration, what the move took"
 is "$(fs_cat "$D/lock")" 0 "lock reads 0"
 is "$(fs_cat "$D/peer")" "" "peer reads nothing"
 n2=$(events_lines)

@@ -33,6 +33,8 @@ static struct {
     bool force, recover;
     char transport[200];
     unsigned port, timeout_s;
+    uint32_t members[GROUP_MAX];
+    size_t nmembers;
 } mock_req;               /* the last mig_request */
 
 struct backend { int dummy; };
@@ -122,6 +124,9 @@ static int m_argv(struct backend *b, const struct vm_info *vm, const struct mig_
     mock_req.port = req->port;
     mock_req.timeout_s = req->timeout_s;
     mock_req.recover = req->recover;
+    mock_req.nmembers = req->nmembers;
+    for (size_t i = 0; i < req->nmembers && i < GROUP_MAX; i++)
+        mock_req.members[i] = req->members[i];
     char **a = xzalloc(4 * sizeof *a);
     a[0] = xstrdup("sh");
     a[1] = xstrdup("-c");
@@ -631,15 +636,12 @@ static void test_wait_force(void)
     ok(events_have(&c, "web1 migrate-cancel by=root uid=0 to=hostB waiting=yes"), "event");
     is_int(wm(&c, d, "cancel", err), -ESRCH, "nothing left to cancel");
 
-    /* peers: no co-migration, also not later */
-    is_int(wp(&c, d, "db", err), 0, "web1 and db in a group");
-    is_int(wm(&c, d, "hostB wait", err), -EOPNOTSUPP, "grouped and locked: EOPNOTSUPP, not a wait");
-    is_int(wp(&c, d, "", err), 0, "group dissolved");
+    /* A waiting job checked one group; joining another one ends it. */
     is_int(wm(&c, d, "hostB wait", err), 0, "waiting");
     is_int(wp(&c, d, "db", err), 0, "grouped while waiting");
     is_int(w(&c, d, "0", err), 0, "released");
-    ok(!d->waiting && !strncmp(d->migration, "failed hostB: web1 must migrate together", 40),
-       "the deferred start refuses a grouped domain: %s", d->migration);
+    is_str(d->migration, "failed hostB: the peer group changed while waiting (ask again)",
+           "the deferred start does not move a group it did not check");
     is_int(wp(&c, d, "", err), 0, "group dissolved");
 
     /* force */
@@ -726,7 +728,8 @@ static void test_forwarding(void)
     char want[300], when[32];
     fmt_time(g ? g->mig_end : 0, when, sizeof when);
     snprintf(want, sizeof want,
-             "name: web1\nuuid: %s\nstate: migrated\nmigration: migrated to hostB at %s\n", u1, when);
+             "name: web1\nuuid: %s\nstate: migrated\nmigration: migrated to hostB at %s\n"
+             "downtime_ms: 2\ntotal_ms: 10\n", u1, when);
     is_str(status_of(&c, g), want, "status of a forwarding entry");
     is_str(mig_of(&c, g), "migrated hostB\n", "migrate: migrated hostB");
     is_str(lock_of(&c, g), "0\n", "lock: 0");
@@ -863,6 +866,294 @@ static void test_guest_since(void)
     mock_pending = BE_EV_HOLDS;
     ctl_backend_event(&c);
     ok(d->locks.h[HOLD_GUEST].since >= t0, "an old record does not date a new hold");
+    close_fresh(&c, dir);
+}
+
+/* Feed the lead's job output to the core until member m's migrate file
+ * contains want (or 5 s pass). */
+static bool pump_member(struct ctl *c, struct domain *lead, struct domain *m, const char *want)
+{
+    if (lead->mig_fd >= 0)
+        fcntl(lead->mig_fd, F_SETFL, O_NONBLOCK);
+    for (int i = 0; i < 500; i++) {
+        if (strstr(mig_of(c, m), want))
+            return true;
+        if (lead->mig_fd < 0)
+            return false;
+        struct pollfd p = {.fd = lead->mig_fd, .events = POLLIN};
+        if (poll(&p, 1, 10) > 0)
+            ctl_migration_io(c, lead);
+    }
+    return strstr(mig_of(c, m), want) != NULL;
+}
+
+/* A status line's value ("" if absent). */
+static const char *status_field(struct ctl *c, struct domain *d, const char *key)
+{
+    static char val[300];
+    char want[64];
+    const char *s = status_of(c, d), *p;
+
+    snprintf(want, sizeof want, "\n%s: ", key);
+    val[0] = 0;
+    p = s ? strstr(s, want) : NULL;
+    if (p) {
+        p += strlen(want);
+        snprintf(val, sizeof val, "%.*s", (int)strcspn(p, "\n"), p);
+    }
+    return val;
+}
+
+/* Co-migration: one `vmmig comigrate` for the whole peer group, all or
+ * nothing on holds, each member following its own member= lines. */
+static void test_group(void)
+{
+    char dir[64], policy[128], err[300];
+    struct ctl c;
+    const char *u1 = "00000000-0000-0000-0000-0000000000e1";
+    const char *u2 = "00000000-0000-0000-0000-0000000000e2";
+    const char *u3 = "00000000-0000-0000-0000-0000000000e3";
+    const char *saved_recover = mock_recover_cmd;
+
+    mock_reset();
+    add_vm(51, "web1", u1);
+    add_vm(52, "domr-web1", u2);
+    add_vm(53, "db", u3);
+    open_fresh(&c, dir, policy, sizeof policy);
+    struct domain *web = ctl_find(&c, "web1"), *domr = ctl_find(&c, "domr-web1"),
+                  *db = ctl_find(&c, "db");
+    is_int(wp(&c, web, "domr-web1", err), 0, "web1 and domr-web1 form a group");
+
+    /* A hold on the peer refuses the group, written to either member. */
+    strcpy(mock_node[1], "1 reason=console session");
+    mock_pending = BE_EV_HOLDS;
+    ctl_backend_event(&c);
+    int calls = mock_req.calls;
+    is_int(wm(&c, web, "hostB", err), -EBUSY, "the peer is held: EBUSY for web1");
+    is_str(err, "domr-web1 is locked: guest hold (console session)", "  ...naming the member and why");
+    is_int(wm(&c, domr, "hostB", err), -EBUSY, "  ...and for domr-web1");
+    is_int(mock_req.calls, calls, "  ...nothing started");
+    is_str(web->migration, "refused hostB: domr-web1 is locked: guest hold (console session)",
+           "migrate of web1 says which member refused it");
+    is_str(domr->migration, web->migration, "  ...so does domr-web1's");
+    ok(strstr(status_field(&c, web, "last_refusal"), "domr-web1 is locked"), "status: last_refusal");
+    ok(events_have(&c, "web1 migrate-refused to=hostB by=root uid=0 why=\"domr-web1 is locked: "
+                       "guest hold (console session)\""),
+       "event migrate-refused names the member");
+    is_int(w(&c, web, "1 reason=backup", err), 0, "web1 held as well");
+    wm(&c, web, "hostB", err);
+    is_str(err, "web1 is locked: admin hold by root (backup); domr-web1 is locked: guest hold "
+                "(console session)", "every held member is named");
+
+    /* force: every hold left must be a guest's past its quota. */
+    is_int(wm(&c, web, "hostB force", err), -EBUSY, "force with an admin hold on a member: EBUSY");
+    is_str(err, "web1 is locked: admin hold by root (backup) (force overrides only a guest hold "
+                "past its quota)", "  ...says why");
+    is_int(w(&c, web, "0", err), 0, "web1 released");
+    is_int(wm(&c, web, "hostB force", err), -EPERM, "force, the peer's guest hold within its quota: EPERM");
+    ok(!strncmp(err, "domr-web1: guest hold (console session) is within its quota", 59),
+       "  ...naming the member: %s", err);
+    is_int(mock_req.calls, calls, "nothing started");
+    domr->locks.h[HOLD_GUEST].since -= 3601;
+    mock_cmd = "exit 0";
+    is_int(wm(&c, web, "hostB force", err), 0, "force past the quota: started");
+    ok(mock_req.force, "  ...the command gets --force");
+    ok(events_have(&c, "domr-web1 migrate-forced to=hostB by=root uid=0 holder=guest") &&
+           !events_have(&c, " web1 migrate-forced"),
+       "  ...audited on the member whose hold is overridden");
+    finish_migration(&c, web);
+    strcpy(mock_node[1], "0");
+    mock_pending = BE_EV_HOLDS;
+    ctl_backend_event(&c);
+
+    /* Running: one command, each member follows its own lines. */
+    mock_cmd = "echo 'progress member=51 stage=2 name=iterative-pre-copy round=3 sent=1000 "
+               "dirty_rate=40'; "
+               "echo 'progress member=52 stage=3 name=stop-and-copy sent=2000'; "
+               "echo 'progress stage=4 name=not-a-member'; "
+               "echo 'progress member=99 stage=5 name=not-ours'; "
+               "echo 'vmmig comigrate: text for people'; "
+               "sleep 0.2; "
+               "echo 'result ok member=51 host=hostB domid=61 total_ms=900 downtime_ms=30 "
+               "stop_ms=1700000000100 resume_ms=1700000000130 sent=5000 rounds=3'; "
+               "echo 'result ok member=52 host=hostB domid=62 total_ms=910 downtime_ms=33 "
+               "stop_ms=1700000000103 resume_ms=1700000000136 sent=6000 rounds=2'; "
+               "echo 'result ok group=51,52 stop_skew_ms=3 resume_skew_ms=6 total_ms=950'";
+    uint64_t gen = domr->gen;
+    is_int(wm(&c, web, "hostB", err), 0, "echo hostB > web1/migrate: accepted: %s", err);
+    is_int((int)mock_req.nmembers, 2, "one command for two members");
+    ok(mock_req.members[0] == 51 && mock_req.members[1] == 52,
+       "  ...the written domain first, then its peer");
+    ok(domr->mig_pid == 0 && domr->mig_lead == web, "  ...run by web1 for both");
+    is_str(mig_of(&c, domr), "running hostB\n", "domr-web1: running hostB");
+    ok(pump_member(&c, web, domr, "stage=3"), "domr-web1's progress line reaches domr-web1");
+    ok(pump_member(&c, web, web, "round=3"), "web1's reaches web1");
+    is_str(mig_of(&c, web), "running hostB stage=2 iterative-pre-copy round=3 sent=1000 dirty_rate=40\n",
+           "web1: its own stage");
+    is_str(mig_of(&c, domr), "running hostB stage=3 stop-and-copy sent=2000\n", "domr-web1: its own");
+    ok(domr->gen > gen + 1, "every change wakes domr-web1's pollers");
+    is_str(status_field(&c, domr, "group"), "web1 domr-web1", "status: group: the members");
+    is_str(status_field(&c, domr, "stage"), "3 stop-and-copy", "status: stage");
+    ok(events_have(&c, "domr-web1 migrate-stage to=hostB stage=3 name=stop-and-copy"),
+       "event migrate-stage under the member's name");
+    ok(!events_have(&c, "not-a-member") && !events_have(&c, "not-ours"),
+       "progress without a member of ours goes nowhere");
+    is_int(wm(&c, domr, "hostC", err), -EBUSY, "a second request on the peer: EBUSY");
+    ok(strstr(err, "already running"), "  ...says so: %s", err);
+    is_int(wm(&c, db, "hostC", err), 0, "a domain outside the group moves on its own");
+    finish_migration(&c, db);
+    finish_migration(&c, web);
+    is_str(web->migration, "done hostB", "web1: done");
+    is_str(domr->migration, "done hostB", "domr-web1: done");
+    ok(!web->mig_lead && !domr->mig_lead && !web->ngrp, "the group job is over");
+    is_str(status_field(&c, domr, "downtime_ms"), "33", "status: downtime_ms per member");
+    is_str(status_field(&c, domr, "stop_ms"), "1700000000103", "status: stop_ms");
+    is_str(status_field(&c, domr, "resume_ms"), "1700000000136", "status: resume_ms");
+    is_str(status_field(&c, web, "downtime_ms"), "30", "status: web1's own downtime");
+    is_str(status_field(&c, web, "group_stop_skew_ms"), "3", "status: group_stop_skew_ms");
+    is_str(status_field(&c, domr, "group_resume_skew_ms"), "6", "status: group_resume_skew_ms");
+    ok(events_have(&c, "domr-web1 migrate-done to=hostB uuid=" ) &&
+           events_have(&c, "domid=52 new_domid=62 total_ms=910 downtime_ms=33 stop_ms=1700000000103 "
+                           "resume_ms=1700000000136"),
+       "event migrate-done per member");
+    ok(events_have(&c, "web1 comigrate-done to=hostB group=web1,domr-web1 stop_skew_ms=3 "
+                       "resume_skew_ms=6 total_ms=950"),
+       "event comigrate-done with the skews");
+
+    /* One member fails before the commit point: the group failed, both stay. */
+    mock_cmd = "echo 'progress member=51 stage=2 name=iterative-pre-copy'; "
+               "echo 'progress member=52 stage=1 name=reservation'; "
+               "echo 'result failed member=52 stage=1 domain=running-here "
+               "why=\"no room for domr-web1 on hostB\"'; "
+               "echo 'result failed group=51,52 stage=1 why=\"domr-web1: no room on hostB\"'; "
+               "exit 1";
+    is_int(wm(&c, domr, "hostB", err), 0, "written to the peer: started");
+    ok(mock_req.members[0] == 52 && mock_req.members[1] == 51, "  ...the peer first this time");
+    finish_migration(&c, domr);
+    is_str(domr->migration, "failed hostB: stage 1: no room for domr-web1 on hostB",
+           "the failing member: its own reason");
+    is_str(web->migration, "failed hostB: stage 1: domr-web1: no room on hostB",
+           "the other member, without a result line: the group's reason");
+    ctl_refresh(&c);
+    ok(ctl_find(&c, "web1") == web && ctl_find(&c, "domr-web1") == domr && !web->ghost &&
+           !domr->ghost, "both stay here");
+    ok(events_have(&c, "domr-web1 comigrate-failed to=hostB group=domr-web1,web1 "
+                       "why=\"domr-web1: no room on hostB\""),
+       "event comigrate-failed");
+
+    /* The coordinator is killed: comigrate --recover for the same members. */
+    mock_cmd = "echo 'progress member=51 stage=2 name=iterative-pre-copy'; "
+               "echo 'vmmig comigrate: lost hostB'; kill -9 $$";
+    mock_recover_cmd = "echo 'result failed member=51 stage=0 domain=running-here why=\"kept "
+                       "running here\"'; echo 'result failed member=52 stage=0 "
+                       "domain=left-suspended-here why=\"could not resume\"'; exit 1";
+    is_int(wm(&c, web, "hostB", err), 0, "started");
+    finish_migration(&c, web);
+    ok(mock_req.recover && mock_req.nmembers == 2 && mock_req.members[0] == 51 &&
+           mock_req.members[1] == 52, "the recovery got --recover and both members");
+    is_str(web->migration, "failed hostB: stage 2: the agent was killed by signal 9: vmmig "
+                           "comigrate: lost hostB; kept running here",
+           "web1: killed, and what the recovery found");
+    is_str(domr->migration, "failed hostB: stage 2: the agent was killed by signal 9: vmmig "
+                            "comigrate: lost hostB; could not resume (the domain is left "
+                            "suspended here)",
+           "domr-web1: its own recovery result");
+    ok(events_have(&c, "domr-web1 migrate-recover to=hostB why=\"stage 2: the agent was killed"),
+       "event migrate-recover per member");
+    mock_recover_cmd = saved_recover;
+
+    /* cancel written to the peer stops the group's command. */
+    mock_cmd = "echo 'progress member=51 stage=2 name=iterative-pre-copy'; "
+               "echo 'progress member=52 stage=2 name=iterative-pre-copy'; exec sleep 30";
+    is_int(wm(&c, web, "hostB", err), 0, "started");
+    ok(pump_member(&c, web, domr, "stage=2"), "running");
+    is_int(wm(&c, domr, "cancel", err), 0, "echo cancel > domr-web1/migrate");
+    ok(events_have(&c, "domr-web1 migrate-cancel by=root uid=0 to=hostB group=web1,domr-web1"),
+       "event migrate-cancel names the group");
+    finish_migration(&c, web);
+    is_str(web->migration, "failed hostB: stage 2: cancelled by root", "web1 cancelled");
+    is_str(domr->migration, "failed hostB: stage 2: cancelled by root", "domr-web1 cancelled");
+    is_int(wm(&c, domr, "cancel", err), -ESRCH, "nothing left to cancel");
+
+    /* wait: until no member is held. */
+    is_int(w(&c, domr, "1 reason=console", err), 0, "domr-web1 held");
+    calls = mock_req.calls;
+    is_int(wm(&c, web, "hostB wait=60", err), 0, "hostB wait=60 on web1: accepted");
+    is_str(mig_of(&c, web), "waiting hostB: domr-web1 is locked: admin hold by root (console)\n",
+           "web1 waits for its peer");
+    is_str(mig_of(&c, domr), mig_of(&c, web), "  ...and so does domr-web1");
+    ok(strcmp(status_field(&c, domr, "wait_until"), "never"), "status: wait_until on the peer too");
+    ok(events_have(&c, "web1 migrate-waiting to=hostB by=root uid=0 timeout=60 why=\"domr-web1 is "
+                       "locked: admin hold by root (console)\" group=web1,domr-web1"),
+       "event migrate-waiting");
+    is_int(wm(&c, domr, "hostC", err), -EBUSY, "another request on the peer: EBUSY");
+    ok(strstr(err, "already waiting"), "  ...says so: %s", err);
+    is_int(w(&c, web, "1 reason=other", err), 0, "web1 held too");
+    is_int(w(&c, domr, "0", err), 0, "domr-web1 released");
+    is_str(mig_of(&c, domr), "waiting hostB: web1 is locked: admin hold by root (other)\n",
+           "the waiting line follows every member's holds");
+    is_int(mock_req.calls, calls, "nothing started");
+    mock_cmd = "exit 0";
+    is_int(w(&c, web, "0", err), 0, "web1 released");
+    ok(!web->waiting && web->mig_pid > 0, "the last release starts the group");
+    ok(mock_req.nmembers == 2 && !mock_req.force, "  ...one command for both, without force");
+    is_str(domr->migration, "running hostB", "domr-web1 runs");
+    finish_migration(&c, web);
+    ok(!strcmp(web->migration, "done hostB") && !strcmp(domr->migration, "done hostB"), "both done");
+    is_int(w(&c, domr, "1 reason=long", err), 0, "domr-web1 held");
+    time_t now = time(NULL);
+    is_int(wm(&c, web, "hostB wait=5", err), 0, "hostB wait=5");
+    ctl_tick(&c, now + 5);
+    is_str(domr->migration, "failed hostB: still locked after 5 s: domr-web1 is locked: admin hold "
+                            "by root (long)", "timeout: failed, naming the member");
+    is_str(web->migration, domr->migration, "  ...for both");
+    is_int(wm(&c, domr, "hostB wait", err), 0, "waiting again, written to the peer");
+    is_int(wm(&c, web, "cancel", err), 0, "cancel on the other member");
+    ok(!strcmp(web->migration, "failed hostB: cancelled by root while waiting") &&
+           !strcmp(domr->migration, web->migration) && !domr->waiting && !web->mig_lead,
+       "the waiting group is cancelled");
+    is_int(wm(&c, web, "hostB wait", err), 0, "waiting again");
+    is_int(wp(&c, web, "", err), 0, "the group is dissolved while it waits");
+    ctl_tick(&c, time(NULL));
+    is_str(domr->migration, "failed hostB: the peer group changed while waiting (ask again)",
+           "the waiting job ends");
+    is_int(w(&c, domr, "0", err), 0, "released");
+    is_int(wp(&c, web, "domr-web1", err), 0, "grouped again");
+
+    /* A member that went away while the group waited. */
+    is_int(w(&c, domr, "1 reason=going", err), 0, "held");
+    is_int(wm(&c, web, "hostB wait", err), 0, "waiting");
+    del_vm(52);
+    ctl_refresh(&c);
+    is_str(web->migration, "failed hostB: domr-web1 went away while waiting",
+           "the member's departure ends the group's wait");
+    ok(!web->waiting && !web->ngrp, "  ...nothing left waiting");
+    is_int(wm(&c, web, "hostB", err), -ENXIO, "a peer not on this host: ENXIO");
+    ok(strstr(err, u2), "  ...naming it: %s", err);
+    add_vm(52, "domr-web1", u2);
+    ctl_refresh(&c);
+    domr = ctl_find(&c, "domr-web1");
+    is_int(w(&c, domr, "0", err), 0, "back, and released");
+
+    /* Moved: both leave forwarding entries that tell how it went. */
+    mock_cmd = "echo 'result ok member=51 host=hostB domid=61 downtime_ms=30 stop_ms=100 "
+               "resume_ms=130'; echo 'result ok member=52 host=hostB domid=62 downtime_ms=31 "
+               "stop_ms=102 resume_ms=131'; echo 'result ok group=51,52 stop_skew_ms=2 "
+               "resume_skew_ms=1 total_ms=700'";
+    is_int(wm(&c, web, "hostB", err), 0, "started");
+    del_vm(51);
+    del_vm(52);
+    ctl_refresh(&c);
+    ok(ctl_find(&c, "domr-web1") == domr && !domr->ghost, "a member gone mid-job stays listed");
+    finish_migration(&c, web);
+    struct domain *g1 = ctl_find(&c, "web1"), *g2 = ctl_find(&c, "domr-web1");
+    ok(g1 && g1->ghost && g2 && g2->ghost, "both are forwarding entries");
+    if (g2) {
+        is_str(status_field(&c, g2, "downtime_ms"), "31", "forwarding entry: downtime_ms");
+        is_str(status_field(&c, g2, "group"), "web1 domr-web1", "  ...group");
+        is_str(status_field(&c, g2, "group_resume_skew_ms"), "1", "  ...group_resume_skew_ms");
+    }
+    is_int(mock_stray, 0, "no backend call for an unknown domain");
     close_fresh(&c, dir);
 }
 
@@ -1004,8 +1295,12 @@ int main(void)
     is_int(wp(&c, db, "domr-web1", err), -EINVAL, "member of another group: %s", err);
     ok(strstr(err, "already in a group"), "says so");
     is_int(web->npeers, 1, "group unchanged after refusals");
-    is_int(wm(&c, web, "localhost", err), -EOPNOTSUPP, "grouped domain is not migrated alone");
-    ok(strstr(err, "domr-web1"), "names the peer: %s", err);
+    mock_cmd = "exit 0";
+    is_int(wm(&c, web, "localhost", err), 0, "a grouped domain moves with its group: %s", err);
+    is_int((int)mock_req.nmembers, 2, "  ...one command for both members");
+    finish_migration(&c, web);
+    ok(!strcmp(web->migration, "done localhost") && !strcmp(domr->migration, "done localhost"),
+       "  ...both done: %s / %s", web->migration, domr->migration);
     is_int(wp(&c, web, "domr-web1 db", err), 0, "grow the group to three");
     is_int(db->npeers, 2, "db has two peers");
     is_int(wp(&c, web, "db", err), 0, "rewrite: web1 + db");
@@ -1095,5 +1390,6 @@ int main(void)
     test_wait_force();
     test_forwarding();
     test_guest_since();
+    test_group();
     return done_testing();
 }
