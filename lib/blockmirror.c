@@ -384,7 +384,8 @@ struct bm {
     uint64_t al_off, dirty_off;
     int timeout_ms, retry_ms, ncopiers;
 
-    pthread_mutex_t lock; /* everything below */
+    pthread_mutex_t io_lock; /* writes to the state file, in order; taken before lock */
+    pthread_mutex_t lock;    /* everything below */
     pthread_cond_t cond;  /* any change: busy, dirty, peer, state */
     struct bm_bitmap dirty, busy, al_disk, al_touched;
     uint32_t *al_inflight;
@@ -446,6 +447,8 @@ static void set_error(struct bm *m, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Neither lock held (baseline_url is only changed by the manager, which
+ * also calls this). */
 static int write_header(struct bm *m, uint32_t flags)
 {
     uint8_t h[STATE_HDR] = {0};
@@ -455,60 +458,110 @@ static int write_header(struct bm *m, uint32_t flags)
     le64(h + 16, m->img.size);
     le32(h + 24, BM_AL_BLOCKS);
     strlcpy0((char *)h + 32, m->baseline_url, STATE_HDR - 32);
+    pthread_mutex_lock(&m->io_lock);
     int rc = pwrite_full(m->state_fd, h, sizeof h, 0);
-    return rc ? rc : sync_fd(m->state_fd);
-}
-
-static int write_bits(struct bm *m, const struct bm_bitmap *b, uint64_t off)
-{
-    size_t n = (size_t)((b->nbits + 7) / 8);
-    uint8_t *bytes = malloc(n ? n : 1);
-    if (!bytes)
-        return -ENOMEM;
-    bm_bitmap_to_bytes(b, bytes);
-    int rc = pwrite_full(m->state_fd, bytes, n, off);
-    free(bytes);
+    if (!rc)
+        rc = sync_fd(m->state_fd);
+    pthread_mutex_unlock(&m->io_lock);
     return rc;
 }
 
+/* Write the activity log as it is in memory now.  io_lock held, lock not:
+ * whoever writes last writes the newest log. */
+static int al_write(struct bm *m)
+{
+    size_t n = (size_t)((m->nextents + 7) / 8);
+    uint8_t *bytes = malloc(n ? n : 1);
+    int rc;
+
+    if (!bytes)
+        return -ENOMEM;
+    pthread_mutex_lock(&m->lock);
+    bm_bitmap_to_bytes(&m->al_disk, bytes);
+    pthread_mutex_unlock(&m->lock);
+    rc = pwrite_full(m->state_fd, bytes, n, m->al_off);
+    free(bytes);
+    return rc ? rc : sync_fd(m->state_fd);
+}
+
 /* Mark extents [e1, e2] in the on-disk activity log before a write goes
- * into them.  Lock held. */
+ * into them (their al_inflight already counts it, so no flush clears them).
+ * Lock held; dropped while writing. */
 static int al_mark(struct bm *m, uint64_t e1, uint64_t e2)
 {
     bool need = false;
+    int rc;
+
+    if (!m->baseline)
+        return 0; /* no peer copy yet: everything is dirty anyway */
     for (uint64_t e = e1; e <= e2; e++)
         if (!bm_bitmap_test(&m->al_disk, e)) {
             bm_bitmap_set_range(&m->al_disk, e, 1);
             need = true;
         }
-    if (!need || !m->baseline)
+    if (!need)
         return 0;
-    int rc = write_bits(m, &m->al_disk, m->al_off);
-    return rc ? rc : sync_fd(m->state_fd);
+    pthread_mutex_unlock(&m->lock);
+    pthread_mutex_lock(&m->io_lock);
+    rc = al_write(m);
+    pthread_mutex_unlock(&m->io_lock);
+    pthread_mutex_lock(&m->lock);
+    return rc;
 }
 
 /* Persist the precise bitmap, then let the activity log forget extents
- * that saw no write since the last time.  Lock held. */
+ * that saw no write since the last time.  Neither lock held: guest writes
+ * go on meanwhile (any write after the snapshot keeps its extent in the
+ * log). */
 static int state_flush(struct bm *m)
 {
+    size_t n = (size_t)((m->nblocks + 7) / 8);
+    uint8_t *bytes = malloc(n ? n : 1);
     int rc;
 
-    if (!m->baseline)
-        return 0;
-    if ((rc = write_bits(m, &m->dirty, m->dirty_off)) || (rc = sync_fd(m->state_fd)))
-        return rc;
+    if (!bytes)
+        return -ENOMEM;
+    pthread_mutex_lock(&m->io_lock);
+    pthread_mutex_lock(&m->lock);
+    if (!m->baseline) {
+        pthread_mutex_unlock(&m->lock);
+        rc = 0;
+        goto out;
+    }
+    bm_bitmap_to_bytes(&m->dirty, bytes);
+    m->state_dirty = false;
+    /* Extents written from here on are kept: touched starts afresh. */
+    struct bm_bitmap touched = m->al_touched;
+    if ((rc = bm_bitmap_init(&m->al_touched, m->nextents))) {
+        m->al_touched = touched;
+        pthread_mutex_unlock(&m->lock);
+        goto out;
+    }
+    pthread_mutex_unlock(&m->lock);
+    if ((rc = pwrite_full(m->state_fd, bytes, n, m->dirty_off)) || (rc = sync_fd(m->state_fd))) {
+        pthread_mutex_lock(&m->lock);
+        m->state_dirty = true;
+        bm_bitmap_free(&m->al_touched);
+        m->al_touched = touched; /* nothing forgotten */
+        pthread_mutex_unlock(&m->lock);
+        goto out;
+    }
+    pthread_mutex_lock(&m->lock);
     for (uint64_t e = 0; e < m->nextents; e++) {
-        bool keep = bm_bitmap_test(&m->al_touched, e) || m->al_inflight[e];
+        bool keep = bm_bitmap_test(&touched, e) || bm_bitmap_test(&m->al_touched, e) ||
+                    m->al_inflight[e];
         if (keep)
             bm_bitmap_set_range(&m->al_disk, e, 1);
         else
             bm_bitmap_clear_range(&m->al_disk, e, 1);
     }
-    bm_bitmap_clear_range(&m->al_touched, 0, m->nextents);
-    if ((rc = write_bits(m, &m->al_disk, m->al_off)) || (rc = sync_fd(m->state_fd)))
-        return rc;
-    m->state_dirty = false;
-    return 0;
+    pthread_mutex_unlock(&m->lock);
+    bm_bitmap_free(&touched);
+    rc = al_write(m);
+out:
+    pthread_mutex_unlock(&m->io_lock);
+    free(bytes);
+    return rc;
 }
 
 /* A request to the peer failed: the first failure of a connection is the
@@ -610,13 +663,14 @@ static int connect_peer(struct bm *m, const char *url)
         bm_bitmap_set_range(&m->dirty, 0, m->nblocks);
         m->baseline = true;
         strlcpy0(m->baseline_url, url, sizeof m->baseline_url);
+        pthread_mutex_unlock(&m->lock);
         if ((rc = state_flush(m)) || (rc = write_header(m, STATE_BASELINE))) {
-            set_error(m, "%s: %s", m->state_path, strerror(-rc));
-            pthread_mutex_unlock(&m->lock);
             nbd_client_close(c);
             pthread_mutex_lock(&m->lock);
+            set_error(m, "%s: %s", m->state_path, strerror(-rc));
             goto out;
         }
+        pthread_mutex_lock(&m->lock);
         m->scanning = nbd_client_has_vmmig(c);
         m->scan_cursor = 0;
     }
@@ -690,7 +744,9 @@ static void *manager_main(void *arg)
         }
         if (t - last_flush >= 1.0 && m->baseline &&
             (m->state_dirty || bm_bitmap_count(&m->al_disk))) {
+            pthread_mutex_unlock(&m->lock);
             int rc = state_flush(m);
+            pthread_mutex_lock(&m->lock);
             if (rc)
                 set_error(m, "%s: %s", m->state_path, strerror(-rc));
             last_flush = t;
@@ -905,15 +961,17 @@ static int guest_change(struct bm *m, enum op op, const void *buf, uint32_t len,
         pthread_cond_wait(&m->cond, &m->lock);
     }
     bm_bitmap_set_range(&m->busy, first, n);
+    for (uint64_t e = e1; e <= e2; e++)
+        m->al_inflight[e]++;
+    bm_bitmap_set_range(&m->al_touched, e1, e2 - e1 + 1);
     if ((rc = al_mark(m, e1, e2))) {
         set_error(m, "%s: %s", m->state_path, strerror(-rc));
+        for (uint64_t e = e1; e <= e2; e++)
+            m->al_inflight[e]--;
         busy_release(m, first, n);
         pthread_mutex_unlock(&m->lock);
         return -EIO; /* we could not record it: do not write it */
     }
-    for (uint64_t e = e1; e <= e2; e++)
-        m->al_inflight[e]++;
-    bm_bitmap_set_range(&m->al_touched, e1, e2 - e1 + 1);
     c = peer_get(m);
     pthread_mutex_unlock(&m->lock);
 
@@ -1142,6 +1200,7 @@ int bm_open(const struct bm_opts *o, struct bm **out, char *err, size_t errlen)
     m->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 10000;
     m->retry_ms = o->retry_ms > 0 ? o->retry_ms : 1000;
     m->ncopiers = o->copiers > 0 ? o->copiers : 4;
+    pthread_mutex_init(&m->io_lock, NULL);
     pthread_mutex_init(&m->lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -1230,14 +1289,16 @@ void bm_close(struct bm *m)
     free(m->copiers);
     pthread_mutex_lock(&m->lock);
     drop_peer(m);
-    if (m->state_fd >= 0 && m->dirty.w && !m->switched) {
+    bool flush = m->state_fd >= 0 && m->dirty.w && m->al_inflight && !m->switched;
+    if (flush) {
         /* A clean stop: the precise bitmap, an empty activity log. */
         for (uint64_t e = 0; e < m->nextents; e++)
             m->al_inflight[e] = 0;
         bm_bitmap_clear_range(&m->al_touched, 0, m->nextents);
-        state_flush(m);
     }
     pthread_mutex_unlock(&m->lock);
+    if (flush)
+        state_flush(m);
     if (m->img.fd >= 0)
         fdatasync(m->img.fd);
     bm_file_close(&m->img);
@@ -1250,6 +1311,7 @@ void bm_close(struct bm *m)
     free(m->al_inflight);
     pthread_cond_destroy(&m->cond);
     pthread_mutex_destroy(&m->lock);
+    pthread_mutex_destroy(&m->io_lock);
     free(m);
 }
 
@@ -1512,11 +1574,14 @@ int bm_switch(struct bm *m, int timeout_ms, char *err, size_t errlen)
         goto fail;
     m->switched = true;
     m->switching = false;
-    rc = write_header(m, STATE_BASELINE | STATE_SWITCHED);
-    if (rc) /* the peer is primary now all the same */
-        set_error(m, "%s: %s", m->state_path, strerror(-rc));
     pthread_cond_broadcast(&m->cond);
     pthread_mutex_unlock(&m->lock);
+    rc = write_header(m, STATE_BASELINE | STATE_SWITCHED);
+    if (rc) { /* the peer is primary now all the same */
+        pthread_mutex_lock(&m->lock);
+        set_error(m, "%s: %s", m->state_path, strerror(-rc));
+        pthread_mutex_unlock(&m->lock);
+    }
     return 0;
 fail:
     m->switching = false;
