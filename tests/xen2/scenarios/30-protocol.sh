@@ -177,7 +177,7 @@ killmatch "vmmig send"
 wait_for "grep -q '^done\|^failed\|^migrated' $M/tiny/migrate" 60
 like "$(cat $M/tiny/migrate)" "done hostB|migrated hostB" \
     "agent killed after COMMIT: vmmigfs runs the recovery itself, and the job is done"
-like "$(cat $M/events)" "migrate-recover to=hostB why=\"stage 4: the agent was killed by signal 9" \
+like "$(cat $M/events)" "migrate-recover to=hostB why=\"stage [45]: the agent was killed by signal 9" \
     "events record the recovery"
 like "$(cat $M/events)" "migrate-done to=hostB .*recovered=yes" "and its result"
 settle_once_on B 30 "vmmigfs's agent killed after the commit"
