@@ -510,10 +510,11 @@ static int al_mark(struct bm *m, uint64_t e1, uint64_t e2)
 }
 
 /* Persist the precise bitmap, then let the activity log forget extents
- * that saw no write since the last time.  Neither lock held: guest writes
- * go on meanwhile (any write after the snapshot keeps its extent in the
- * log). */
-static int state_flush(struct bm *m)
+ * that saw no write since the last time, when it holds more than
+ * BM_AL_MAX of them (or all of them: a clean stop).  Neither lock held:
+ * guest writes go on meanwhile (any write after the snapshot keeps its
+ * extent in the log). */
+static int state_flush(struct bm *m, bool forget_all_idle)
 {
     size_t n = (size_t)((m->nblocks + 7) / 8);
     uint8_t *bytes = malloc(n ? n : 1);
@@ -547,12 +548,15 @@ static int state_flush(struct bm *m)
         goto out;
     }
     pthread_mutex_lock(&m->lock);
+    /* Hot extents stay (re-marking one costs a sync per write), as long as
+     * a crash would not make too much dirty. */
+    bool forget = forget_all_idle || bm_bitmap_count(&m->al_disk) > BM_AL_MAX;
     for (uint64_t e = 0; e < m->nextents; e++) {
-        bool keep = bm_bitmap_test(&touched, e) || bm_bitmap_test(&m->al_touched, e) ||
+        bool busy = bm_bitmap_test(&touched, e) || bm_bitmap_test(&m->al_touched, e) ||
                     m->al_inflight[e];
-        if (keep)
+        if (busy)
             bm_bitmap_set_range(&m->al_disk, e, 1);
-        else
+        else if (forget)
             bm_bitmap_clear_range(&m->al_disk, e, 1);
     }
     pthread_mutex_unlock(&m->lock);
@@ -664,7 +668,7 @@ static int connect_peer(struct bm *m, const char *url)
         m->baseline = true;
         strlcpy0(m->baseline_url, url, sizeof m->baseline_url);
         pthread_mutex_unlock(&m->lock);
-        if ((rc = state_flush(m)) || (rc = write_header(m, STATE_BASELINE))) {
+        if ((rc = state_flush(m, false)) || (rc = write_header(m, STATE_BASELINE))) {
             nbd_client_close(c);
             pthread_mutex_lock(&m->lock);
             set_error(m, "%s: %s", m->state_path, strerror(-rc));
@@ -742,10 +746,9 @@ static void *manager_main(void *arg)
             rate_bytes = m->bytes_sent;
             rate_t = t;
         }
-        if (t - last_flush >= 1.0 && m->baseline &&
-            (m->state_dirty || bm_bitmap_count(&m->al_disk))) {
+        if (t - last_flush >= 1.0 && m->baseline && m->state_dirty) {
             pthread_mutex_unlock(&m->lock);
-            int rc = state_flush(m);
+            int rc = state_flush(m, false);
             pthread_mutex_lock(&m->lock);
             if (rc)
                 set_error(m, "%s: %s", m->state_path, strerror(-rc));
@@ -1158,7 +1161,7 @@ static int setup_bitmaps(struct bm *m, bool load, char *err, size_t errlen)
     if (!m->baseline)
         bm_bitmap_set_range(&m->dirty, 0, m->nblocks);
     if (!rc)
-        rc = state_flush(m);
+        rc = state_flush(m, true);
     (void)err, (void)errlen;
     return rc;
 }
@@ -1298,7 +1301,7 @@ void bm_close(struct bm *m)
     }
     pthread_mutex_unlock(&m->lock);
     if (flush)
-        state_flush(m);
+        state_flush(m, true);
     if (m->img.fd >= 0)
         fdatasync(m->img.fd);
     bm_file_close(&m->img);

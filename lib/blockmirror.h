@@ -15,8 +15,9 @@
  * Crash safety: the dirty bitmap lives in a state file.  Before the first
  * write into an extent of BM_AL_BLOCKS blocks the extent is marked in the
  * file's activity log and synced (DRBD's activity log); a flusher writes the
- * precise bitmap and clears idle extents every second or so.  After a crash
- * every block of a marked extent counts as dirty.
+ * precise bitmap every second or so, and forgets idle extents once more than
+ * BM_AL_MAX are logged (a clean stop forgets them all).  After a crash every
+ * block of a logged extent counts as dirty.
  */
 #ifndef VMMIG_BLOCKMIRROR_H
 #define VMMIG_BLOCKMIRROR_H
@@ -29,6 +30,7 @@
 
 #define BM_DEFAULT_BLOCK (64U << 10)
 #define BM_AL_BLOCKS 64 /* blocks per activity-log extent (4 MiB at 64 KiB) */
+#define BM_AL_MAX 1024  /* extents the log keeps while idle (4 GiB at 64 KiB) */
 #define BM_STATE_SUFFIX ".bmstate"
 
 /* ---- bitmaps (one bit per block), exposed for the unit tests ---- */
