@@ -12,7 +12,11 @@
 
 #include "applet.h"
 #include "mountclient.h"
+#include "state.h"
 #include "util.h"
+
+/* A domain and its peers: the most that move together. */
+#define GROUP_MAX (PEERS_MAX + 1)
 
 static const char migrate_help[] =
     "usage: vmmig migrate [-n] [-m DIR] DOMAIN HOST [wait[=SECONDS]|force]\n"
@@ -20,6 +24,7 @@ static const char migrate_help[] =
     "\n"
     "Live-migrate DOMAIN to HOST through vmmigfs (as 'echo HOST > DOMAIN/migrate'),\n"
     "then wait for the end, showing the stage, round, data sent and dirty rate.\n"
+    "A domain in a peer group moves with its whole group, each member shown.\n"
     "A locked domain is refused.  With wait, the migration starts once every hold\n"
     "is released or has expired (giving up after SECONDS); with force, a guest\n"
     "hold past the policy's guest_max_hold is overridden.  cancel stops a running\n"
@@ -65,27 +70,36 @@ static void parse_running(const char *line, struct job_view *v)
     }
 }
 
-/* The newest migrate-done or migrate-failed event of dom after mark (malloc'd line), or NULL. */
-static char *job_end_event(const char *mnt, const char *dom, const char *mark)
+/* The newest "DOM KIND ..." event after mark for any of kinds (malloc'd line), or NULL. */
+static char *newest_event(const char *mnt, const char *dom, const char *mark,
+                          const char *const *kinds, size_t nkinds)
 {
-    char *text, *found = NULL, done[128], failed[128];
+    char *text, *found = NULL, want[4][128];
     bool after = mark == NULL;
 
-    if (mount_read(mnt, NULL, "events", &text))
+    if (nkinds > 4 || mount_read(mnt, NULL, "events", &text))
         return NULL;
-    snprintf(done, sizeof done, " %s migrate-done ", dom);
-    snprintf(failed, sizeof failed, " %s migrate-failed ", dom);
+    for (size_t k = 0; k < nkinds; k++)
+        snprintf(want[k], sizeof want[k], " %s %s ", dom, kinds[k]);
     for (char *l = strtok(text, "\n"); l; l = strtok(NULL, "\n")) {
         if (!after) {
             after = !strcmp(l, mark);
             continue;
         }
-        if (strstr(l, done) || strstr(l, failed))
-            found = l;
+        for (size_t k = 0; k < nkinds; k++)
+            if (strstr(l, want[k]))
+                found = l;
     }
     char *res = found ? strdup(found) : NULL;
     free(text);
     return res;
+}
+
+/* The newest migrate-done or migrate-failed event of dom after mark (malloc'd line), or NULL. */
+static char *job_end_event(const char *mnt, const char *dom, const char *mark)
+{
+    static const char *const kinds[] = {"migrate-done", "migrate-failed"};
+    return newest_event(mnt, dom, mark, kinds, 2);
 }
 
 /* Read the migrate file through fd (from offset 0); NULL with errno set on error. */
@@ -108,109 +122,202 @@ static double seconds_since(const struct timespec *t0)
     return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
-static int report_done(const char *dom, const char *host, double el, const char *mnt,
-                       const char *mark, bool tty)
+/* The number after " KEY=" in an event line, or -1. */
+static long long event_num(const char *ev, const char *key)
 {
-    char *ev = job_end_event(mnt, dom, mark), *dt = ev ? strstr(ev, " downtime_ms=") : NULL;
+    char want[64];
+    const char *p;
 
-    if (tty)
-        printf("\r\033[K");
-    if (dt)
-        printf("%s: migrated to %s in %.1f s (downtime %lld ms)\n", dom, host, el,
-               atoll(dt + 13));
-    else
-        printf("%s: migrated to %s in %.1f s\n", dom, host, el);
-    free(ev);
-    return 0;
+    snprintf(want, sizeof want, " %s=", key);
+    p = ev ? strstr(ev, want) : NULL;
+    return p ? atoll(p + strlen(want)) : -1;
 }
 
-/* Follow the job until it ends: 0 done, 1 failed. */
-static int follow(const char *mnt, const char *dom, const char *host, const char *mark)
+/* One domain being followed: its migrate file and what was shown of it. */
+struct member {
+    const char *name;
+    char path[4200];
+    int fd;
+    int last_stage;
+    char shown[600]; /* the line for people, as last printed */
+    char line[600];  /* the line now */
+    int end;         /* 0 not yet, 1 moved, -1 failed */
+    char why[700];   /* after "NAME: " when failed */
+};
+
+/* Look at m's migrate file once: progress (printed when not on a terminal
+ * at each new stage or wait reason), or its end. */
+static void member_step(const char *mnt, struct member *m, const char *host, const char *mark,
+                        bool tty)
 {
-    char path[4200], last_shown[600] = "";
+    char *st = m->fd >= 0 ? read_state(m->fd) : NULL;
+
+    if (!st) {
+        /* The domain went away (its open file says ENODEV), or was
+         * renamed: look again by name, then at the events. */
+        if (m->fd >= 0)
+            close(m->fd);
+        m->fd = open(m->path, O_RDONLY | O_CLOEXEC);
+        st = m->fd >= 0 ? read_state(m->fd) : NULL;
+    }
+    if (!st) {
+        char *ev = job_end_event(mnt, m->name, mark), *why = ev ? strstr(ev, " why=\"") : NULL;
+        if (ev && strstr(ev, " migrate-failed ")) {
+            if (why)
+                why[strlen(why) - 1] = 0;
+            snprintf(m->why, sizeof m->why, "failed %s: %s", host, why ? why + 6 : "(no reason)");
+            m->end = -1;
+        } else {
+            /* Gone after a done (or with no record at all): it has left this host. */
+            m->end = 1;
+        }
+        free(ev);
+        return;
+    }
+    if (!strncmp(st, "running ", 8) || !strncmp(st, "waiting ", 8)) {
+        if (st[0] == 'w') {
+            snprintf(m->line, sizeof m->line, "%s: %s", m->name, st);
+            if (!tty && strcmp(m->line, m->shown))
+                printf("%s\n", m->line);
+        } else {
+            struct job_view v;
+            parse_running(st, &v);
+            int n = snprintf(m->line, sizeof m->line, "%s: ", m->name);
+            if (v.stage < 0)
+                n += snprintf(m->line + n, sizeof m->line - n, "running %s", host);
+            else
+                n += snprintf(m->line + n, sizeof m->line - n, "stage %d %s", v.stage,
+                              v.stage_name);
+            if (!tty && v.stage != m->last_stage && v.stage >= 0)
+                printf("%s\n", m->line);
+            m->last_stage = v.stage;
+            if (v.round >= 0)
+                n += snprintf(m->line + n, sizeof m->line - n, "  round %lld", v.round);
+            if (v.sent >= 0)
+                n += snprintf(m->line + n, sizeof m->line - n, "  %.1f MiB sent",
+                              (double)v.sent / 1048576.0);
+            if (v.rate >= 0)
+                snprintf(m->line + n, sizeof m->line - n, "  %lld pages/s", v.rate);
+        }
+        strlcpy0(m->shown, m->line, sizeof m->shown);
+    } else if (!strncmp(st, "done ", 5) || !strncmp(st, "migrated ", 9)) {
+        m->end = 1;
+    } else {
+        strlcpy0(m->why, st, sizeof m->why);
+        m->end = -1;
+    }
+    free(st);
+}
+
+/* The end line: one domain's downtime, or every member's and the group's skews. */
+static void report_done(const char *mnt, struct member *ms, int n, const char *host, double el,
+                        const char *mark)
+{
+    long long dt[GROUP_MAX];
+
+    for (int i = 0; i < n; i++) {
+        char *ev = job_end_event(mnt, ms[i].name, mark);
+        dt[i] = event_num(ev, "downtime_ms");
+        free(ev);
+    }
+    if (n == 1) {
+        if (dt[0] >= 0)
+            printf("%s: migrated to %s in %.1f s (downtime %lld ms)\n", ms[0].name, host, el,
+                   dt[0]);
+        else
+            printf("%s: migrated to %s in %.1f s\n", ms[0].name, host, el);
+        return;
+    }
+    static const char *const kinds[] = {"comigrate-done"};
+    char *gev = newest_event(mnt, ms[0].name, mark, kinds, 1);
+    long long stop_skew = event_num(gev, "stop_skew_ms"), resume_skew = event_num(gev, "resume_skew_ms");
+    free(gev);
+    for (int i = 0; i < n; i++)
+        printf("%s%s", i ? ", " : "", ms[i].name);
+    printf(": migrated to %s in %.1f s (downtime", host, el);
+    for (int i = 0; i < n; i++) {
+        if (dt[i] >= 0)
+            printf("%s %s %lld ms", i ? "," : "", ms[i].name, dt[i]);
+        else
+            printf("%s %s unknown", i ? "," : "", ms[i].name);
+    }
+    if (stop_skew >= 0 && resume_skew >= 0)
+        printf("; stop skew %lld ms, resume skew %lld ms", stop_skew, resume_skew);
+    printf(")\n");
+}
+
+/* Follow the job of doms (a domain, or a peer group moving together) until
+ * every member's has ended: 0 all moved, 1 any failed. */
+static int follow(const char *mnt, const char *const *doms, int n, const char *host,
+                  const char *mark)
+{
+    struct member ms[GROUP_MAX];
     struct timespec t0;
     bool tty = isatty(1);
-    int fd, last_stage = -2;
+    int rc = 0;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    snprintf(path, sizeof path, "%s/%s/migrate", mnt, dom);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    for (;;) {
-        char *st = fd >= 0 ? read_state(fd) : NULL;
-        double el = seconds_since(&t0);
-        if (!st) {
-            /* The domain went away (its open file says ENODEV), or was
-             * renamed: look again by name, then at the events. */
-            if (fd >= 0)
-                close(fd);
-            fd = open(path, O_RDONLY | O_CLOEXEC);
-            st = fd >= 0 ? read_state(fd) : NULL;
-        }
-        if (!st) {
-            char *ev = job_end_event(mnt, dom, mark), *why = ev ? strstr(ev, " why=\"") : NULL;
-            if (fd >= 0)
-                close(fd);
-            if (ev && strstr(ev, " migrate-failed ")) {
-                if (tty)
-                    printf("\r\033[K");
-                fflush(stdout);
-                if (why)
-                    why[strlen(why) - 1] = 0;
-                error_msg("%s: failed %s: %s", dom, host, why ? why + 6 : "(no reason)");
-                free(ev);
-                return 1;
-            }
-            free(ev);
-            /* Gone after a done (or with no record at all): it has left this host. */
-            return report_done(dom, host, el, mnt, mark, tty);
-        }
-        if (!strncmp(st, "running ", 8) || !strncmp(st, "waiting ", 8)) {
-            char line[600];
-            if (st[0] == 'w') {
-                snprintf(line, sizeof line, "%s: %s", dom, st);
-                if (!tty && strcmp(line, last_shown))
-                    printf("%s\n", line);
-            } else {
-                struct job_view v;
-                parse_running(st, &v);
-                int n = snprintf(line, sizeof line, "%s: ", dom);
-                if (v.stage < 0)
-                    n += snprintf(line + n, sizeof line - n, "running %s", host);
-                else
-                    n += snprintf(line + n, sizeof line - n, "stage %d %s", v.stage, v.stage_name);
-                if (!tty && v.stage != last_stage && v.stage >= 0)
-                    printf("%s\n", line);
-                last_stage = v.stage;
-                if (v.round >= 0)
-                    n += snprintf(line + n, sizeof line - n, "  round %lld", v.round);
-                if (v.sent >= 0)
-                    n += snprintf(line + n, sizeof line - n, "  %.1f MiB sent",
-                                  (double)v.sent / 1048576.0);
-                if (v.rate >= 0)
-                    snprintf(line + n, sizeof line - n, "  %lld pages/s", v.rate);
-            }
-            strlcpy0(last_shown, line, sizeof last_shown);
-            if (tty)
-                printf("\r\033[K%s  %.1f s", line, el);
-            fflush(stdout);
-            free(st);
-            struct pollfd p = {.fd = fd, .events = POLLIN | POLLPRI};
-            poll(&p, 1, tty ? 500 : 1000);
-            continue;
-        }
-        if (!strncmp(st, "done ", 5) || !strncmp(st, "migrated ", 9)) {
-            free(st);
-            close(fd);
-            return report_done(dom, host, el, mnt, mark, tty);
-        }
-        if (tty)
-            printf("\r\033[K");
-        fflush(stdout);
-        error_msg("%s: %s", dom, st);
-        free(st);
-        close(fd);
-        return 1;
+    memset(ms, 0, sizeof ms);
+    for (int i = 0; i < n; i++) {
+        ms[i].name = doms[i];
+        ms[i].last_stage = -2;
+        snprintf(ms[i].path, sizeof ms[i].path, "%s/%s/migrate", mnt, doms[i]);
+        ms[i].fd = open(ms[i].path, O_RDONLY | O_CLOEXEC);
     }
+    for (;;) {
+        struct pollfd p[GROUP_MAX];
+        int left = 0, np = 0;
+
+        for (int i = 0; i < n; i++)
+            if (!ms[i].end)
+                member_step(mnt, &ms[i], host, mark, tty);
+        for (int i = 0; i < n; i++)
+            if (!ms[i].end) {
+                left++;
+                p[np++] = (struct pollfd){.fd = ms[i].fd, .events = POLLIN | POLLPRI};
+            }
+        if (!left)
+            break;
+        if (tty) {
+            printf("\r\033[K");
+            for (int i = 0, k = 0; i < n; i++)
+                if (!ms[i].end && ms[i].line[0])
+                    printf("%s%s", k++ ? "  |  " : "", ms[i].line);
+            printf("  %.1f s", seconds_since(&t0));
+        }
+        fflush(stdout);
+        poll(p, (nfds_t)np, tty ? 500 : 1000);
+    }
+    if (tty)
+        printf("\r\033[K");
+    fflush(stdout);
+    for (int i = 0; i < n; i++) {
+        if (ms[i].fd >= 0)
+            close(ms[i].fd);
+        if (ms[i].end < 0) {
+            error_msg("%s: %s", ms[i].name, ms[i].why);
+            rc = 1;
+        }
+    }
+    if (!rc)
+        report_done(mnt, ms, n, host, seconds_since(&t0), mark);
+    return rc;
+}
+
+/* DOMAIN and its peers (the domains that migrate with it), DOMAIN first;
+ * the names point into *text (malloc'd, for the caller to free). */
+static int group_of(const char *mnt, const char *dom, const char *doms[GROUP_MAX], char **text)
+{
+    int n = 0;
+
+    doms[n++] = dom;
+    *text = NULL;
+    if (mount_read(mnt, dom, "peer", text))
+        return n;
+    for (char *save = NULL, *tok = strtok_r(*text, " \n", &save); tok && n < GROUP_MAX;
+         tok = strtok_r(NULL, " \n", &save))
+        doms[n++] = tok;
+    return n;
 }
 
 static bool mode_word_ok(const char *w)
@@ -282,7 +389,11 @@ static int migrate_main(int argc, char **argv)
         free(mark);
         return 0;
     }
-    rc = follow(mnt, dom, host, mark);
+    const char *doms[GROUP_MAX];
+    char *peers;
+    int n = group_of(mnt, dom, doms, &peers);
+    rc = follow(mnt, doms, n, host, mark);
+    free(peers);
     free(mark);
     return rc;
 }
