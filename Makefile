@@ -127,6 +127,7 @@ demo: $(B)/bin/vmmig $(KMOD)
 bench: $(B)/bin/vmmig test-helpers $(KMOD)
 	bench/run.sh
 	bench/migrate/run.sh
+	bench/comigrate/run.sh
 	bench/blockmirror/run.sh
 
 # Installation: the binary, its applet links, man pages, the systemd unit and

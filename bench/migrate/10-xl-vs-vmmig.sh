@@ -31,7 +31,7 @@ one() {
     gap=$(memcheck_field max_gap_ms "$out")
     if [ "$rc" = 0 ] && memcheck_field bad "$out" | grep -qx 0; then
         tap_ok "$tool $from->$to: $((t1 - t0)) ms, guest saw a ${gap} ms gap"
-        echo "# BENCH tool=$tool dir=$from$to ms=$((t1 - t0)) gap_ms=$gap"
+        diag "BENCH tool=$tool dir=$from$to ms=$((t1 - t0)) gap_ms=$gap"
     else
         tap_not_ok "$tool $from->$to (rc $rc, memcheck: $out)"
     fi
