@@ -75,7 +75,7 @@ struct job {
     char pump_err[200];
     /* rounds */
     unsigned round;
-    bool final_seen;
+    atomic_bool final_seen; /* set by the monitor, read by the pump */
     unsigned long round_pages;
     struct timespec round_start, t0, t_suspend;
     unsigned long long dirty_rate;
@@ -97,9 +97,11 @@ static void on_cancel(int sig)
         kill(cancel_pid, SIGTERM);
 }
 
-/* A test seam: VMMIG_TEST_DELAY=POINT:SECONDS sleeps at POINT (received:
- * after RECEIVED, before the commit; committed: after COMMIT was sent), so
- * the fault tests can kill an agent or cut the link at exactly that point. */
+/* A test seam: VMMIG_TEST_DELAY=POINT:SECONDS sleeps at POINT (reserved:
+ * after REQ_OK, in stage 1; stopped: in stage 3, the domain suspended and
+ * its last pages on their way; received: after RECEIVED, before the
+ * commit; committed: after COMMIT was sent), so that the fault tests can
+ * kill an agent or cut the link at exactly that point. */
 static void test_delay(const char *point)
 {
     const char *v = getenv("VMMIG_TEST_DELAY");
@@ -249,6 +251,8 @@ static void stream_round(struct job *j)
     progress_line(j, extra);
 }
 
+static bool stopped_delay_done;
+
 /* Reads the hypervisor's stream from the pipe and sends it as chunks. */
 static void *pump_main(void *arg)
 {
@@ -285,6 +289,10 @@ static void *pump_main(void *arg)
         }
         j->chunks++;
         atomic_fetch_add(&j->sent, (unsigned long long)r);
+        if (j->final_seen && !stopped_delay_done) {
+            stopped_delay_done = true;
+            test_delay("stopped"); /* holding the stream holds libxc in stage 3 */
+        }
         if (xcs_feed(&j->xcs, buf, (size_t)r)) {
             stream_round(j);
             if (j->pump_rc)
@@ -777,6 +785,7 @@ static int send_main(int argc, char **argv)
     kv_get(pl, len, "algorithm", alg, sizeof alg);
     free(pl);
     j.live = strcmp(alg, "stopcopy") != 0;
+    test_delay("reserved");
 
     if (j.eng->get_config(j.e, j.dom.domid, &neutral, &native, e2, sizeof e2)) {
         send_abort(&j, e2);

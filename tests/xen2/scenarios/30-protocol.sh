@@ -96,6 +96,25 @@ like "$(cat /tmp/send.out)" "result failed stage=2 domain=running-here" "saying 
 wait_for "host_run B true >/dev/null 2>&1" 30
 settle_once_on A 40 "link cut in pre-copy"
 
+# ---- a fault in stage 1 (reservation) and in stage 3 (stop-and-copy) ----
+bg_send VMMIG_TEST_DELAY=reserved:6
+wait_for "grep -q 'test delay at reserved' /tmp/send.out" 60
+host_run B "$KILLFN; killmatch 'vmmig receive'" >/dev/null
+wait_send_end
+is "$(cat /tmp/send.rc)" 1 "destination agent killed in stage 1: the job fails"
+like "$(cat /tmp/send.out)" "result failed stage=1 domain=running-here" "saying the domain runs here"
+settle_once_on A 20 "destination agent killed in stage 1"
+
+bg_send VMMIG_TEST_DELAY=stopped:8 --timeout=5
+wait_for "grep -q 'test delay at stopped' /tmp/send.out" 120
+( ip link set eth0 down; sleep 12; ip link set eth0 up ) </dev/null >/dev/null 2>&1 &
+wait_send_end 60
+is "$(cat /tmp/send.rc)" 1 "link cut in stop-and-copy (the domain suspended): the job fails"
+like "$(cat /tmp/send.out)" "result failed stage=[34] domain=running-here" \
+    "the suspended domain is resumed here"
+wait_for "host_run B true >/dev/null 2>&1" 30
+settle_once_on A 40 "link cut in stop-and-copy"
+
 # ---- faults at the commit point ----
 bg_send VMMIG_TEST_DELAY=received:8
 wait_for "grep -q 'test delay at received' /tmp/send.out" 90
@@ -122,6 +141,19 @@ out=$(host_run B "echo hostA > $M/tiny/migrate; i=0; while [ \$i -lt 120 ]; do s
 like "$out" "done hostA|migrated hostA" "hostB -> hostA through hostB's vmmigfs"
 settle_once_on A 30 "after moving back"
 check "memory intact on hostA" memcheck_verify tiny
+
+# ---- the link cut right after COMMIT: ACTIVATED is lost, QUERY settles it ----
+bg_send VMMIG_TEST_DELAY=committed:1 --timeout=5
+wait_for "grep -q 'test delay at committed' /tmp/send.out" 120
+( ip link set eth0 down; sleep 6; ip link set eth0 up ) </dev/null >/dev/null 2>&1 &
+wait_send_end 90
+is "$(cat /tmp/send.rc)" 0 "link cut after COMMIT: the source asks hostB (QUERY) and finds it runs tiny" ||
+    diag "$(grep -v '^progress' /tmp/send.out)"
+wait_for "host_run B true >/dev/null 2>&1" 30
+settle_once_on B 40 "link cut at the commit point"
+out=$(host_run B "echo hostA > $M/tiny/migrate; i=0; while [ \$i -lt 120 ]; do s=\$(cat $M/tiny/migrate 2>/dev/null); case \"\$s\" in done*|failed*|migrated*) break;; esac; sleep 1; i=\$((i+1)); done; echo \"\$s\"")
+like "$out" "done hostA|migrated hostA" "and back to hostA (retry after the link cut)"
+settle_once_on A 30 "back after the link cut at commit"
 
 # ---- cancel ----
 echo hostB > $M/tiny/migrate
