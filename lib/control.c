@@ -1361,12 +1361,22 @@ static void mig_parse_line(struct ctl *c, struct domain *d, char *line)
 
     if (!strncmp(line, "progress ", 9)) {
         p = line + 9;
-    } else if (!strncmp(line, "result ok", 9) && (!line[9] || line[9] == ' ')) {
-        result = ok = true;
-        p = line + 9;
-    } else if (!strncmp(line, "result failed", 13) && (!line[13] || line[13] == ' ')) {
-        result = true;
-        p = line + 13;
+    } else if (!strncmp(line, "result ", 7)) {
+        p = line + 7;
+        /* comigrate names the member first: "result member=M ok ...". */
+        if (!strncmp(p, "member=", 7)) {
+            char *end = p + strcspn(p, " \t"), was = *end;
+            *end = 0;
+            take_num(&member, p + 7);
+            *end = was;
+            p = end + strspn(end, " \t");
+        }
+        if (!strncmp(p, "ok", 2) && (!p[2] || p[2] == ' '))
+            result = ok = true, p += 2;
+        else if (!strncmp(p, "failed", 6) && (!p[6] || p[6] == ' '))
+            result = true, p += 6;
+        else
+            return;
     } else {
         return;
     }

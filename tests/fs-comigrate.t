@@ -46,8 +46,8 @@ $1"
 fake_comigrate "
 echo \"progress member=\$A stage=0 name=pre-migration\"
 echo \"progress member=\$B stage=0 name=pre-migration\"
-echo \"result ok member=\$A host=\$HOST domid=15 total_ms=40 downtime_ms=4 stop_ms=1000 resume_ms=1004\"
-echo \"result ok member=\$B host=\$HOST domid=16 total_ms=41 downtime_ms=5 stop_ms=1001 resume_ms=1006\"
+echo \"result member=\$A ok host=\$HOST domid=15 total_ms=40 downtime_ms=4 stop_ms=1000 resume_ms=1004\"
+echo \"result member=\$B ok host=\$HOST domid=16 total_ms=41 downtime_ms=5 stop_ms=1001 resume_ms=1006\"
 echo \"result ok group=\$A,\$B stop_skew_ms=1 resume_skew_ms=2 total_ms=45\"
 "
 
@@ -143,8 +143,8 @@ step 2
 echo \"progress member=\$B stage=3 name=stop-and-copy sent=8192\"
 echo \"progress member=\$A stage=3 name=stop-and-copy sent=4096\"
 step 3
-echo \"result ok member=\$A host=\$HOST domid=15 downtime_ms=4\"
-echo \"result ok member=\$B host=\$HOST domid=16 downtime_ms=5\"
+echo \"result member=\$A ok host=\$HOST domid=15 downtime_ms=4\"
+echo \"result member=\$B ok host=\$HOST domid=16 downtime_ms=5\"
 echo \"result ok group=\$A,\$B stop_skew_ms=1 resume_skew_ms=1 total_ms=45\"
 "
 n=$(events_lines)
@@ -182,7 +182,7 @@ ok $? "done" && is "$(fs_cat "$R/migrate")" "done hostB" "  ...both"
 fake_comigrate "
 echo \"progress member=\$A stage=2 name=iterative-pre-copy\"
 echo \"progress member=\$B stage=1 name=reservation\"
-echo \"result failed member=\$B stage=1 domain=running-here why=\\\"hostB has no room for domr-web1\\\"\"
+echo \"result member=\$B failed stage=1 domain=running-here why=\\\"hostB has no room for domr-web1\\\"\"
 echo \"result failed group=\$A,\$B stage=1 why=\\\"domr-web1: hostB has no room\\\"\"
 exit 1
 "
@@ -201,8 +201,8 @@ ok $? "event comigrate-failed" || diag "$(events_since "$n")"
 # ---- cancel on the peer cancels the group ------------------------------------------
 fake_comigrate "
 trap 'kill \$! 2>/dev/null
-  echo \"result failed member=\$A stage=2 domain=running-here why=\\\"cancelled\\\"\"
-  echo \"result failed member=\$B stage=2 domain=running-here why=\\\"cancelled\\\"\"
+  echo \"result member=\$A failed stage=2 domain=running-here why=\\\"cancelled\\\"\"
+  echo \"result member=\$B failed stage=2 domain=running-here why=\\\"cancelled\\\"\"
   echo \"result failed group=\$A,\$B stage=2 why=\\\"cancelled\\\"\"; exit 1' TERM
 echo \"progress member=\$A stage=2 name=iterative-pre-copy\"
 echo \"progress member=\$B stage=2 name=iterative-pre-copy\"
@@ -224,8 +224,8 @@ ok $? "event migrate-cancel with the group"
 fake_comigrate "
 if [ -n \"\$RECOVER\" ]; then
     echo \"recover \$*\" >>'$XENENV_DIR/recover.calls'
-    echo \"result failed member=\$A stage=0 domain=running-here why=\\\"web1 kept running here\\\"\"
-    echo \"result failed member=\$B stage=0 domain=running-here why=\\\"domr-web1 kept running here\\\"\"
+    echo \"result member=\$A failed stage=0 domain=running-here why=\\\"web1 kept running here\\\"\"
+    echo \"result member=\$B failed stage=0 domain=running-here why=\\\"domr-web1 kept running here\\\"\"
     exit 1
 fi
 echo \"progress member=\$A stage=2 name=iterative-pre-copy\"
@@ -259,8 +259,8 @@ echo \"progress member=\$A stage=3 name=stop-and-copy\"
 echo \"progress member=\$B stage=3 name=stop-and-copy\"
 step 2
 \"\$XSFAKE\" del \"\$A\"; \"\$XSFAKE\" del \"\$B\"
-echo \"result ok member=\$A host=\$HOST domid=15 total_ms=900 downtime_ms=21 stop_ms=500 resume_ms=521\"
-echo \"result ok member=\$B host=\$HOST domid=16 total_ms=910 downtime_ms=23 stop_ms=502 resume_ms=525\"
+echo \"result member=\$A ok host=\$HOST domid=15 total_ms=900 downtime_ms=21 stop_ms=500 resume_ms=521\"
+echo \"result member=\$B ok host=\$HOST domid=16 total_ms=910 downtime_ms=23 stop_ms=502 resume_ms=525\"
 echo \"result ok group=\$A,\$B stop_skew_ms=2 resume_skew_ms=4 total_ms=950\"
 "
 TOOL_OUT=$XENENV_DIR/tool.out
@@ -296,7 +296,7 @@ wait_file_is 5 "$R/migrate" idle
 ok $? "the domains are back" || diag "$(fs_cat "$R/migrate")"
 is "$(fs_cat "$R/peer")" web1 "  ...still a group"
 fake_comigrate "
-echo \"result failed member=\$B stage=1 domain=running-here why=\\\"hostB has no room\\\"\"
+echo \"result member=\$B failed stage=1 domain=running-here why=\\\"hostB has no room\\\"\"
 echo \"result failed group=\$A,\$B stage=1 why=\\\"domr-web1: hostB has no room\\\"\"
 exit 1
 "

@@ -974,9 +974,9 @@ static void test_group(void)
                "echo 'progress member=99 stage=5 name=not-ours'; "
                "echo 'vmmig comigrate: text for people'; "
                "sleep 0.2; "
-               "echo 'result ok member=51 host=hostB domid=61 total_ms=900 downtime_ms=30 "
+               "echo 'result member=51 ok host=hostB domid=61 total_ms=900 downtime_ms=30 "
                "stop_ms=1700000000100 resume_ms=1700000000130 sent=5000 rounds=3'; "
-               "echo 'result ok member=52 host=hostB domid=62 total_ms=910 downtime_ms=33 "
+               "echo 'result member=52 ok host=hostB domid=62 total_ms=910 downtime_ms=33 "
                "stop_ms=1700000000103 resume_ms=1700000000136 sent=6000 rounds=2'; "
                "echo 'result ok group=51,52 stop_skew_ms=3 resume_skew_ms=6 total_ms=950'";
     uint64_t gen = domr->gen;
@@ -1023,7 +1023,7 @@ static void test_group(void)
     /* One member fails before the commit point: the group failed, both stay. */
     mock_cmd = "echo 'progress member=51 stage=2 name=iterative-pre-copy'; "
                "echo 'progress member=52 stage=1 name=reservation'; "
-               "echo 'result failed member=52 stage=1 domain=running-here "
+               "echo 'result member=52 failed stage=1 domain=running-here "
                "why=\"no room for domr-web1 on hostB\"'; "
                "echo 'result failed group=51,52 stage=1 why=\"domr-web1: no room on hostB\"'; "
                "exit 1";
@@ -1044,8 +1044,8 @@ static void test_group(void)
     /* The coordinator is killed: comigrate --recover for the same members. */
     mock_cmd = "echo 'progress member=51 stage=2 name=iterative-pre-copy'; "
                "echo 'vmmig comigrate: lost hostB'; kill -9 $$";
-    mock_recover_cmd = "echo 'result failed member=51 stage=0 domain=running-here why=\"kept "
-                       "running here\"'; echo 'result failed member=52 stage=0 "
+    mock_recover_cmd = "echo 'result member=51 failed stage=0 domain=running-here why=\"kept "
+                       "running here\"'; echo 'result member=52 failed stage=0 "
                        "domain=left-suspended-here why=\"could not resume\"'; exit 1";
     is_int(wm(&c, web, "hostB", err), 0, "started");
     finish_migration(&c, web);
@@ -1135,8 +1135,9 @@ static void test_group(void)
     domr = ctl_find(&c, "domr-web1");
     is_int(w(&c, domr, "0", err), 0, "back, and released");
 
-    /* Moved: both leave forwarding entries that tell how it went. */
-    mock_cmd = "echo 'result ok member=51 host=hostB domid=61 downtime_ms=30 stop_ms=100 "
+    /* Moved: both leave forwarding entries that tell how it went (member= may
+     * also follow ok). */
+    mock_cmd = "echo 'result member=51 ok host=hostB domid=61 downtime_ms=30 stop_ms=100 "
                "resume_ms=130'; echo 'result ok member=52 host=hostB domid=62 downtime_ms=31 "
                "stop_ms=102 resume_ms=131'; echo 'result ok group=51,52 stop_skew_ms=2 "
                "resume_skew_ms=1 total_ms=700'";
