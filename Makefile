@@ -52,6 +52,7 @@ $(B)/asan/%.o: %.c $(wildcard lib/*.h) | $(DEPS_STAMP)
 
 # Xen's public headers use anonymous unions, a GNU extension.
 $(B)/obj/lib/backend_xen.o $(B)/asan/lib/backend_xen.o $(B)/obj/lib/xenmig.o \
+    $(B)/obj/lib/hypflag.o $(B)/asan/lib/hypflag.o \
     $(B)/asan/lib/xenmig.o: STD := -std=gnu11
 
 $(B)/bin/vmmig: $(OBJ)

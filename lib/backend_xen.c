@@ -3,12 +3,14 @@
  * xl config files, live migration through xl. */
 #define _GNU_SOURCE
 #include "backend.h"
+#include "hypflag.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <xenctrl.h>
@@ -281,8 +283,19 @@ static int xen_static_hold(struct backend *b, const struct vm_info *vm, struct h
     char *text;
     struct stat st;
 
-    (void)b;
     memset(out, 0, sizeof *out);
+    /* A patched hypervisor's own lock (hyp-patches/): Xen refuses to migrate
+     * the domain itself, so vmmig holds it too, whoever took it. */
+    struct hypflag hf;
+    if (!hypflag_get(b->xch, vm->domid, &hf) && hf.holders) {
+        char who[32];
+        out->active = true;
+        out->since = time(NULL) - (time_t)(hf.held_ms / 1000);
+        strlcpy0(out->by, "hypervisor", sizeof out->by);
+        snprintf(out->reason, sizeof out->reason, "hypervisor migration lock held by %s",
+                 hypflag_holders(hf.holders, who, sizeof who));
+        return 0;
+    }
     snprintf(path, sizeof path, "%s/userdata-d.%u.%s.libxl-json", userdata, vm->domid, vm->uuid);
     if (!read_file(path, &text, NULL)) {
         bool off = libxl_json_disables_migrate(text);

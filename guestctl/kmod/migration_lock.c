@@ -9,6 +9,14 @@
  * its value starts with "1".  Reading the file reports the guest hold as
  * "0" or "1"; root writing "1" or "0" takes or releases it.
  *
+ * On a hypervisor with vmmig's migration-lock patches (hyp-patches/xen),
+ * the hold is the hypervisor's own per-domain flag instead, taken and
+ * released with the SCHEDOP_migration_lock hypercall: Xen itself then
+ * refuses log-dirty mode and suspend for this domain, whatever toolstack
+ * asks.  The module probes for it at load time and falls back to xenstore
+ * when the hypervisor answers -ENOSYS.  The "backend" module parameter
+ * (/sys/module/migration_lock/parameters/backend) says which is in use.
+ *
  * guestctl(1) is the userspace equivalent; this module is for guests that
  * do not ship it, or that want a plain file (e.g. for systemd units).
  */
@@ -27,6 +35,40 @@
 
 #include <xen/xen.h>
 #include <xen/xenbus.h>
+#include <xen/interface/sched.h>
+#include <asm/xen/hypercall.h>
+
+/*
+ * The hypervisor interface added by hyp-patches/xen (public/sched.h there);
+ * Linux's headers do not know it, so it is spelled out here.
+ */
+#ifndef SCHEDOP_migration_lock
+#define SCHEDOP_migration_lock	8
+#define SCHED_MIGLOCK_query	0
+#define SCHED_MIGLOCK_lock	1
+#define SCHED_MIGLOCK_unlock	2
+#define XEN_MIGLOCK_HOLDER_GUEST	(1U << 0)
+struct sched_migration_lock {
+	uint32_t cmd;
+	uint32_t holders;
+	uint64_t guest_since;
+	uint64_t slot;
+	uint64_t now;
+};
+#endif
+
+/* true: the hypervisor keeps the hold (SCHEDOP_migration_lock). */
+static bool ml_hyp;
+static char *backend = "xenstore";
+module_param(backend, charp, 0444);
+MODULE_PARM_DESC(backend, "where the hold lives: hypervisor or xenstore (read-only, probed at load)");
+
+static int ml_hyp_op(uint32_t cmd, struct sched_migration_lock *op)
+{
+	memset(op, 0, sizeof(*op));
+	op->cmd = cmd;
+	return HYPERVISOR_sched_op(SCHEDOP_migration_lock, op);
+}
 
 /* Relative to the domain's home, as the guest is allowed to address it. */
 #define ML_DIR	"control"
@@ -46,8 +88,18 @@ static bool ml_value_locked(const char *val)
 
 static ssize_t ml_show(char *buf)
 {
+	struct sched_migration_lock op;
 	bool locked;
 	char *val;
+	int err;
+
+	if (ml_hyp) {
+		err = ml_hyp_op(SCHED_MIGLOCK_query, &op);
+		if (err)
+			return err;
+		return sysfs_emit(buf, "%d\n",
+				  !!(op.holders & XEN_MIGLOCK_HOLDER_GUEST));
+	}
 
 	val = xenbus_read(XBT_NIL, ML_DIR, ML_NODE, NULL);
 	if (IS_ERR(val)) {
@@ -83,6 +135,19 @@ static ssize_t ml_store(const char *buf, size_t count)
 		break;
 	default:
 		return -EINVAL;
+	}
+
+	if (ml_hyp) {
+		struct sched_migration_lock op;
+
+		err = ml_hyp_op(val[0] == '1' ? SCHED_MIGLOCK_lock
+					      : SCHED_MIGLOCK_unlock, &op);
+		if (err) {
+			pr_warn_ratelimited("SCHEDOP_migration_lock: error %d\n",
+					    err);
+			return err;
+		}
+		return count;
 	}
 
 	/*
@@ -166,6 +231,21 @@ static int __init migration_lock_init(void)
 	}
 	if (!hypervisor_kobj)
 		return -ENODEV;
+
+	{
+		struct sched_migration_lock op;
+		int err = ml_hyp_op(SCHED_MIGLOCK_query, &op);
+
+		ml_hyp = err == 0;
+		if (ml_hyp) {
+			backend = "hypervisor";
+			pr_info("hold kept by the hypervisor (SCHEDOP_migration_lock; guest time slot %llu s)\n",
+				(unsigned long long)(op.slot / 1000000000ULL));
+		} else {
+			pr_info("hypervisor has no migration lock (%d): hold kept in xenstore\n",
+				err);
+		}
+	}
 
 	ktype = hypervisor_kobj->ktype;
 	if (ktype && ktype->sysfs_ops == &kobj_sysfs_ops) {
