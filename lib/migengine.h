@@ -64,6 +64,8 @@ struct mig_engine_ops {
     /* The guest's own hold request channel (raw "1 reason=..." text). */
     int (*guest_hold_get)(struct mig_engine *e, uint32_t domid, char *buf, size_t size);
     int (*guest_hold_put)(struct mig_engine *e, uint32_t domid, const char *value);
+    /* The path of the domain's console (a pty), for vmmig console. */
+    int (*console_path)(struct mig_engine *e, uint32_t domid, char *buf, size_t size);
 };
 
 extern const struct mig_engine_ops xen_mig_engine;

@@ -53,6 +53,10 @@ static const struct msg_info {
     {MSG_RESUME, FROM_SOURCE, false, "RESUME"},
     {MSG_QUERY, FROM_SOURCE, false, "QUERY"},
     {MSG_STATE, FROM_DEST, false, "STATE"},
+    {MSG_CONSOLE, FROM_SOURCE, false, "CONSOLE"},
+    {MSG_CONSOLE_DATA, FROM_EITHER, false, "CONSOLE_DATA"},
+    {MSG_CONSOLE_STATE, FROM_DEST, false, "CONSOLE_STATE"},
+    {MSG_CONSOLE_RETURN, FROM_DEST, false, "CONSOLE_RETURN"},
 };
 
 static const struct msg_info *msg_info(int type)

@@ -100,6 +100,11 @@ enum msg_type {
     /* recovery: does the destination run this domain? */
     MSG_QUERY = 64,
     MSG_STATE = 65,
+    /* vmmig console: a client follows a domain's console (vmmig-console(1)) */
+    MSG_CONSOLE = 66,        /* client: name=NAME */
+    MSG_CONSOLE_DATA = 67,   /* either way: raw bytes */
+    MSG_CONSOLE_STATE = 68,  /* agent: state=running|paused|moved|gone [host=H] */
+    MSG_CONSOLE_RETURN = 69, /* agent: input it could not deliver, to send again */
 };
 
 /* "HELLO", ...; "unknown" for a type not in the table. */

@@ -377,6 +377,20 @@ static int xm_guest_hold_put(struct mig_engine *e, uint32_t domid, const char *v
     return 0;
 }
 
+/* xenconsoled's pty for the domain's first console (what xl console opens). */
+static int xm_console_path(struct mig_engine *e, uint32_t domid, char *buf, size_t size)
+{
+    char *path = NULL;
+    int rc = libxl_console_get_tty(e->ctx, domid, 0, LIBXL_CONSOLE_TYPE_PV, &path);
+    if (rc || !path) {
+        free(path);
+        return -ENOENT;
+    }
+    strlcpy0(buf, path, size);
+    free(path);
+    return 0;
+}
+
 const struct mig_engine_ops xen_mig_engine = {
     .name = "xen",
     .algorithms = "precopy,stopcopy",
@@ -395,4 +409,5 @@ const struct mig_engine_ops xen_mig_engine = {
     .destroy = xm_destroy,
     .guest_hold_get = xm_guest_hold_get,
     .guest_hold_put = xm_guest_hold_put,
+    .console_path = xm_console_path,
 };

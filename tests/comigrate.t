@@ -21,6 +21,10 @@ dom=${@: -2:1} host=${@: -1}
 plan=$(cat "$D/plan.$dom" 2>/dev/null || echo ok)
 log() { echo "$dom $*" >>"$D/log"; }
 log "args $*"
+case " $* " in *" --recover "*)
+    echo "result failed stage=0 domain=running-here why=\"recovered: the domain kept running here\""
+    exit 1 ;;
+esac
 fail() { echo "result failed stage=$1 domain=running-here why=\"$2\""; exit 1; }
 barrier() { # POINT: wait for the coordinator's word
     echo "sync $1" >&3
@@ -91,8 +95,11 @@ out=$(comigrate hostB a b); rc=$?
 is "$rc" 1 "a member killed mid-copy: exit 1"
 like "$(cat "$dir/log")" '^a round -> abort b failed: its agent was killed by signal 9$' \
     "the member waiting at its round is aborted"
-like "$out" '^result member=b failed stage=2 why="its agent was killed by signal 9"$' \
-    "the coordinator reports the killed member's result itself"
+like "$out" '^b: its agent was killed by signal 9; settling it with send --recover$' \
+    "the coordinator says the member's agent died"
+like "$(cat "$dir/log")" '^b args send --recover b hostB$' "  ...and settles it with send --recover"
+like "$out" '^result member=b failed stage=0 domain=running-here why="recovered: the domain kept running here"$' \
+    "  ...whose result is the member's"
 
 # ---- a member fails while the other is still copying: SIGTERM cancels it ----
 reset

@@ -32,6 +32,7 @@ declare -A PAGE_OF=(
     [send]=vmmig-send.8
     [receive]=vmmig-receive.8
     [comigrate]=vmmig-comigrate.1
+    [console]=vmmig-console.1
     [blockmirror]=vmmig-blockmirror.8
 )
 

@@ -244,6 +244,41 @@ static int drain(int *fd, char *buf, size_t size, size_t *len, struct member *m,
 
 static void sync_line(struct member *m, char *line) { member_sync(m, line); }
 
+static int spawn_member(struct member *m, char **send_argv, int argc_fixed);
+
+/* `send --recover` for a member whose agent died without a result: its
+ * result line becomes the member's. */
+static void recover_member(struct member *m, char **send_argv, int fixed, const char *died)
+{
+    char *argv[40];
+    int n = 0;
+
+    printf("%s: %s; settling it with send --recover\n", m->arg, died);
+    for (int i = 0; i < fixed; i++)
+        if (strcmp(send_argv[i], "--sync-fd=3"))
+            argv[n++] = send_argv[i];
+    argv[n++] = "--recover";
+    int at = n;
+    argv[n + 1] = send_argv[fixed + 1];
+    argv[n + 2] = NULL;
+    m->result = 0;
+    m->exited = false;
+    if (spawn_member(m, argv, at)) {
+        m->result = -1;
+    } else {
+        close(m->sync_fd);
+        m->sync_fd = -1;
+        while (m->out_fd >= 0)
+            drain(&m->out_fd, m->out, sizeof m->out, &m->outlen, m, member_line);
+        waitpid(m->pid, &m->status, 0);
+    }
+    m->exited = true;
+    if (m->result == 0)
+        m->result = -1;
+    if (m->result < 0)
+        snprintf(m->why, sizeof m->why, "%s", died);
+}
+
 static int spawn_member(struct member *m, char **send_argv, int argc_fixed)
 {
     int out[2], sv[2];
@@ -289,6 +324,9 @@ static int comigrate_main(int argc, char **argv)
         {"recover", no_argument, 0, 'R'},         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
+    /* the options passed on to each member's send (at most one of each) */
+    static char opt_store[8][PATH_MAX];
+    int nstored = 0;
     char *send_argv[32], self[PATH_MAX];
     int n = 0, opt;
     bool recovering = false;
@@ -318,8 +356,8 @@ static int comigrate_main(int argc, char **argv)
             for (const struct option *lo = longopts; lo->name; lo++)
                 if (lo->val == opt)
                     name = lo->name;
-            if (asprintf(&o, "--%s=%s", name, optarg) < 0)
-                return 1;
+            o = opt_store[nstored++];
+            snprintf(o, sizeof opt_store[0], "--%s=%s", name, optarg);
             send_argv[n++] = o;
             break;
         }
@@ -328,7 +366,7 @@ static int comigrate_main(int argc, char **argv)
         case 'h': help_exit_ok(&applet_comigrate);
         default: usage_exit(&applet_comigrate, "unknown option");
         }
-        if (n > 20)
+        if (n > 20 || nstored >= 8)
             usage_exit(&applet_comigrate, "too many options");
     }
     if (argc - optind < 2)
@@ -437,15 +475,17 @@ static int comigrate_main(int argc, char **argv)
             if (m->sync_fd >= 0)
                 close(m->sync_fd), m->sync_fd = -1;
             if (!m->result) {
-                m->result = -1;
+                char died[200];
                 if (WIFSIGNALED(m->status))
-                    snprintf(m->why, sizeof m->why, "its agent was killed by signal %d",
+                    snprintf(died, sizeof died, "its agent was killed by signal %d",
                              WTERMSIG(m->status));
                 else
-                    snprintf(m->why, sizeof m->why, "its agent exited %d without a result",
+                    snprintf(died, sizeof died, "its agent exited %d without a result",
                              WEXITSTATUS(m->status));
-                printf("result member=%s failed stage=%d why=\"%s\"\n", m->arg, m->stage, m->why);
-                group_abort(m, m->why);
+                /* Others go back now; then settle this one (it may be left
+                 * suspended or renamed), as vmmigfs does for one domain. */
+                group_abort(m, died);
+                recover_member(m, send_argv, fixed, died);
             }
         }
         barriers();

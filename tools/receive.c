@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "applet.h"
+#include "consolerelay.h"
 #include "lock.h"
 #include "migengine.h"
 #include "migjob.h"
@@ -441,9 +442,16 @@ static int receive_main(int argc, char **argv)
         rc = answer_query(&r, pl, len);
         goto out;
     }
+    if (type == MSG_CONSOLE) {
+        /* vmmig console: relay the domain's console; never a migration */
+        say("%s attaches to a console", r.peer);
+        rc = console_serve(&r.conn, r.eng, r.e, pl, len, env_default("VMMIG_MOUNT", DEFAULT_MOUNT),
+                           60 * 1000) ? 1 : 0;
+        goto out;
+    }
     if (type != MSG_MIG_REQ) {
-        say("%s sent %s first; expected MIG_REQ or QUERY", r.peer, msg_type_name(type));
-        reply(&r, MSG_ABORT, "reason", "expected MIG_REQ or QUERY", NULL, NULL);
+        say("%s sent %s first; expected MIG_REQ, QUERY or CONSOLE", r.peer, msg_type_name(type));
+        reply(&r, MSG_ABORT, "reason", "expected MIG_REQ, QUERY or CONSOLE", NULL, NULL);
         goto out;
     }
     bool stopcopy = false;

@@ -10,7 +10,7 @@
 
 static const struct applet *const applets[] = {
     &applet_vmmigfs, &applet_lock, &applet_unlock, &applet_migrate, &applet_guestctl,
-    &applet_send, &applet_receive, &applet_comigrate, &applet_blockmirror,
+    &applet_send, &applet_receive, &applet_comigrate, &applet_console, &applet_blockmirror,
 };
 
 static const char vmmig_help[] =

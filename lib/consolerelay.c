@@ -1,0 +1,197 @@
+/* The agent's half of `vmmig console` (see consolerelay.h). */
+#define _GNU_SOURCE
+#include "consolerelay.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static int send_state(struct proto_conn *c, const char *state, const char *host)
+{
+    struct strbuf sb = {0};
+    kv_add(&sb, "state", "%s", state);
+    if (host)
+        kv_add(&sb, "host", "%s", host);
+    int rc = proto_send(c, MSG_CONSOLE_STATE, sb.s, (uint32_t)sb.len);
+    sb_free(&sb);
+    return rc;
+}
+
+bool console_moved_to(const char *line, char *host, size_t size)
+{
+    const char *p;
+    if (!strncmp(line, "done ", 5))
+        p = line + 5;
+    else if (!strncmp(line, "migrated ", 9))
+        p = line + 9;
+    else
+        return false;
+    size_t n = strcspn(p, " \n");
+    if (!n || n >= size)
+        return false;
+    memcpy(host, p, n);
+    host[n] = 0;
+    return true;
+}
+
+/* Where vmmigfs says the domain went, if it says so. */
+static bool moved_host(const char *mount, const char *name, char *host, size_t size)
+{
+    char path[512], *text = NULL;
+    bool moved = false;
+    snprintf(path, sizeof path, "%s/%s/migrate", mount, name);
+    if (!read_file(path, &text, NULL))
+        moved = console_moved_to(text, host, size);
+    free(text);
+    return moved;
+}
+
+enum client_event { CLIENT_IDLE, CLIENT_GONE, CLIENT_FAILED };
+
+/* One message from the client, if one is waiting (within wait_ms).  Input
+ * goes to the pty when the domain runs (pty >= 0), else back to the
+ * client, to be sent again once it does. */
+static enum client_event client_turn(struct proto_conn *c, int pty, int wait_ms)
+{
+    struct pollfd p = {.fd = c->rfd, .events = POLLIN};
+    char err[200];
+    uint8_t *pl = NULL;
+    uint32_t len;
+    int type, r = poll(&p, 1, wait_ms);
+
+    if (r <= 0)
+        return CLIENT_IDLE;
+    if (proto_recv(c, &type, &pl, &len, err, sizeof err))
+        return CLIENT_GONE;
+    enum client_event ev = CLIENT_IDLE;
+    if (type == MSG_CONSOLE_DATA) {
+        size_t off = 0;
+        while (pty >= 0 && off < len) {
+            ssize_t w = write(pty, pl + off, len - off);
+            if (w > 0) {
+                off += (size_t)w;
+                continue;
+            }
+            if (w < 0 && errno == EAGAIN) {
+                poll(&(struct pollfd){.fd = pty, .events = POLLOUT}, 1, 100);
+                continue;
+            }
+            break;
+        }
+        if (off < len && proto_send(c, MSG_CONSOLE_RETURN, pl + off, len - off))
+            ev = CLIENT_FAILED;
+    } else if (type == MSG_ABORT || type == MSG_DONE) {
+        ev = CLIENT_GONE;
+    } else {
+        ev = CLIENT_FAILED;
+    }
+    free(pl);
+    return ev;
+}
+
+/* Does the domain run here under its own name (not arriving, not leaving,
+ * not suspended or paused)?  Input is only written to its pty then. */
+static bool runs(const struct mig_engine_ops *eng, struct mig_engine *e, uint32_t domid,
+                 const char *name)
+{
+    char id[16];
+    struct mig_dom d;
+    snprintf(id, sizeof id, "%u", domid);
+    return !eng->lookup(e, id, &d) && !d.paused && !d.suspended && !d.dying &&
+           !strcmp(d.name, name) && eng->is_suspended(e, domid) != 1;
+}
+
+/* Relay between the pty and the client until the pty closes (the domain
+ * is gone) or the client leaves.  true when the client is still there. */
+static bool relay(struct proto_conn *c, const struct mig_engine_ops *eng, struct mig_engine *e,
+                  int pty, uint32_t domid, const char *name)
+{
+    int known = -1; /* the state the client was last told: 1 running, 0 paused */
+    long long next_check = 0;
+    uint8_t buf[4096];
+
+    for (;;) {
+        long long t = now_ms();
+        if (t >= next_check) {
+            int running = runs(eng, e, domid, name);
+            if (running != known && send_state(c, running ? "running" : "paused", NULL))
+                return false;
+            known = running;
+            next_check = t + 20;
+        }
+        struct pollfd p[2] = {{.fd = pty, .events = POLLIN}, {.fd = c->rfd, .events = POLLIN}};
+        if (poll(p, 2, 20) < 0 && errno != EINTR)
+            return false;
+        if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t r = read(pty, buf, sizeof buf);
+            if (r > 0) {
+                if (proto_send(c, MSG_CONSOLE_DATA, buf, (uint32_t)r))
+                    return false;
+            } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+                return true; /* the pty closed: the domain is gone from here */
+            }
+        }
+        if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+            enum client_event ev = client_turn(c, known == 1 ? pty : -1, 0);
+            if (ev != CLIENT_IDLE)
+                return false;
+        }
+    }
+}
+
+int console_serve(struct proto_conn *c, const struct mig_engine_ops *eng, struct mig_engine *e,
+                  const uint8_t *payload, uint32_t len, const char *mount, int wait_ms)
+{
+    char name[64], incoming[96], host[256], path[256];
+    long long deadline = now_ms() + wait_ms;
+
+    if (kv_get(payload, len, "name", name, sizeof name) || !name[0] || strchr(name, '/') ||
+        !printable(name, strlen(name))) {
+        send_state(c, "gone", NULL);
+        return -EINVAL;
+    }
+    snprintf(incoming, sizeof incoming, "%s" MIG_INCOMING_SUFFIX, name);
+    for (;;) {
+        struct mig_dom d;
+        bool found = !eng->lookup(e, name, &d) || !eng->lookup(e, incoming, &d);
+        if (found && !eng->console_path(e, d.domid, path, sizeof path)) {
+            int pty = open(path, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+            if (pty >= 0) {
+                struct termios tio;
+                if (!tcgetattr(pty, &tio)) {
+                    cfmakeraw(&tio);
+                    tcsetattr(pty, TCSANOW, &tio);
+                }
+                bool client_there = relay(c, eng, e, pty, d.domid, name);
+                close(pty);
+                if (!client_there)
+                    return 0;
+                deadline = now_ms() + wait_ms; /* it left: find out where */
+                continue;
+            }
+        }
+        if (!found && moved_host(mount, name, host, sizeof host))
+            return send_state(c, "moved", host) ? -EPIPE : 0;
+        if (now_ms() >= deadline) {
+            send_state(c, "gone", NULL);
+            return -ENOENT;
+        }
+        /* Not (yet) here: input waits with the client. */
+        enum client_event ev = client_turn(c, -1, 100);
+        if (ev != CLIENT_IDLE)
+            return ev == CLIENT_GONE ? 0 : -EPROTO;
+    }
+}

@@ -1,0 +1,22 @@
+/* The agent's half of `vmmig console`: relay one domain's console (its
+ * xenconsoled pty) over an authenticated control-protocol connection, and
+ * tell the client where the domain went when it migrates away. */
+#ifndef VMMIG_CONSOLERELAY_H
+#define VMMIG_CONSOLERELAY_H
+
+#include "migengine.h"
+#include "proto.h"
+
+/* Serve the console of the domain named name (CONSOLE's payload) until it
+ * is gone from this host or the client leaves.  mount is vmmigfs's mount
+ * point, where NAME/migrate says where a domain went; wait_ms how long to
+ * wait for the domain to appear (it may still be arriving) or for its move
+ * to be known.  0 when the client was served, -errno otherwise. */
+int console_serve(struct proto_conn *c, const struct mig_engine_ops *eng, struct mig_engine *e,
+                  const uint8_t *payload, uint32_t len, const char *mount, int wait_ms);
+
+/* "done hostB" / "migrated hostB at ..." / "running hostB ..." -> hostB in
+ * host when the line says the domain left (done/migrated); else false. */
+bool console_moved_to(const char *migrate_line, char *host, size_t size);
+
+#endif

@@ -1,0 +1,270 @@
+/* vmmig console: attach to a domain's console through the vmmig agent of
+ * the host it runs on, and stay attached when it migrates: the agent says
+ * where it went, input typed meanwhile waits here and is delivered once the
+ * domain runs again. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "applet.h"
+#include "migjob.h"
+#include "proto.h"
+#include "util.h"
+
+static const char console_help[] =
+    "usage: vmmig console [OPTIONS] DOMAIN [HOST]\n"
+    "\n"
+    "Attach to DOMAIN's console through the vmmig agent on HOST (default\n"
+    "localhost; the agent a listening vmmigfs runs) and follow it when it migrates:\n"
+    "input typed while it moves is held and delivered once it runs on its new\n"
+    "host.  On a terminal, Ctrl-] detaches.\n"
+    "\n"
+    "  -p, --port N          the agents' TCP port (default 8123)\n"
+    "  -s, --via CMD         exec transport instead of TCP (see vmmig send)\n"
+    "  -t, --timeout S       give up after S seconds without reaching an agent\n"
+    "                        that has the domain (default 60)\n"
+    "  -k, --key FILE        pre-shared key (default $VMMIG_KEY_FILE or /etc/vmmig/key)\n"
+    "  -q, --quiet           no 'following DOMAIN to HOST' lines on standard error\n"
+    "  -h, --help            show this help\n"
+    "\n"
+    "Exit status: 0 detached, 1 the domain is gone or no agent could be reached,\n"
+    "2 usage.\n";
+
+#define ESCAPE_CHAR 0x1d /* Ctrl-] as xl console */
+
+static struct strbuf pending; /* input not yet delivered, in order */
+
+static void pending_prepend(const uint8_t *data, size_t n)
+{
+    struct strbuf sb = {0};
+    sb_add(&sb, (const char *)data, n);
+    if (pending.len)
+        sb_add(&sb, pending.s, pending.len);
+    sb_free(&pending);
+    pending = sb;
+}
+
+static void pending_drop(size_t n)
+{
+    memmove(pending.s, pending.s + n, pending.len - n);
+    pending.len -= n;
+}
+
+static int write_all(int fd, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+enum session_end { END_DETACHED, END_MOVED, END_GONE, END_LOST };
+
+/* One connection to one host's agent. */
+static enum session_end session(struct proto_conn *c, const char *domain, bool *stdin_open,
+                                bool interactive, char *moved_to, size_t movedsize)
+{
+    struct strbuf req = {0};
+    bool running = false;
+    char err[200];
+
+    kv_add(&req, "name", "%s", domain);
+    int rc = proto_send(c, MSG_CONSOLE, req.s, (uint32_t)req.len);
+    sb_free(&req);
+    if (rc)
+        return END_LOST;
+    for (;;) {
+        /* Deliver what waits, while the domain runs. */
+        if (running && pending.len) {
+            size_t n = pending.len > 4096 ? 4096 : pending.len;
+            if (proto_send(c, MSG_CONSOLE_DATA, pending.s, (uint32_t)n))
+                return END_LOST;
+            pending_drop(n);
+            continue;
+        }
+        struct pollfd p[2] = {{.fd = c->rfd, .events = POLLIN}, {.fd = 0, .events = POLLIN}};
+        int np = *stdin_open ? 2 : 1;
+        if (poll(p, (nfds_t)np, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return END_LOST;
+        }
+        if (np == 2 && (p[1].revents & (POLLIN | POLLHUP))) {
+            uint8_t buf[4096];
+            ssize_t r = read(0, buf, sizeof buf);
+            if (r <= 0) {
+                *stdin_open = false;
+            } else {
+                if (interactive && memchr(buf, ESCAPE_CHAR, (size_t)r))
+                    return END_DETACHED;
+                sb_add(&pending, (const char *)buf, (size_t)r);
+            }
+        }
+        if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        int type;
+        uint8_t *pl = NULL;
+        uint32_t len;
+        if (proto_recv(c, &type, &pl, &len, err, sizeof err))
+            return END_LOST;
+        enum session_end end = END_LOST;
+        bool done = false;
+        char state[16] = "";
+        switch (type) {
+        case MSG_CONSOLE_DATA:
+            if (write_all(1, pl, len))
+                end = END_DETACHED, done = true;
+            break;
+        case MSG_CONSOLE_RETURN:
+            pending_prepend(pl, len);
+            running = false; /* it stopped taking input: wait for the word */
+            break;
+        case MSG_CONSOLE_STATE:
+            kv_get(pl, len, "state", state, sizeof state);
+            if (!strcmp(state, "running")) {
+                running = true;
+            } else if (!strcmp(state, "paused")) {
+                running = false;
+            } else if (!strcmp(state, "moved") &&
+                       !kv_get(pl, len, "host", moved_to, movedsize) && moved_to[0]) {
+                end = END_MOVED, done = true;
+            } else {
+                end = END_GONE, done = true;
+            }
+            break;
+        default:
+            done = true;
+        }
+        free(pl);
+        if (done)
+            return end;
+    }
+}
+
+static int console_main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"port", required_argument, 0, 'p'}, {"via", required_argument, 0, 's'},
+        {"timeout", required_argument, 0, 't'}, {"key", required_argument, 0, 'k'},
+        {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *key_file = proto_key_file(), *via = NULL;
+    unsigned port = PROTO_DEFAULT_PORT;
+    int timeout_s = 60, opt, rc = 1;
+    bool quiet = false;
+    long v;
+    static uint8_t psk[PROTO_KEY_MAX];
+    size_t psklen;
+    char err[300], host[256];
+
+    toolname = "vmmig console";
+    while ((opt = getopt_long(argc, argv, "p:s:t:k:qh", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'p':
+            if (parse_long(optarg, 1, 65535, &v))
+                usage_exit(&applet_console, "bad port '%s' (1-65535)", optarg);
+            port = (unsigned)v;
+            break;
+        case 's': via = optarg; break;
+        case 't':
+            if (parse_long(optarg, 1, 3600, &v))
+                usage_exit(&applet_console, "bad timeout '%s' (1-3600 seconds)", optarg);
+            timeout_s = (int)v;
+            break;
+        case 'k': key_file = optarg; break;
+        case 'q': quiet = true; break;
+        case 'h': help_exit_ok(&applet_console);
+        default: usage_exit(&applet_console, "unknown option");
+        }
+    }
+    if (argc - optind < 1 || argc - optind > 2)
+        usage_exit(&applet_console, "expected DOMAIN [HOST]");
+    const char *domain = argv[optind];
+    strlcpy0(host, argc - optind == 2 ? argv[optind + 1] : "localhost", sizeof host);
+    if (!domain[0] || !host[0] || host[0] == '-')
+        usage_exit(&applet_console, "bad domain or host");
+    if (proto_load_key(key_file, psk, &psklen, err, sizeof err)) {
+        error_msg("%s", err);
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    bool interactive = isatty(0), stdin_open = true;
+    struct termios saved;
+    if (interactive && !tcgetattr(0, &saved)) {
+        struct termios raw = saved;
+        cfmakeraw(&raw);
+        tcsetattr(0, TCSANOW, &raw);
+    } else {
+        interactive = false;
+    }
+
+    time_t give_up = time(NULL) + timeout_s;
+    for (;;) {
+        struct proto_conn c;
+        int fd;
+        pid_t pid = 0;
+        enum session_end end = END_LOST;
+        char moved[256] = "";
+
+        if (!mig_connect(host, port, via, 10000, &fd, &pid, err, sizeof err)) {
+            proto_init(&c, fd, fd, 30000);
+            if (!proto_handshake_client(&c, psk, psklen, NULL, err, sizeof err))
+                end = session(&c, domain, &stdin_open, interactive, moved, sizeof moved);
+            proto_wipe(&c);
+            close(fd);
+            if (pid > 0) {
+                kill(pid, SIGTERM);
+                waitpid(pid, NULL, 0);
+            }
+        }
+        if (end == END_DETACHED) {
+            rc = 0;
+            break;
+        }
+        if (end == END_GONE) {
+            error_msg("%s: no domain '%s' there, and it did not say where it went", host, domain);
+            break;
+        }
+        if (end == END_MOVED) {
+            if (!quiet)
+                fprintf(stderr, "%s: following %s to %s\n", toolname, domain, moved);
+            strlcpy0(host, moved, sizeof host);
+            give_up = time(NULL) + timeout_s;
+            continue;
+        }
+        if (time(NULL) >= give_up) {
+            error_msg("%s: lost the console of %s: %s", host, domain, err[0] ? err : "connection closed");
+            break;
+        }
+        sleep(1); /* the agent may be restarting, or the link coming back */
+    }
+    if (interactive)
+        tcsetattr(0, TCSANOW, &saved);
+    sb_free(&pending);
+    return rc;
+}
+
+const struct applet applet_console = {
+    .name = "console",
+    .main = console_main,
+    .summary = "attach to a domain's console, and follow it when it migrates",
+    .help = console_help,
+};
