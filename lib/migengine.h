@@ -70,6 +70,10 @@ struct mig_engine_ops {
 
 extern const struct mig_engine_ops xen_mig_engine;
 
+/* The engine the agents use: $VMMIG_BACKEND ("xen", "qemu"; unset or
+ * "auto": the hypervisor present on this host).  NULL for an unknown name. */
+const struct mig_engine_ops *mig_engine_select(void);
+
 /* Name suffixes that mark the two copies during a migration (as xl's). */
 #define MIG_INCOMING_SUFFIX "--incoming"
 #define MIG_AWAY_SUFFIX "--migratedaway"

@@ -428,7 +428,12 @@ static int receive_main(int argc, char **argv)
         return 1;
     }
     strlcpy0(r.peer, r.conn.peer_host, sizeof r.peer);
-    r.eng = &xen_mig_engine;
+    r.eng = mig_engine_select();
+    if (!r.eng) {
+        say("unknown VMMIG_BACKEND '%s'", getenv("VMMIG_BACKEND"));
+        reply(&r, MSG_ABORT, "reason", "this host's agent has no such backend", NULL, NULL);
+        return 1;
+    }
     if (r.eng->open(&r.e, NULL, NULL, err, sizeof err)) {
         say("%s", err);
         reply(&r, MSG_ABORT, "reason", err, NULL, NULL);

@@ -657,7 +657,12 @@ static int send_main(int argc, char **argv)
 
     /* ---- stage 0: pre-migration ---- */
     set_stage(&j, STAGE_PRE);
-    j.eng = &xen_mig_engine;
+    j.eng = mig_engine_select();
+    if (!j.eng) {
+        printf("result failed stage=0 domain=running-here why=\"unknown VMMIG_BACKEND '%s'\"\n",
+               getenv("VMMIG_BACKEND"));
+        return 1;
+    }
     if (j.eng->open(&j.e, on_progress, &j, err, sizeof err)) {
         printf("result failed stage=0 domain=running-here why=\"%s\"\n", err);
         return 1;
