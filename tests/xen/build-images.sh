@@ -17,6 +17,12 @@
 #              file is absent the guest image is built without it)
 #   SCENARIOS  directory of dom0 scenario scripts NN-name.sh (required)
 #   OUT        output directory (default .cache/xen/images)
+#   XEN_ELF    hypervisor ELF to boot (default: Debian's, .cache/xen/xen.elf)
+#   XEN_TOOLS  a tree holding a rebuilt toolstack (usr/lib/xen-4.17/bin/xl
+#              etc., usr/lib/x86_64-linux-gnu/libxen*.so*): its binaries and
+#              libraries replace Debian's in dom0 (hyp-patches/)
+#   EXTRA_BINS more dom0 executables for /usr/bin (space-separated paths;
+#              their libraries are looked up in XEN_TOOLS first)
 set -eu
 
 for arg in "$@"; do
@@ -47,6 +53,14 @@ XENBIN=/usr/lib/xen-4.17/bin
 # Libraries unpacked by fetch.sh are found there first; the rest (glibc,
 # libgcc_s, vmmig's own libraries) come from the host, same Debian release.
 ROOT_LIBS=$ROOT/usr/lib/x86_64-linux-gnu:$ROOT/lib/x86_64-linux-gnu
+XEN_ELF=${XEN_ELF:-$CACHE/xen.elf}
+XEN_TOOLS=${XEN_TOOLS:-}
+EXTRA_BINS=${EXTRA_BINS:-}
+[ -f "$XEN_ELF" ] || die "XEN_ELF=$XEN_ELF does not exist"
+if [ -n "$XEN_TOOLS" ]; then
+    [ -d "$XEN_TOOLS" ] || die "XEN_TOOLS=$XEN_TOOLS is not a directory"
+    ROOT_LIBS=$XEN_TOOLS/usr/lib/x86_64-linux-gnu:$ROOT_LIBS
+fi
 
 mkdir -p "$OUT"
 WORK=$(mktemp -d "$CACHE/build.XXXXXX")
@@ -96,6 +110,7 @@ $(echo "$out" | grep 'not found')"
 copy_lib() {
     local t=$1 lib=$2 dest
     dest=${2#"$ROOT"}
+    [ -n "$XEN_TOOLS" ] && dest=${dest#"$XEN_TOOLS"}
     [ -e "$t/$dest" ] && return 0
     mkdir -p "$t/$(dirname "$dest")"
     cp -L "$lib" "$t/$dest"
@@ -205,7 +220,15 @@ new_tree "$D"
 mkdir -p "$D/var/lib/xen" "$D/var/lib/xenstored" "$D/var/log/xen" "$D/etc/xen" "$D/guest" "$D/scenarios"
 add_modules "$D" xen-evtchn xen-privcmd xen-gntdev xen-gntalloc xenfs fuse
 for b in xl xenstored xenconsoled libxl-save-helper xen-init-dom0; do
-    copy_bin "$D" "$ROOT$XENBIN/$b" "$XENBIN/$b" "$ROOT_LIBS"
+    if [ -n "$XEN_TOOLS" ] && [ -x "$XEN_TOOLS$XENBIN/$b" ]; then
+        copy_bin "$D" "$XEN_TOOLS$XENBIN/$b" "$XENBIN/$b" "$ROOT_LIBS"
+        say "  $b from $XEN_TOOLS"
+    else
+        copy_bin "$D" "$ROOT$XENBIN/$b" "$XENBIN/$b" "$ROOT_LIBS"
+    fi
+done
+for b in $EXTRA_BINS; do
+    copy_bin "$D" "$b" "/usr/bin/$(basename "$b")" "$ROOT_LIBS"
 done
 add_xenstore_tools "$D"
 # glibc dlopens libgcc_s for pthread_cancel; xl aborts without it.
@@ -236,7 +259,7 @@ install -m 755 "$HERE/image/dom0-init" "$D/init"
 # Uncompressed: the emulated CPU would spend seconds inflating it at boot.
 pack "$D" "$OUT/dom0-initrd"
 
-cp "$CACHE/xen.elf" "$OUT/xen.elf"
+cp "$XEN_ELF" "$OUT/xen.elf"
 cp "$ROOT/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
 echo "$KVER" > "$OUT/kernel-version"
 say "ok: $OUT ($n scenarios; dom0-initrd $(du -h "$OUT/dom0-initrd" | cut -f1), domu-initrd.gz $(du -h "$OUT/domu-initrd.gz" | cut -f1))"

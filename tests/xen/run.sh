@@ -15,6 +15,10 @@
 #                    that reached dom0 is never retried, whatever its results
 #   SCENARIO_TIMEOUT seconds per scenario inside dom0 (default 300)
 #   XEN_MEM          QEMU memory in MiB (default 2048)
+#   XEN_OUT          where images, logs and the run state go (default
+#                    .cache/xen); XEN_ELF, XEN_TOOLS and EXTRA_BINS are
+#                    passed on to build-images.sh (a patched hypervisor
+#                    and toolstack: hyp-patches/)
 # The serial console of each boot is kept, timestamped, in
 # .cache/xen/logs/ (latest.log points to the last one).
 set -eu
@@ -39,9 +43,10 @@ TOTAL_TIMEOUT=${XEN_TIMEOUT:-900}
 TRIES=${XEN_BOOT_TRIES:-2}
 SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-300}
 MEM=${XEN_MEM:-2048}
-IMAGES=$CACHE/images
-LOGDIR=$CACHE/logs
-RUNDIR=$CACHE/run
+OUTDIR=${XEN_OUT:-$CACHE}
+IMAGES=$OUTDIR/images
+LOGDIR=$OUTDIR/logs
+RUNDIR=$OUTDIR/run
 
 T0=$EPOCHREALTIME
 # elapsed [SINCE]: seconds since SINCE (an $EPOCHREALTIME value), 1 decimal.
