@@ -16,6 +16,10 @@
 #                                  consoles into this host's serial log
 #   xen2_migrate NAME HOST         xl migrate -s xen2-ssh NAME HOST (prints xl's
 #                                  output, returns its status)
+#   vmmig_setup KEY [POLICY]       a command (for sh -c or host_run) that puts
+#                                  KEY in /etc/vmmig/key, POLICY lines in
+#                                  /etc/vmmig/policy and mounts vmmigfs
+#                                  --listen 8123 on /run/vmmig (if not yet)
 #   now                            seconds since boot, 2 decimals (for timings)
 #   elapsed_since T                seconds since T (a `now` value), 2 decimals
 #
@@ -121,4 +125,10 @@ xen2_cleanup() {
         xl destroy "$d" >/dev/null 2>&1
     done
     return 0
+}
+
+vmmig_setup() {
+    printf '%s' "mkdir -p /etc/vmmig /run/vmmig && (umask 077; printf '%s\\n' '$1' > /etc/vmmig/key) &&
+printf '${2:-}' > /etc/vmmig/policy &&
+{ mountpoint -q /run/vmmig || vmmigfs --listen 8123 /run/vmmig; }"
 }

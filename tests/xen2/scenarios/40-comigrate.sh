@@ -7,9 +7,7 @@
 # migrate file.
 M=/run/vmmig
 KEY='xen2-shared-test-key-0123456789'
-SETUP="mkdir -p /etc/vmmig && (umask 077; printf '%s\n' '$KEY' > /etc/vmmig/key) &&
-printf 'migrate_timeout = 10\n' > /etc/vmmig/policy && mkdir -p $M &&
-{ mountpoint -q $M || vmmigfs --listen 8123 $M; }"
+SETUP=$(vmmig_setup "$KEY" 'migrate_timeout = 10\n')
 # "NAME:state" for grpa/grpb on a host (state letters without dashes)
 copies_on() {
     if [ "$1" = A ]; then xl list; else host_run B 'xl list'; fi |

@@ -8,9 +8,7 @@
 # grpa and grpb are peers on hostB.)
 M=/run/vmmig
 KEY='xen2-shared-test-key-0123456789'
-SETUP="mkdir -p /etc/vmmig && (umask 077; printf '%s\n' '$KEY' > /etc/vmmig/key) &&
-printf 'migrate_timeout = 10\n' > /etc/vmmig/policy && mkdir -p $M &&
-{ mountpoint -q $M || vmmigfs --listen 8123 $M; }"
+SETUP=$(vmmig_setup "$KEY" 'migrate_timeout = 10\n')
 # "first=N last=N count=N bad=N" of the "PREFIX N" lines of a file
 sequence() {
     awk -v p="$1" '$1 == p && $2 ~ /^[0-9]+$/ && NF == 2 {
