@@ -75,7 +75,7 @@ $(SB)/obj/%.o: %.c $(wildcard lib/*.h) $(MUSL_STAMP) tools/musl/static.mk
 	$(MUSL_CC) $(STATIC_CFLAGS) $(WARN) $(STATIC_CPPFLAGS) -c -o $@ $<
 
 # Xen's public headers use anonymous unions, a GNU extension.
-$(SB)/obj/lib/backend_xen.o $(SB)/obj/lib/xenmig.o: STD := -std=gnu11
+$(SB)/obj/lib/backend_xen.o $(SB)/obj/lib/xenmig.o $(SB)/obj/lib/hypflag.o: STD := -std=gnu11
 
 $(STATIC_BIN): $(STATIC_OBJ) $(MUSL_STAMP)
 	$(MUSL_CC) -static $(STATIC_CFLAGS) $(STATIC_LDFLAGS) -o $@ $(STATIC_OBJ) $(STATIC_LIBS)
