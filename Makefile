@@ -9,7 +9,7 @@ LIBS    := -lfuse3 -lxenlight -lxentoollog -lxenstore -lxenctrl -lcap -lpthread
 
 LIB_SRC    := $(wildcard lib/*.c)
 APPLET_SRC := vmmigfs/vmmigfs.c tools/vmmig.c tools/lock.c tools/migrate.c tools/send.c \
-              tools/receive.c tools/comigrate.c tools/console.c tools/blockmirror.c \
+              tools/receive.c tools/comigrate.c tools/console.c tools/blockmirror.c tools/create.c \
               guestctl/guestctl.c
 SRC        := $(LIB_SRC) $(APPLET_SRC)
 LINKS      := vmmigfs guestctl

@@ -12,7 +12,7 @@ struct applet {
 
 extern const struct applet applet_vmmigfs, applet_lock, applet_unlock, applet_migrate,
     applet_guestctl, applet_send, applet_receive, applet_comigrate, applet_console,
-    applet_blockmirror;
+    applet_blockmirror, applet_create;
 
 /* Prints the applet's help to stdout and exits 0 (for --help). */
 _Noreturn void help_exit_ok(const struct applet *a);

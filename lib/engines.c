@@ -8,6 +8,7 @@
 
 static const struct mig_engine_ops *const engines[] = {
     &xen_mig_engine,
+    &qemu_mig_engine,
 };
 
 const struct mig_engine_ops *mig_engine_select(void)
@@ -20,5 +21,10 @@ const struct mig_engine_ops *mig_engine_select(void)
                 return engines[i];
         return NULL;
     }
-    return &xen_mig_engine;
+    /* A Xen dom0 has xenfs or privcmd (or a test's xenstored); anything
+     * else runs QEMU domains. */
+    if (!access("/proc/xen/capabilities", F_OK) || !access("/dev/xen/privcmd", F_OK) ||
+        getenv("XENSTORED_PATH"))
+        return &xen_mig_engine;
+    return &qemu_mig_engine;
 }

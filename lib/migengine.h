@@ -69,6 +69,8 @@ struct mig_engine_ops {
 };
 
 extern const struct mig_engine_ops xen_mig_engine;
+/* QEMU domains in $VMMIG_QEMU_DIR (lib/qemumig.c). */
+extern const struct mig_engine_ops qemu_mig_engine;
 
 /* The engine the agents use: $VMMIG_BACKEND ("xen", "qemu"; unset or
  * "auto": the hypervisor present on this host).  NULL for an unknown name. */

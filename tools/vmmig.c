@@ -11,6 +11,7 @@
 static const struct applet *const applets[] = {
     &applet_vmmigfs, &applet_lock, &applet_unlock, &applet_migrate, &applet_guestctl,
     &applet_send, &applet_receive, &applet_comigrate, &applet_console, &applet_blockmirror,
+    &applet_create,
 };
 
 static const char vmmig_help[] =

@@ -1,0 +1,452 @@
+/* The QEMU migration engine: QEMU writes and reads its own migration stream
+ * on a descriptor vmmig hands it over QMP (getfd + migrate "fd:NAME" /
+ * migrate-incoming "fd:NAME"); vmmig carries the stream and decides the
+ * commit point, exactly as with libxl.  Domains live in the run directory
+ * (lib/qemudom.h). */
+#define _GNU_SOURCE
+#include "migengine.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "qemudom.h"
+#include "qmp.h"
+
+/* 7.2 caps migration at 128 MiB/s by default: lift it, vmmig's link is the limit. */
+#define QEMU_MAX_BANDWIDTH "107374182400"
+
+struct mig_engine {
+    mig_progress_fn *progress;
+    void *progress_arg;
+    /* The domain save() is migrating, and whether QEMU has stopped it:
+     * is_suspended() runs in another thread and QMP serves one client. */
+    atomic_uint saving_domid;
+    atomic_bool saving_stopped;
+};
+
+static int qm_open(struct mig_engine **out, mig_progress_fn *progress, void *arg, char *err,
+                   size_t errlen)
+{
+    struct mig_engine *e = xzalloc(sizeof *e);
+
+    (void)err, (void)errlen;
+    e->progress = progress;
+    e->progress_arg = arg;
+    atomic_store(&e->saving_domid, MIG_NO_DOMID);
+    *out = e;
+    return 0;
+}
+
+static void qm_close(struct mig_engine *e)
+{
+    free(e);
+}
+
+static void fill(const struct qemu_dom *d, struct mig_dom *out)
+{
+    char status[32];
+
+    memset(out, 0, sizeof *out);
+    out->domid = d->domid;
+    strlcpy0(out->name, d->name, sizeof out->name);
+    strlcpy0(out->uuid, d->cfg.uuid, sizeof out->uuid);
+    out->mem_kib = (uint64_t)d->cfg.memory_mib * 1024;
+    out->vcpus = d->cfg.vcpus;
+    if (qemu_dom_status(d, status, sizeof status)) {
+        out->dying = true; /* no monitor: QEMU is gone or going */
+        return;
+    }
+    out->paused = strcmp(status, "running") != 0;
+    /* What libxl calls suspended: stopped for (or after) a migration. */
+    out->suspended = !strcmp(status, "postmigrate") || !strcmp(status, "finish-migrate");
+    out->dying = !strcmp(status, "shutdown") || !strcmp(status, "internal-error") ||
+                 !strcmp(status, "guest-panicked");
+}
+
+static int qm_lookup(struct mig_engine *e, const char *what, struct mig_dom *out)
+{
+    struct qemu_dom d;
+
+    (void)e;
+    if (qemu_dom_find(what, &d))
+        return -ENOENT;
+    fill(&d, out);
+    return 0;
+}
+
+static int qm_lookup_uuid(struct mig_engine *e, const char *uuid, struct mig_dom *out)
+{
+    struct qemu_dom d;
+
+    (void)e;
+    if (qemu_dom_find_uuid(uuid, &d))
+        return -ENOENT;
+    fill(&d, out);
+    return 0;
+}
+
+static int qm_free_kib(struct mig_engine *e, uint64_t *kib)
+{
+    char *text;
+    int rc;
+
+    (void)e;
+    if ((rc = read_file("/proc/meminfo", &text, NULL)))
+        return rc;
+    const char *p = strstr(text, "MemAvailable:");
+    unsigned long long v = 0;
+    rc = p && sscanf(p, "MemAvailable: %llu", &v) == 1 ? 0 : -EIO;
+    *kib = v;
+    free(text);
+    return rc;
+}
+
+static int find(uint32_t domid, struct qemu_dom *d, char *err, size_t errlen)
+{
+    int rc = qemu_dom_find_domid(domid, d);
+    if (rc)
+        snprintf(err, errlen, "no QEMU domain with domid %u in %s", domid, qemu_run_dir());
+    return rc;
+}
+
+static int connect_dom(const struct qemu_dom *d, struct qmp **q, char *err, size_t errlen)
+{
+    char path[600], why[300];
+    int rc;
+
+    qemu_dom_path(d, "qmp.sock", path, sizeof path);
+    rc = qmp_connect(q, path, QMP_TIMEOUT_MS, why, sizeof why);
+    if (rc)
+        snprintf(err, errlen, "domain %s: %s", d->name, why);
+    return rc;
+}
+
+static int qm_get_config(struct mig_engine *e, uint32_t domid, struct strbuf *neutral,
+                         char **native, char *err, size_t errlen)
+{
+    struct qemu_dom d;
+    char path[600];
+    int rc;
+
+    (void)e;
+    if ((rc = find(domid, &d, err, errlen)))
+        return rc;
+    qemu_dom_path(&d, "domain.cfg", path, sizeof path);
+    if ((rc = read_file(path, native, NULL))) {
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(-rc));
+        return rc;
+    }
+    /* The same neutral keys as the Xen engine's. */
+    sb_printf(neutral, "name = %s\n", d.name);
+    sb_printf(neutral, "uuid = %s\n", d.cfg.uuid);
+    sb_printf(neutral, "type = qemu\n");
+    sb_printf(neutral, "memory_kib = %llu\n", (unsigned long long)d.cfg.memory_mib * 1024);
+    sb_printf(neutral, "maxmem_kib = %llu\n", (unsigned long long)d.cfg.memory_mib * 1024);
+    sb_printf(neutral, "vcpus = %u\n", d.cfg.vcpus);
+    if (d.cfg.kernel[0])
+        sb_printf(neutral, "kernel = %s\n", d.cfg.kernel);
+    if (d.cfg.initrd[0])
+        sb_printf(neutral, "ramdisk = %s\n", d.cfg.initrd);
+    if (d.cfg.cmdline[0])
+        sb_printf(neutral, "cmdline = %s\n", d.cfg.cmdline);
+    for (int i = 0; i < d.cfg.ndisks; i++)
+        sb_printf(neutral, "disk = xvd%c:%s\n", 'a' + i, d.cfg.disks[i]);
+    return 0;
+}
+
+static int exec_simple(struct qmp *q, const char *cmd, const char *args, char *err, size_t errlen)
+{
+    return qmp_execute(q, cmd, args, -1, NULL, QMP_TIMEOUT_MS, err, errlen);
+}
+
+/* Follow a migration until QEMU says completed or failed: from MIGRATION
+ * events, with query-migrate every 100 ms for progress (and in case an
+ * event was missed).  Source side: STOP marks the switchover, and the RAM
+ * sync count is the pre-copy round. */
+static int follow_migration(struct mig_engine *e, struct qmp *q, bool source, char *err,
+                            size_t errlen)
+{
+    unsigned last_round = 0;
+
+    for (;;) {
+        struct json *ev = NULL, *info = NULL;
+        int rc = qmp_next_event(q, &ev, 100, err, errlen);
+        if (rc && rc != -ETIMEDOUT)
+            return rc;
+        if (ev) {
+            const char *name = json_str(ev, "event", "");
+            if (source && !strcmp(name, "STOP"))
+                atomic_store(&e->saving_stopped, true);
+            json_free(ev);
+            continue; /* drain the queue before asking */
+        }
+        rc = qmp_execute(q, "query-migrate", NULL, -1, &info, QMP_TIMEOUT_MS, err, errlen);
+        if (rc)
+            return rc;
+        const char *status = json_str(info, "status", "none");
+        if (!strcmp(status, "completed")) {
+            json_free(info);
+            return 0;
+        }
+        if (!strcmp(status, "failed") || !strcmp(status, "cancelled")) {
+            snprintf(err, errlen, "QEMU's migration %s: %s", status,
+                     json_str(info, "error-desc", "no reason given"));
+            json_free(info);
+            return -EIO;
+        }
+        unsigned round = (unsigned)json_int(info, "ram.dirty-sync-count", 0);
+        if (source && e->progress && round && round != last_round &&
+            !atomic_load(&e->saving_stopped)) {
+            last_round = round;
+            e->progress(e->progress_arg, round, false,
+                        (unsigned long)json_int(info, "ram.transferred", 0) / 4096,
+                        (unsigned long)json_int(info, "ram.total", 0) / 4096);
+        }
+        json_free(info);
+    }
+}
+
+static int qm_save(struct mig_engine *e, uint32_t domid, int fd, bool live, char *err,
+                   size_t errlen)
+{
+    struct qemu_dom d;
+    struct qmp *q = NULL;
+    struct strbuf params = {0};
+    bool stopped_by_us = false;
+    const char *downtime = getenv("VMMIG_QEMU_DOWNTIME_MS");
+    int rc;
+
+    if ((rc = find(domid, &d, err, errlen)))
+        return rc;
+    if ((rc = connect_dom(&d, &q, err, errlen)))
+        return rc;
+    atomic_store(&e->saving_stopped, false);
+    atomic_store(&e->saving_domid, domid);
+    rc = exec_simple(q, "migrate-set-capabilities",
+                     "{\"capabilities\": [{\"capability\": \"events\", \"state\": true}]}", err,
+                     errlen);
+    if (rc)
+        goto out;
+    sb_printf(&params, "{\"max-bandwidth\": " QEMU_MAX_BANDWIDTH);
+    /* A downtime limit the guest's dirty rate fits in converges after one
+     * pass: see vmmig-create(1) on QEMU 7.2's multi-pass TCG defect. */
+    if (downtime && *downtime)
+        sb_printf(&params, ", \"downtime-limit\": %ld", strtol(downtime, NULL, 10));
+    sb_printf(&params, "}");
+    if ((rc = exec_simple(q, "migrate-set-parameters", params.s, err, errlen)))
+        goto out;
+    if (!live) {
+        /* Stop-and-copy: the guest stops first, then one pass. */
+        if ((rc = exec_simple(q, "stop", NULL, err, errlen)))
+            goto out;
+        stopped_by_us = true;
+        atomic_store(&e->saving_stopped, true);
+    }
+    if ((rc = qmp_getfd(q, fd, "vmmig-out", err, errlen)))
+        goto out;
+    if ((rc = exec_simple(q, "migrate", "{\"uri\": \"fd:vmmig-out\"}", err, errlen)))
+        goto out;
+    rc = follow_migration(e, q, true, err, errlen);
+    if (!rc && e->progress)
+        e->progress(e->progress_arg, 0, true, 0, 0);
+out:
+    if (rc && stopped_by_us) {
+        char e2[200];
+        exec_simple(q, "cont", NULL, e2, sizeof e2);
+    }
+    if (rc)
+        atomic_store(&e->saving_stopped, false);
+    atomic_store(&e->saving_domid, MIG_NO_DOMID);
+    sb_free(&params);
+    qmp_close(q);
+    return rc;
+}
+
+static int qm_is_suspended(struct mig_engine *e, uint32_t domid)
+{
+    struct qemu_dom d;
+    char status[32];
+    int rc;
+
+    if (atomic_load(&e->saving_domid) == domid)
+        return atomic_load(&e->saving_stopped) ? 1 : 0;
+    if ((rc = qemu_dom_find_domid(domid, &d)))
+        return rc;
+    if ((rc = qemu_dom_status(&d, status, sizeof status)))
+        return rc;
+    return !strcmp(status, "postmigrate") || !strcmp(status, "finish-migrate");
+}
+
+static int run_cont(uint32_t domid, const char *what, char *err, size_t errlen)
+{
+    struct qemu_dom d;
+    struct qmp *q;
+    char why[300];
+    int rc;
+
+    if ((rc = find(domid, &d, err, errlen)))
+        return rc;
+    if ((rc = connect_dom(&d, &q, err, errlen)))
+        return rc;
+    rc = exec_simple(q, "cont", NULL, why, sizeof why);
+    if (rc)
+        snprintf(err, errlen, "%s %s: %s", what, d.name, why);
+    qmp_close(q);
+    return rc;
+}
+
+static int qm_resume(struct mig_engine *e, uint32_t domid, char *err, size_t errlen)
+{
+    (void)e;
+    return run_cont(domid, "resuming", err, errlen);
+}
+
+static int qm_restore(struct mig_engine *e, const char *native, const char *name, int fd,
+                      uint32_t *domid, char *err, size_t errlen)
+{
+    struct qemu_dom d;
+    struct qmp *q = NULL;
+    int rc;
+
+    *domid = MIG_NO_DOMID;
+    rc = qemu_dom_start(native, name, true, &d, err, errlen);
+    if (d.domid)
+        *domid = d.domid; /* the caller removes what exists */
+    if (rc)
+        return rc;
+    if ((rc = connect_dom(&d, &q, err, errlen)))
+        goto out;
+    rc = exec_simple(q, "migrate-set-capabilities",
+                     "{\"capabilities\": [{\"capability\": \"events\", \"state\": true}]}", err,
+                     errlen);
+    if (rc)
+        goto out;
+    if ((rc = qmp_getfd(q, fd, "vmmig-in", err, errlen)))
+        goto out;
+    if ((rc = exec_simple(q, "migrate-incoming", "{\"uri\": \"fd:vmmig-in\"}", err, errlen)))
+        goto out;
+    /* QEMU exits when an incoming stream breaks: that is an EOF here. */
+    rc = follow_migration(e, q, false, err, errlen);
+out:
+    qmp_close(q);
+    return rc;
+}
+
+static int qm_unpause(struct mig_engine *e, uint32_t domid, char *err, size_t errlen)
+{
+    (void)e;
+    return run_cont(domid, "unpausing", err, errlen);
+}
+
+static int qm_rename(struct mig_engine *e, uint32_t domid, const char *from, const char *to,
+                     char *err, size_t errlen)
+{
+    struct qemu_dom d;
+    char path[600];
+    int rc;
+
+    (void)e;
+    if ((rc = find(domid, &d, err, errlen)))
+        return rc;
+    if (strcmp(d.name, from)) {
+        snprintf(err, errlen, "domain %u is %s, not %s", domid, d.name, from);
+        return -ESTALE;
+    }
+    char from_path[600];
+    snprintf(from_path, sizeof from_path, "%s/%s", qemu_run_dir(), d.name);
+    snprintf(path, sizeof path, "%s/%s", qemu_run_dir(), to);
+    /* Never take over another domain's name (rename(2) would replace it). */
+    struct stat st;
+    if (!lstat(path, &st) || errno != ENOENT) {
+        snprintf(err, errlen, "renaming %s: %s exists already", d.name, path);
+        return -EEXIST;
+    }
+    if (rename(from_path, path)) {
+        rc = -errno;
+        snprintf(err, errlen, "renaming %s to %s: %s", from_path, path, strerror(errno));
+        return rc;
+    }
+    return 0;
+}
+
+static int qm_destroy(struct mig_engine *e, uint32_t domid, char *err, size_t errlen)
+{
+    struct qemu_dom d;
+    int rc;
+
+    (void)e;
+    if ((rc = find(domid, &d, err, errlen)))
+        return rc;
+    return qemu_dom_remove(&d, err, errlen);
+}
+
+static int qm_guest_hold_get(struct mig_engine *e, uint32_t domid, char *buf, size_t size)
+{
+    struct qemu_dom d;
+    char path[600], *text;
+    size_t len;
+    int rc;
+
+    (void)e;
+    if ((rc = qemu_dom_find_domid(domid, &d)))
+        return rc;
+    qemu_dom_path(&d, "guest-hold", path, sizeof path);
+    if ((rc = read_file(path, &text, &len)))
+        return rc;
+    len = chomp(text, len);
+    rc = len < size ? 0 : -E2BIG;
+    if (!rc) {
+        memcpy(buf, text, len);
+        buf[len] = 0;
+    }
+    free(text);
+    return rc;
+}
+
+static int qm_guest_hold_put(struct mig_engine *e, uint32_t domid, const char *value)
+{
+    struct qemu_dom d;
+    char path[600];
+    int rc;
+
+    (void)e;
+    if ((rc = qemu_dom_find_domid(domid, &d)))
+        return rc;
+    qemu_dom_path(&d, "guest-hold", path, sizeof path);
+    return atomic_write(path, value, strlen(value), 0644);
+}
+
+/* The console is a socket (serial.sock), not a pty: vmmig console's relay
+ * opens ptys, so it is not offered yet. */
+static int qm_console_path(struct mig_engine *e, uint32_t domid, char *buf, size_t size)
+{
+    (void)e, (void)domid, (void)buf, (void)size;
+    return -ENOTSUP;
+}
+
+const struct mig_engine_ops qemu_mig_engine = {
+    .name = "qemu",
+    .algorithms = "precopy,stopcopy",
+    .open = qm_open,
+    .close = qm_close,
+    .lookup = qm_lookup,
+    .lookup_uuid = qm_lookup_uuid,
+    .free_kib = qm_free_kib,
+    .get_config = qm_get_config,
+    .save = qm_save,
+    .is_suspended = qm_is_suspended,
+    .resume = qm_resume,
+    .restore = qm_restore,
+    .unpause = qm_unpause,
+    .rename = qm_rename,
+    .destroy = qm_destroy,
+    .guest_hold_get = qm_guest_hold_get,
+    .guest_hold_put = qm_guest_hold_put,
+    .console_path = qm_console_path,
+};
