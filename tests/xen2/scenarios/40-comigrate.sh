@@ -1,5 +1,5 @@
 # Co-migration between two real Xen hosts (issue 4): two domains, grpa and
-# grpb (96 MiB each), move together with `vmmig comigrate`.  A hold on
+# grpb (128 MiB each, as tiny), move together with `vmmig comigrate`.  A hold on
 # either refuses both; a failure injected in one member before the commit
 # point (its agent killed while its memory is copied) leaves both running on
 # the source; after each move both guests' memory checks out.  The group
@@ -41,8 +41,8 @@ verify_both_on() {
 field() { printf '%s\n' "$2" | sed -n "s/.*[ ]$1=\([0-9]*\).*/\1/p" | tail -n 1; }
 
 for g in grpa grpb; do
-    sed -e "s/^name = .*/name = \"$g\"/" -e 's/^memory = .*/memory = 96/' /etc/xen/tiny.cfg > /etc/xen/$g.cfg
-    host_run B "sed -e 's/^name = .*/name = \"$g\"/' -e 's/^memory = .*/memory = 96/' /etc/xen/tiny.cfg > /etc/xen/$g.cfg" >/dev/null
+    sed -e "s/^name = .*/name = \"$g\"/" /etc/xen/tiny.cfg > /etc/xen/$g.cfg
+    host_run B "sed -e 's/^name = .*/name = \"$g\"/' /etc/xen/tiny.cfg > /etc/xen/$g.cfg" >/dev/null
 done
 xl destroy tiny >/dev/null 2>&1; host_run B 'xl destroy tiny' >/dev/null 2>&1
 guest_create grpa && guest_create grpb || { tap_not_ok "guest_create grpa grpb on hostA"; exit 0; }
