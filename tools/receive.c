@@ -554,6 +554,16 @@ static int receive_main(int argc, char **argv)
     goto out;
 
 fail_domain:
+    /* libxl may have created the copy and failed before it said its domid
+     * (the source aborted before the stream began, as a co-migration
+     * member does when another member fails): find it by its name. */
+    if (domid == MIG_NO_DOMID) {
+        char incoming_name[128];
+        struct mig_dom left;
+        snprintf(incoming_name, sizeof incoming_name, "%s" MIG_INCOMING_SUFFIX, r.name);
+        if (!r.eng->lookup(r.e, incoming_name, &left))
+            domid = left.domid;
+    }
     if (domid != MIG_NO_DOMID && r.eng->destroy(r.e, domid, e2, sizeof e2))
         say("destroying the incoming copy: %s", e2);
 fail_state:
