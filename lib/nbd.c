@@ -687,7 +687,12 @@ out:
     return rc;
 }
 
-int nbd_serve(int rfd, int wfd, const struct nbd_export *exp, int workers)
+uint16_t nbd_export_flags(const struct nbd_export *exp)
+{
+    return transmission_flags(exp);
+}
+
+static int serve(int rfd, int wfd, const struct nbd_export *exp, int workers, bool negotiate)
 {
     struct conn c = {.rfd = rfd, .wfd = wfd, .exp = exp};
     int rc;
@@ -695,7 +700,7 @@ int nbd_serve(int rfd, int wfd, const struct nbd_export *exp, int workers)
     c.lim.size = exp->size;
     c.lim.read_only = exp->read_only;
     pthread_mutex_init(&c.wlock, NULL);
-    rc = handshake(&c);
+    rc = negotiate ? handshake(&c) : 1;
     if (rc <= 0)
         goto out;
     if (workers > 1) {
@@ -714,6 +719,16 @@ int nbd_serve(int rfd, int wfd, const struct nbd_export *exp, int workers)
 out:
     pthread_mutex_destroy(&c.wlock);
     return rc;
+}
+
+int nbd_serve(int rfd, int wfd, const struct nbd_export *exp, int workers)
+{
+    return serve(rfd, wfd, exp, workers, true);
+}
+
+int nbd_serve_transmission(int rfd, int wfd, const struct nbd_export *exp, int workers)
+{
+    return serve(rfd, wfd, exp, workers, false);
 }
 
 /* ---- client ---- */

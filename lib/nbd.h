@@ -154,6 +154,12 @@ struct nbd_export {
  * Returns 0 after a clean end (DISC, NBD_OPT_ABORT, EOF between requests),
  * -EPROTO for a malformed stream, or -errno. */
 int nbd_serve(int rfd, int wfd, const struct nbd_export *exp, int workers);
+/* The same without the handshake: the stream starts in the transmission
+ * phase, as the Linux kernel's client speaks it once a userspace tool has
+ * handed it the socket (NBD_SET_SOCK); nbd_export_flags() are the flags to
+ * give the kernel (NBD_SET_FLAGS). */
+int nbd_serve_transmission(int rfd, int wfd, const struct nbd_export *exp, int workers);
+uint16_t nbd_export_flags(const struct nbd_export *exp);
 
 /* ---- client ---- */
 

@@ -13,7 +13,9 @@
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,11 +27,13 @@
 #include "applet.h"
 #include "blockmirror.h"
 #include "nbd.h"
+#include "nbddev.h"
 #include "util.h"
 
 static const char blockmirror_help[] =
-    "usage: vmmig blockmirror serve IMAGE (-s PATH | -l [ADDR:]PORT) [-p URL] [OPTIONS]\n"
+    "usage: vmmig blockmirror serve IMAGE (-s PATH | -l [ADDR:]PORT | -d DEV) [-p URL] [OPTIONS]\n"
     "       vmmig blockmirror receive IMAGE (-s PATH | -l [ADDR:]PORT) [--size BYTES]\n"
+    "                                 [-d DEV [--agent-fd FD]]\n"
     "       vmmig blockmirror attach URL [-w] [-c PATH | IMAGE]\n"
     "       vmmig blockmirror detach|status [-c PATH | IMAGE]\n"
     "       vmmig blockmirror verify [-r] [-c PATH | IMAGE]\n"
@@ -42,7 +46,8 @@ static const char blockmirror_help[] =
     "\n"
     "serve     the primary: export IMAGE, mirror it to the --peer when given\n"
     "receive   the secondary: export IMAGE for a primary to mirror into; after a\n"
-    "          switch it exits and IMAGE is standalone\n"
+    "          switch it exits and IMAGE is standalone (with --nbd-device it stays:\n"
+    "          the primary of DEV from then on)\n"
     "attach    start mirroring to the NBD server at URL (nbd+unix:///?socket=PATH,\n"
     "          nbd://HOST:PORT); a stale copy there is compared by block hashes\n"
     "detach    stop mirroring; writes are tracked for a later attach\n"
@@ -55,7 +60,11 @@ static const char blockmirror_help[] =
     "  -s, --socket PATH      serve NBD on a unix socket\n"
     "  -l, --listen [ADDR:]PORT  serve NBD on TCP (default address: all)\n"
     "  -p, --peer URL         (serve) mirror to URL, reconnecting until detach\n"
-    "  -c, --control PATH     control socket (default IMAGE.bmctl)\n"
+    "  -d, --nbd-device DEV   connect the kernel's NBD device DEV (/dev/nbdN) to\n"
+    "                         IMAGE: the disk of a Xen domain (phy:/dev/nbdN)\n"
+    "      --agent-fd FD      (receive) report to the migration agent on FD\n"
+    "  -c, --control PATH     control socket (default IMAGE.bmctl; with\n"
+    "                         --nbd-device $VMMIG_STATE_DIR/blockmirror/nbdN.bmctl)\n"
     "  -n, --name NAME        export name (default: answer to any name)\n"
     "      --state FILE       (serve) dirty bitmap file (default IMAGE.bmstate)\n"
     "  -b, --block-size BYTES (serve) tracking and hashing block (default 64K)\n"
@@ -70,7 +79,8 @@ static const char blockmirror_help[] =
     "2 usage.\n";
 
 struct bm_args {
-    const char *sub, *image, *url, *socket, *listen, *peer, *control, *name, *state;
+    const char *sub, *image, *url, *socket, *listen, *peer, *control, *name, *state, *nbd_device;
+    int agent_fd;
     uint32_t block_size;
     long timeout;
     uint64_t size;
@@ -98,6 +108,9 @@ static int parse_size(const char *s, uint64_t *out)
     return 0;
 }
 
+/* A block device's state and control files are named after it in
+ * $VMMIG_STATE_DIR/blockmirror/; the migration agents find a domain's
+ * phy:/dev/nbdN disk's primary there (nbdN.bmctl). */
 static void default_control(const char *image, char *out, size_t size)
 {
     struct stat st;
@@ -435,7 +448,204 @@ static void start_ctl_conn(int lfd)
     pthread_detach(t);
 }
 
+/* ---- the kernel's NBD device (--nbd-device) ---- */
+
+/* The device's backend: the secondary's image while this copy is the
+ * secondary (reads only: the incoming domain is paused, and a write before
+ * the switch would be lost to the primary's copy, so writes wait), then
+ * the primary.  The rwlock lets the handover swap it under no request. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    pthread_rwlock_t rw;
+    const struct nbd_ops *ops;
+    void *h;
+    bool writable, stopping;
+} dev_be = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_RWLOCK_INITIALIZER,
+            NULL, NULL, false, false};
+
+static int dev_enter(bool write)
+{
+    bool stopping;
+
+    pthread_mutex_lock(&dev_be.lock);
+    while (write && !dev_be.writable && !dev_be.stopping)
+        pthread_cond_wait(&dev_be.cond, &dev_be.lock);
+    stopping = dev_be.stopping;
+    pthread_mutex_unlock(&dev_be.lock);
+    if (stopping)
+        return -ESHUTDOWN;
+    pthread_rwlock_rdlock(&dev_be.rw);
+    return 0;
+}
+
+static int dev_pread(void *h, void *buf, uint32_t len, uint64_t off)
+{
+    int rc = dev_enter(false);
+    (void)h;
+    if (rc)
+        return rc;
+    rc = dev_be.ops->pread(dev_be.h, buf, len, off);
+    pthread_rwlock_unlock(&dev_be.rw);
+    return rc;
+}
+
+static int dev_pwrite(void *h, const void *buf, uint32_t len, uint64_t off, uint32_t flags)
+{
+    int rc = dev_enter(true);
+    (void)h;
+    if (rc)
+        return rc;
+    rc = dev_be.ops->pwrite(dev_be.h, buf, len, off, flags);
+    pthread_rwlock_unlock(&dev_be.rw);
+    return rc;
+}
+
+static int dev_flush(void *h)
+{
+    int rc = dev_enter(false);
+    (void)h;
+    if (rc)
+        return rc;
+    rc = dev_be.ops->flush(dev_be.h);
+    pthread_rwlock_unlock(&dev_be.rw);
+    return rc;
+}
+
+static int dev_trim(void *h, uint32_t len, uint64_t off, uint32_t flags)
+{
+    int rc = dev_enter(true);
+    (void)h;
+    if (rc)
+        return rc;
+    rc = dev_be.ops->trim(dev_be.h, len, off, flags);
+    pthread_rwlock_unlock(&dev_be.rw);
+    return rc;
+}
+
+static int dev_zero(void *h, uint32_t len, uint64_t off, uint32_t flags)
+{
+    int rc = dev_enter(true);
+    (void)h;
+    if (rc)
+        return rc;
+    rc = dev_be.ops->zero(dev_be.h, len, off, flags);
+    pthread_rwlock_unlock(&dev_be.rw);
+    return rc;
+}
+
+static const struct nbd_ops dev_ops = {
+    .pread = dev_pread,
+    .pwrite = dev_pwrite,
+    .flush = dev_flush,
+    .trim = dev_trim,
+    .zero = dev_zero,
+};
+
+static struct nbd_dev *the_dev;
+static struct nbd_export dev_exp = {.ops = &dev_ops};
+static pthread_t dev_thread;
+
+static void *dev_main(void *arg)
+{
+    int fd = nbd_dev_sock(the_dev);
+    int rc = nbd_serve_transmission(fd, fd, &dev_exp, 4);
+
+    (void)arg;
+    if (rc && rc != -EPIPE && rc != -ECONNRESET)
+        error_msg("%s: %s", dev_exp.name, rc == -EPROTO ? "malformed request stream from the kernel"
+                                                         : strerror(-rc));
+    /* The kernel's NBD_DO_IT returns once our end is gone. */
+    shutdown(fd, SHUT_RDWR);
+    return NULL;
+}
+
+static void dev_set_backend(const struct nbd_ops *ops, void *h, bool writable)
+{
+    pthread_rwlock_wrlock(&dev_be.rw);
+    dev_be.ops = ops;
+    dev_be.h = h;
+    pthread_rwlock_unlock(&dev_be.rw);
+    pthread_mutex_lock(&dev_be.lock);
+    dev_be.writable = writable;
+    pthread_cond_broadcast(&dev_be.cond);
+    pthread_mutex_unlock(&dev_be.lock);
+}
+
+static int dev_start(const char *path, uint64_t size)
+{
+    char err[600];
+    int rc;
+
+    dev_exp.name = path;
+    dev_exp.size = size;
+    if ((rc = nbd_dev_connect(path, size, nbd_export_flags(&dev_exp), &the_dev, err, sizeof err))) {
+        error_msg("%s", err);
+        return rc;
+    }
+    if ((rc = -pthread_create(&dev_thread, NULL, dev_main, NULL))) {
+        error_msg("%s: thread: %s", path, strerror(-rc));
+        nbd_dev_disconnect(the_dev);
+        the_dev = NULL;
+    }
+    return rc;
+}
+
+static void dev_stop(void)
+{
+    if (!the_dev)
+        return;
+    pthread_mutex_lock(&dev_be.lock);
+    dev_be.stopping = true; /* a write waiting for the handover fails now */
+    pthread_cond_broadcast(&dev_be.cond);
+    pthread_mutex_unlock(&dev_be.lock);
+    nbd_dev_disconnect(the_dev);
+    pthread_join(dev_thread, NULL);
+    the_dev = NULL;
+}
+
 /* ---- serve ---- */
+
+/* The primary's loop: NBD connections on lfd (-1: none), control commands
+ * on cfd, until a signal or a switch. */
+static void primary_loop(int lfd, const struct nbd_export *exp, int cfd)
+{
+    struct pollfd p[3] = {{.fd = cfd, .events = POLLIN},
+                          {.fd = stop_pipe[0], .events = POLLIN},
+                          {.fd = lfd, .events = POLLIN}};
+    while (!got_signal && !switched_away) {
+        if (poll(p, lfd >= 0 ? 3 : 2, 1000) < 0 && errno != EINTR)
+            break;
+        if (p[0].revents & POLLIN)
+            start_ctl_conn(cfd);
+        if (lfd >= 0 && (p[2].revents & POLLIN))
+            start_nbd_conn(lfd, exp);
+    }
+}
+
+static void control_path(const struct bm_args *a, char *out, size_t size)
+{
+    if (a->control)
+        snprintf(out, size, "%s", a->control);
+    else
+        default_control(a->nbd_device ? a->nbd_device : a->image, out, size);
+}
+
+/* The control socket, its directory made when it is the default one. */
+static int open_control(const struct bm_args *a, char *ctl, size_t size)
+{
+    int cfd;
+
+    control_path(a, ctl, size);
+    if (!a->control && a->nbd_device) {
+        char dir[4200];
+        snprintf(dir, sizeof dir, "%s/blockmirror", env_default("VMMIG_STATE_DIR", DEFAULT_STATE_DIR));
+        mkdir_p(dir, 0700);
+    }
+    if ((cfd = listen_unix(ctl)) < 0)
+        perror_msg("control socket %s", ctl);
+    return cfd;
+}
 
 static int do_serve(const struct bm_args *a)
 {
@@ -447,18 +657,14 @@ static int do_serve(const struct bm_args *a)
         .timeout_ms = (int)(a->timeout * 1000),
     };
     char err[600], ctl[4200];
-    int rc, lfd, cfd;
+    int rc, lfd = -1, cfd;
 
     setup_signals();
     if ((rc = bm_open(&o, &the_bm, err, sizeof err)))
         error_exit("%s", err);
-    lfd = open_listener(a);
-    if (a->control)
-        snprintf(ctl, sizeof ctl, "%s", a->control);
-    else
-        default_control(a->image, ctl, sizeof ctl);
-    if ((cfd = listen_unix(ctl)) < 0) {
-        perror_msg("control socket %s", ctl);
+    if (a->socket || a->listen)
+        lfd = open_listener(a);
+    if ((cfd = open_control(a, ctl, sizeof ctl)) < 0) {
         bm_close(the_bm);
         return 1;
     }
@@ -471,18 +677,16 @@ static int do_serve(const struct bm_args *a)
         .ops = &bm_nbd_ops,
         .h = the_bm,
     };
-    struct pollfd p[3] = {{.fd = lfd, .events = POLLIN},
-                          {.fd = cfd, .events = POLLIN},
-                          {.fd = stop_pipe[0], .events = POLLIN}};
-    while (!got_signal && !switched_away) {
-        if (poll(p, 3, 1000) < 0 && errno != EINTR)
-            break;
-        if (p[0].revents & POLLIN)
-            start_nbd_conn(lfd, &exp);
-        if (p[1].revents & POLLIN)
-            start_ctl_conn(cfd);
+    rc = 0;
+    if (a->nbd_device) {
+        dev_set_backend(&bm_nbd_ops, the_bm, true);
+        rc = dev_start(a->nbd_device, bm_size(the_bm));
     }
-    close(lfd);
+    if (!rc)
+        primary_loop(lfd, &exp, cfd);
+    dev_stop();
+    if (lfd >= 0)
+        close(lfd);
     if (a->socket)
         unlink(a->socket);
     close_nbd_conns();
@@ -491,15 +695,90 @@ static int do_serve(const struct bm_args *a)
     bm_close(the_bm);
     if (switched_away)
         fprintf(stderr, "%s: %s: switched; the peer is the primary now\n", toolname, a->image);
-    return 0;
+    return rc ? 1 : 0;
 }
 
 /* ---- receive ---- */
+
+static void agent_say(const struct bm_args *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void agent_say(const struct bm_args *a, const char *fmt, ...)
+{
+    struct strbuf sb = {0};
+    va_list ap;
+    if (a->agent_fd < 0)
+        return;
+    va_start(ap, fmt);
+    sb_vprintf(&sb, fmt, ap);
+    va_end(ap);
+    sb_add(&sb, "\n", 1);
+    nbd_write_full(a->agent_fd, sb.s, sb.len);
+    sb_free(&sb);
+}
+
+static unsigned listen_port(int lfd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+
+    if (getsockname(lfd, (struct sockaddr *)&ss, &len) < 0)
+        return 0;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return 0;
+}
+
+/* --nbd-device after the switch: this copy is the primary of the device
+ * from now on, as `serve IMAGE --nbd-device DEV` would be. */
+static int become_primary(const struct bm_args *a, struct bm_file *f)
+{
+    struct bm_opts o = {
+        .image = a->image,
+        .state_dir = env_default("VMMIG_STATE_DIR", DEFAULT_STATE_DIR),
+        .timeout_ms = (int)(a->timeout * 1000),
+    };
+    char err[600], ctl[4200];
+    int cfd, rc;
+
+    if ((rc = bm_open(&o, &the_bm, err, sizeof err))) {
+        error_msg("%s", err);
+        agent_say(a, "error: %s", err);
+        return 1;
+    }
+    dev_set_backend(&bm_nbd_ops, the_bm, true);
+    bm_file_close(f);
+    if ((cfd = open_control(a, ctl, sizeof ctl)) < 0) {
+        agent_say(a, "error: control socket %s: %s", ctl, strerror(errno));
+        /* The device is served all the same; only the controls are missing. */
+    }
+    fprintf(stderr, "%s: %s: switched; the primary of %s now (control %s)\n", toolname, a->image,
+            a->nbd_device, ctl);
+    agent_say(a, "primary control=%s", ctl);
+    if (cfd >= 0) {
+        primary_loop(-1, NULL, cfd);
+    } else {
+        struct pollfd p = {.fd = stop_pipe[0], .events = POLLIN};
+        while (!got_signal && poll(&p, 1, 1000) >= 0) {
+        }
+    }
+    dev_stop();
+    if (cfd >= 0) {
+        close(cfd);
+        unlink(ctl);
+    }
+    bm_close(the_bm);
+    if (switched_away)
+        fprintf(stderr, "%s: %s: switched; the peer is the primary now\n", toolname, a->image);
+    return 0;
+}
 
 static int do_receive(const struct bm_args *a)
 {
     struct bm_file f;
     int rc, lfd;
+    bool agent_gone = false;
 
     setup_signals();
     if (a->size) {
@@ -522,12 +801,37 @@ static int do_receive(const struct bm_args *a)
     lfd = open_listener(a);
 
     struct nbd_export exp = {.name = a->name, .size = f.size, .ops = &bm_file_ops, .h = &f};
-    struct pollfd p[2] = {{.fd = lfd, .events = POLLIN}, {.fd = stop_pipe[0], .events = POLLIN}};
+    if (a->nbd_device) {
+        dev_set_backend(&bm_file_ops, &f, false);
+        if (dev_start(a->nbd_device, f.size)) {
+            agent_say(a, "error: cannot connect %s (see the log)", a->nbd_device);
+            return 1;
+        }
+    }
+    agent_say(a, "ready port=%u", listen_port(lfd));
+    struct pollfd p[3] = {{.fd = lfd, .events = POLLIN},
+                          {.fd = stop_pipe[0], .events = POLLIN},
+                          {.fd = a->agent_fd, .events = POLLIN}};
     while (!got_signal) {
-        if (poll(p, 2, 200) < 0 && errno != EINTR)
+        if (poll(p, a->agent_fd >= 0 && !agent_gone ? 3 : 2, 200) < 0 && errno != EINTR)
             break;
         if (p[0].revents & POLLIN)
             start_nbd_conn(lfd, &exp);
+        if (a->agent_fd >= 0 && !agent_gone && (p[2].revents & (POLLIN | POLLHUP | POLLERR))) {
+            char buf[64];
+            ssize_t r = read(a->agent_fd, buf, sizeof buf);
+            if (r <= 0 && !(r < 0 && errno == EINTR)) {
+                agent_gone = true;
+                /* The migration failed before the switch: this copy is
+                 * not the disk's; a later attempt finds it as a stale
+                 * replica. */
+                if (!f.promoted) {
+                    fprintf(stderr, "%s: %s: the migration agent went away before the switch; "
+                                    "stopping\n", toolname, a->image);
+                    break;
+                }
+            }
+        }
         /* After the switch, once the old primary has let go: standalone. */
         if (f.promoted && !nbd_conn_count())
             break;
@@ -536,11 +840,16 @@ static int do_receive(const struct bm_args *a)
     if (a->socket)
         unlink(a->socket);
     close_nbd_conns();
+    if (f.promoted && a->nbd_device && !got_signal)
+        return become_primary(a, &f);
+    dev_stop();
     rc = fdatasync(f.fd) < 0 && errno != EINVAL ? 1 : 0;
     bm_file_close(&f);
     if (f.promoted)
         fprintf(stderr, "%s: %s: switched; this image is the standalone primary now\n", toolname,
                 a->image);
+    else if (agent_gone)
+        rc = 1;
     return rc;
 }
 
@@ -553,10 +862,7 @@ static int control_call(const struct bm_args *a, const char *req)
     struct strbuf out = {0};
     int fd;
 
-    if (a->control)
-        snprintf(path, sizeof path, "%s", a->control);
-    else
-        default_control(a->image, path, sizeof path);
+    control_path(a, path, sizeof path);
     if (strlen(path) >= sizeof sa.sun_path) {
         errno = ENAMETOOLONG;
         perror_exit("%s", path);
@@ -615,14 +921,16 @@ static int blockmirror_main(int argc, char **argv)
         {"block-size", required_argument, 0, 'b'}, {"timeout", required_argument, 0, 't'},
         {"size", required_argument, 0, 'Z'},    {"wait", no_argument, 0, 'w'},
         {"resync", no_argument, 0, 'r'},        {"help", no_argument, 0, 'h'},
+        {"nbd-device", required_argument, 0, 'd'}, {"agent-fd", required_argument, 0, 'A'},
         {0, 0, 0, 0}};
     const struct applet *me = &applet_blockmirror;
-    struct bm_args a = {.timeout = -1};
+    struct bm_args a = {.timeout = -1, .agent_fd = -1};
+    long fdv;
     const char *pos[2] = {0};
     int npos = 0, opt;
     uint64_t v;
 
-    while ((opt = getopt_long(argc, argv, "-s:l:p:c:n:b:t:wrh", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "-s:l:p:c:n:b:t:wrhd:", opts, NULL)) != -1) {
         switch (opt) {
         case 1:
             if (!a.sub)
@@ -654,6 +962,13 @@ static int blockmirror_main(int argc, char **argv)
                 usage_exit(me, "--size: '%s' is not a size in bytes (K, M, G, T allowed)", optarg);
             a.size = v;
             break;
+        case 'd': a.nbd_device = optarg; break;
+        case 'A':
+            if (parse_long(optarg, 3, 1023, &fdv) || fcntl((int)fdv, F_GETFD) < 0)
+                usage_exit(me, "--agent-fd: '%s' is not an open descriptor from 3 to 1023", optarg);
+            a.agent_fd = (int)fdv;
+            fcntl(a.agent_fd, F_SETFD, FD_CLOEXEC);
+            break;
         case 'w': a.wait = true; break;
         case 'r': a.resync = true; break;
         case 'h': help_exit_ok(me);
@@ -669,17 +984,30 @@ static int blockmirror_main(int argc, char **argv)
         if (npos != 1)
             usage_exit(me, "%s: needs exactly one IMAGE", a.sub);
         a.image = pos[0];
-        if (!a.socket == !a.listen)
-            usage_exit(me, "%s: needs one of --socket or --listen", a.sub);
-        if (!strcmp(a.sub, "receive") && (a.peer || a.state || a.block_size || a.control))
-            usage_exit(me, "receive: --peer, --state, --block-size and --control are for serve");
+        bool receive = !strcmp(a.sub, "receive");
+        if (a.socket && a.listen)
+            usage_exit(me, "%s: --socket and --listen exclude each other", a.sub);
+        if (!a.socket && !a.listen && (receive || !a.nbd_device))
+            usage_exit(me, "%s: needs one of --socket or --listen%s", a.sub,
+                       receive ? "" : " or --nbd-device");
+        if (receive && (a.peer || a.state || a.block_size || (a.control && !a.nbd_device)))
+            usage_exit(me, "receive: --peer, --state and --block-size are for serve, "
+                           "--control for serve or receive --nbd-device");
+        if (a.agent_fd >= 0 && !receive)
+            usage_exit(me, "serve: --agent-fd is for receive");
+        if (a.nbd_device) {
+            char err[600];
+            if (nbd_dev_check(a.nbd_device, err, sizeof err))
+                usage_exit(me, "--nbd-device: %s", err);
+        }
         if (!strcmp(a.sub, "serve") && a.size)
             usage_exit(me, "serve: --size is for receive");
         if (a.timeout < 0)
             a.timeout = 10;
         return !strcmp(a.sub, "serve") ? do_serve(&a) : do_receive(&a);
     }
-    if (a.socket || a.listen || a.peer || a.name || a.state || a.block_size || a.size)
+    if (a.socket || a.listen || a.peer || a.name || a.state || a.block_size || a.size ||
+        a.nbd_device || a.agent_fd >= 0)
         usage_exit(me, "%s: takes only --control (and its own options)", a.sub);
 
     struct strbuf req = {0};
