@@ -5,7 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static const struct backend_ops *const backends[] = {&xen_backend_ops};
+static const struct backend_ops *const backends[] = {&xen_backend_ops, &qemu_backend_ops};
 
 const char *vm_state_name(enum vm_state s)
 {
@@ -21,6 +21,10 @@ const struct backend_ops *backend_find(const char *name)
         if (!access("/proc/xen/capabilities", F_OK) || !access("/dev/xen/privcmd", F_OK) ||
             getenv("XENSTORED_PATH"))
             return &xen_backend_ops;
+        /* A QEMU host has the run directory vmmig create makes. */
+        const char *qdir = getenv("VMMIG_QEMU_DIR");
+        if (!access(qdir && *qdir ? qdir : "/run/vmmig/qemu", F_OK))
+            return &qemu_backend_ops;
         return NULL;
     }
     for (size_t i = 0; i < ARRAY_SIZE(backends); i++)

@@ -65,8 +65,10 @@ struct backend_ops {
 };
 
 extern const struct backend_ops xen_backend_ops;
+/* QEMU domains in $VMMIG_QEMU_DIR (lib/backend_qemu.c). */
+extern const struct backend_ops qemu_backend_ops;
 
-/* "xen", or "auto": the backend whose hypervisor is present. */
+/* "xen", "qemu", or "auto": Xen when this is a Xen dom0, else QEMU. */
 const struct backend_ops *backend_find(const char *name);
 
 void argv_free(char **argv);

@@ -34,6 +34,7 @@ declare -A PAGE_OF=(
     [comigrate]=vmmig-comigrate.1
     [console]=vmmig-console.1
     [blockmirror]=vmmig-blockmirror.8
+    [create]=vmmig-create.1
 )
 
 # render PAGE: plain ASCII text, one paragraph per line (no filling breaks,
