@@ -29,7 +29,7 @@ TEST_DEPS  := perl util-linux python3 xen-utils-4.17 xenstore-utils qemu-system-
               clang-14 libclang-rt-14-dev qemu-utils nbdkit libnbd-bin
 DEPS_STAMP := .cache/deps.stamp
 
-.PHONY: all deps check check-unit check-fs check-comigrate check-man check-blockmirror check-install check-xen check-xen2 check-fuzz fuzz demo \
+.PHONY: all deps check check-unit check-fs check-comigrate check-man check-blockmirror check-install check-xen check-xen2 check-qemu check-fuzz fuzz demo \
         bench clean \
         install uninstall
 all: $(B)/bin/vmmig
@@ -121,7 +121,12 @@ check-static: $(B)/bin/vmmig test-helpers
 check-xen2: $(B)/bin/vmmig $(KMOD)
 	prove tests/xen2/system2.t
 
-check: check-unit check-fs check-comigrate check-man check-blockmirror check-install check-static check-fuzz check-xen check-xen2
+# QEMU domains between two hosts made of network namespaces, real guests
+# under TCG (tests/qemu/fetch.sh fetches the kernel; about 1 minute).
+check-qemu: $(B)/bin/vmmig
+	prove tests/qemu/*.t
+
+check: check-unit check-fs check-comigrate check-man check-blockmirror check-install check-static check-fuzz check-xen check-xen2 check-qemu
 
 demo: $(B)/bin/vmmig $(KMOD)
 	tests/xen/demo.sh

@@ -1,0 +1,151 @@
+# tests/qemu/lib.sh - two QEMU "hosts" on this machine for the .t files here.
+#
+# Each host is a network namespace of our own (veth pair, 10.231.N.0/24
+# addresses that exist only inside them) with its own vmmigfs --listen 8123,
+# run directory ($VMMIG_QEMU_DIR), state directory and policy.  The whole
+# test runs in a private mount namespace (unshare -m): /etc/hosts is
+# bind-mounted there with hostA and hostB, and the FUSE mounts stay inside.
+# Commands enter a host with `nsenter --net=/run/netns/NS` rather than
+# `ip netns exec`, which would also give each command its own mount
+# namespace, where the other commands' FUSE mounts are not seen.
+# Guests boot Debian's kernel and a busybox initramfs (tests/qemu/fetch.sh)
+# under TCG, 128 MiB and 1 vCPU, niced.  A trap ends every process, mount
+# and namespace the test made, also when it fails.
+#
+#   . tests/lib/tap.sh; . tests/qemu/lib.sh
+#   qenv_init "$@"      # re-exec under unshare, prerequisites, fetch
+#   qenv_start          # namespaces, hosts, vmmigfs on both
+#   qenv_boot A web1    # create and wait for the guest's shell
+#   on A vmmig ...      # a command on host A (its environment)
+#   guest A web1 'CMD'  # a command in the guest, through its serial console
+set -u
+QTOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+VMMIG=${VMMIG:-$QTOP/build/bin/vmmig}
+QCACHE=$QTOP/.cache/qemu
+SUBNET=${VMMIG_QEMU_SUBNET:-10.231.$(( $$ % 200 + 20 ))}
+
+qenv_init() {
+    if [ -z "${QENV_INNER:-}" ]; then
+        [ "$(id -u)" = 0 ] || skip_all "needs root (namespaces, FUSE)"
+        command -v qemu-system-x86_64 >/dev/null || skip_all "qemu-system-x86_64 not installed"
+        command -v nsenter >/dev/null && command -v ip >/dev/null || skip_all "needs nsenter and ip"
+        [ -e /dev/fuse ] || skip_all "no /dev/fuse"
+        "$QTOP/tests/qemu/fetch.sh" >&2 || bail_out "tests/qemu/fetch.sh failed"
+        export QENV_INNER=1
+        # the whole file under a watchdog
+        exec timeout -k 5 "${VMMIG_TEST_TIMEOUT:-300}" \
+            unshare -m --propagation private -- "${BASH:-bash}" "$0" "$@"
+        bail_out "exec unshare failed"
+    fi
+    [ -x "$VMMIG" ] || bail_out "no $VMMIG (make)"
+    QDIR=$(mktemp -d /tmp/vmq.XXXXXX)
+    chmod 755 "$QDIR"
+    # Our own copy: a rebuild in the tree during the test must not pull the
+    # binary from under vmmigfs (it runs /proc/self/exe for the agents).
+    cp "$VMMIG" "$QDIR/vmmig" || bail_out "cannot copy $VMMIG"
+    VMMIG=$QDIR/vmmig
+    NS_A=vmq-a-$$ NS_B=vmq-b-$$
+    trap qenv_cleanup EXIT
+    trap 'echo "# interrupted (watchdog?)" >&2; exit 1' INT TERM
+}
+
+qenv_cleanup() {
+    local h pidf p
+    for h in A B; do
+        p=$(cat "$QDIR/$h/vmmigfs.pid" 2>/dev/null) && kill "$p" 2>/dev/null
+    done
+    for pidf in "$QDIR"/*/run/.dom/*/qemu.pid; do
+        [ -f "$pidf" ] && kill -9 "$(cat "$pidf")" 2>/dev/null
+    done
+    for h in A B; do
+        umount -l "$QDIR/$h/mnt" 2>/dev/null
+    done
+    sleep 0.2
+    for h in A B; do
+        p=$(cat "$QDIR/$h/vmmigfs.pid" 2>/dev/null) && kill -9 "$p" 2>/dev/null
+    done
+    ip netns del "$NS_A" 2>/dev/null
+    ip netns del "$NS_B" 2>/dev/null
+    if [ -n "${VMMIG_TEST_KEEP:-}" ]; then
+        echo "# kept $QDIR" >&2
+    else
+        rm -rf "$QDIR"
+    fi
+}
+
+# on HOST CMD...: run CMD on host A or B (its namespace and environment).
+on() {
+    local h=$1 ns
+    shift
+    [ "$h" = A ] && ns=$NS_A || ns=$NS_B
+    VMMIG_QEMU_DIR=$QDIR/$h/run VMMIG_STATE_DIR=$QDIR/$h/state VMMIG_POLICY=$QDIR/$h/policy \
+        VMMIG_KEY_FILE=$QDIR/key VMMIG_MOUNT=$QDIR/$h/mnt VMMIG_HOOKS_DIR=$QDIR/$h/hooks \
+        VMMIG_QEMU_DOWNTIME_MS=${VMMIG_QEMU_DOWNTIME_MS:-5000} \
+        nice -n 10 nsenter --net=/run/netns/$ns "$@"
+}
+
+qenv_start() {
+    local h
+    ip netns add "$NS_A" && ip netns add "$NS_B" || bail_out "ip netns add failed"
+    ip link add "vqa$$" type veth peer name "vqb$$" || bail_out "veth failed"
+    ip link set "vqa$$" netns "$NS_A" && ip link set "vqb$$" netns "$NS_B"
+    ip -n "$NS_A" addr add "$SUBNET.1/24" dev "vqa$$"
+    ip -n "$NS_B" addr add "$SUBNET.2/24" dev "vqb$$"
+    for h in "$NS_A" "$NS_B"; do
+        ip -n "$h" link set lo up
+    done
+    ip -n "$NS_A" link set "vqa$$" up && ip -n "$NS_B" link set "vqb$$" up ||
+        bail_out "cannot bring the veth pair up"
+    { cat /etc/hosts; echo "$SUBNET.1 hostA"; echo "$SUBNET.2 hostB"; } > "$QDIR/hosts"
+    mount --bind "$QDIR/hosts" /etc/hosts || bail_out "cannot bind-mount /etc/hosts"
+    head -c 32 /dev/urandom > "$QDIR/key" && chmod 600 "$QDIR/key"
+    for h in A B; do
+        mkdir -p "$QDIR/$h/run" "$QDIR/$h/state" "$QDIR/$h/mnt" "$QDIR/$h/hooks"
+        printf 'admin_group =\nmigrate_timeout = 30\n' > "$QDIR/$h/policy"
+        on $h "$VMMIG" fs -f --backend qemu --listen 8123 "$QDIR/$h/mnt" \
+            </dev/null >>"$QDIR/$h/vmmigfs.log" 2>&1 &
+        echo $! > "$QDIR/$h/vmmigfs.pid"
+    done
+    for h in A B; do
+        qwait 5 "grep -q ' $QDIR/$h/mnt ' /proc/self/mountinfo" ||
+            bail_out "vmmigfs on host $h did not mount: $(tail -5 "$QDIR/$h/vmmigfs.log")"
+    done
+}
+
+# qwait SECONDS 'SHELL TEST'
+qwait() {
+    local end=$(( $(date +%s%N) / 1000000 + $1 * 1000 ))
+    while [ $(( $(date +%s%N) / 1000000 )) -lt $end ]; do
+        eval "$2" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+qenv_boot() { # HOST NAME [EXTRA CONFIG LINE]
+    local h=$1 name=$2
+    cat > "$QDIR/$name.cfg" <<CFG
+name = "$name"
+memory = 128
+vcpus = 1
+kernel = "$QCACHE/bzImage"
+ramdisk = "$QCACHE/initrd.gz"
+cmdline = "console=ttyS0 quiet panic=-1"
+${3:-}
+CFG
+    on $h "$VMMIG" create "$QDIR/$name.cfg" >/dev/null || return 1
+    qwait 30 "grep -q 'VMMIG-GUEST: ready' '$QDIR/$h/run/$name/serial.log' 2>/dev/null"
+}
+
+guest() { # HOST NAME 'COMMAND'
+    "$QTOP/tests/qemu/guest.py" "$QDIR/$1/run/$2/serial.sock" "$3" "${4:-20}"
+}
+
+# The processes started below PID (children, grandchildren...).
+descendants() {
+    local p
+    for p in $(ps -o pid= --ppid "$1"); do
+        echo "$p"
+        descendants "$p"
+    done
+}
