@@ -57,6 +57,10 @@ static const struct msg_info {
     {MSG_CONSOLE_DATA, FROM_EITHER, false, "CONSOLE_DATA"},
     {MSG_CONSOLE_STATE, FROM_DEST, false, "CONSOLE_STATE"},
     {MSG_CONSOLE_RETURN, FROM_DEST, false, "CONSOLE_RETURN"},
+    {MSG_DISK_PREP, FROM_SOURCE, false, "DISK_PREP"},
+    {MSG_DISK_READY, FROM_DEST, false, "DISK_READY"},
+    {MSG_DISK_FAIL, FROM_DEST, false, "DISK_FAIL"},
+    {MSG_DISKS_SYNCED, FROM_SOURCE, false, "DISKS_SYNCED"},
 };
 
 static const struct msg_info *msg_info(int type)

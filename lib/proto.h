@@ -105,6 +105,12 @@ enum msg_type {
     MSG_CONSOLE_DATA = 67,   /* either way: raw bytes */
     MSG_CONSOLE_STATE = 68,  /* agent: state=running|paused|moved|gone [host=H] */
     MSG_CONSOLE_RETURN = 69, /* agent: input it could not deliver, to send again */
+    /* local disks that move with the domain (blockmirror), between CFG_OK
+     * and the memory stream */
+    MSG_DISK_PREP = 80,    /* source: vdev=, device=/dev/nbdN, size= */
+    MSG_DISK_READY = 81,   /* destination: vdev=, port= (its secondary's NBD port) */
+    MSG_DISK_FAIL = 82,    /* destination: vdev=, reason= */
+    MSG_DISKS_SYNCED = 83, /* source: disks=N, every one in sync; the memory follows */
 };
 
 /* "HELLO", ...; "unknown" for a type not in the table. */

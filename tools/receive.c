@@ -11,13 +11,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "applet.h"
 #include "consolerelay.h"
+#include "diskmig.h"
+#include "nbddev.h"
 #include "lock.h"
 #include "migengine.h"
 #include "migjob.h"
@@ -38,6 +46,8 @@ static const char receive_help[] =
     "  -k, --key FILE        pre-shared key (default $VMMIG_KEY_FILE or /etc/vmmig/key)\n"
     "  -d, --state-dir DIR   default $VMMIG_STATE_DIR or " DEFAULT_STATE_DIR "\n"
     "  -P, --policy FILE     default $VMMIG_POLICY or " DEFAULT_POLICY "\n"
+    "  -D, --disk-dir DIR    where the local disks of incoming domains go (default\n"
+    "                        $VMMIG_DISK_DIR or STATE_DIR/disks)\n"
     "  -h, --help            show this help\n"
     "\n"
     "It refuses a domain whose name or UUID is taken here, that needs more memory\n"
@@ -45,8 +55,27 @@ static const char receive_help[] =
     "Progress and the outcome go to stderr and syslog.  Exit status: 0 received\n"
     "and running here (or a query answered), 1 failed or refused, 2 usage.\n";
 
+/* A local disk arriving with the domain: its secondary, a `vmmig
+ * blockmirror receive --nbd-device` child that also serves the device here
+ * and becomes its primary at the switch. */
+struct rdisk {
+    struct diskmig d;
+    char image[4200];
+    pid_t pid;
+    int agent_fd; /* closing it before the switch makes the child stop */
+};
+
 struct rjob {
     struct proto_conn conn;
+    int rfd;
+    const char *disk_dir;
+    bool same_host, committed;
+    struct rdisk disks[DISKMIG_MAX];
+    int ndisks;
+    /* the first message of the memory stream, read before the pump started */
+    int first_type;
+    uint8_t *first_pl;
+    uint32_t first_len;
     const struct mig_engine_ops *eng;
     struct mig_engine *e;
     const char *state_dir;
@@ -157,7 +186,13 @@ static void *pump_main(void *arg)
     char perr[200];
 
     for (;;) {
-        r->pump_rc = proto_recv(&r->conn, &type, &pl, &len, perr, sizeof perr);
+        if (r->first_type >= 0) {
+            type = r->first_type, pl = r->first_pl, len = r->first_len;
+            r->first_type = -1, r->first_pl = NULL;
+            r->pump_rc = 0;
+        } else {
+            r->pump_rc = proto_recv(&r->conn, &type, &pl, &len, perr, sizeof perr);
+        }
         if (r->pump_rc) {
             snprintf(r->pump_err, sizeof r->pump_err, "%s: %s", r->peer, perr);
             break;
@@ -307,6 +342,7 @@ static int judge_request(struct rjob *r, const struct policy *pol, const uint8_t
     kv_get(pl, len, "domid", srcdomid, sizeof srcdomid);
     mig_boot_id(mybootid, sizeof mybootid);
     bool same_host = !strcmp(bootid, mybootid);
+    r->same_host = same_host;
     /* Within one host the source copy itself has the name and UUID. */
     if (!r->eng->lookup_uuid(r->e, r->uuid, &d) &&
         !(same_host && (unsigned)atoi(srcdomid) == d.domid)) {
@@ -360,17 +396,341 @@ out:
     return rc;
 }
 
+/* ---- local disks (DISK_PREP .. DISKS_SYNCED; vmmig-protocol(7), DISKS) ---- */
+
+static void disk_fail(struct rjob *r, const char *vdev, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void disk_fail(struct rjob *r, const char *vdev, const char *fmt, ...)
+{
+    char why[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    say("disk %s of %s: %s", vdev, r->name, why);
+    reply(r, MSG_DISK_FAIL, "vdev", vdev, "reason", why);
+}
+
+/* The address the source reached us on: the secondary listens there only
+ * (all addresses over the exec transport, which has none). */
+static void listen_spec(struct rjob *r, char *out, size_t size)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char addr[INET6_ADDRSTRLEN] = "";
+
+    snprintf(out, size, "0");
+    if (getsockname(r->rfd, (struct sockaddr *)&ss, &len) < 0)
+        return;
+    if (ss.ss_family == AF_INET &&
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, addr, sizeof addr))
+        snprintf(out, size, "%s:0", addr);
+    else if (ss.ss_family == AF_INET6 &&
+             inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, addr, sizeof addr))
+        snprintf(out, size, "[%s]:0", addr);
+}
+
+/* One line from a disk child, within ms: 0 (line), -ETIMEDOUT, -EPIPE (EOF). */
+static int child_line(int fd, char *line, size_t size, int ms)
+{
+    size_t n = 0;
+    struct timespec t0, now;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        int left = ms - (int)((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (left <= 0)
+            return -ETIMEDOUT;
+        int pr = poll(&p, 1, left);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0)
+            return -ETIMEDOUT;
+        char ch;
+        ssize_t got = read(fd, &ch, 1);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return -EPIPE;
+        if (ch == '\n')
+            break;
+        if (n < size - 1)
+            line[n++] = ch;
+    }
+    line[n] = 0;
+    return 0;
+}
+
+/* The last line a disk child wrote to its log: why it failed. */
+static void child_last_words(const char *log, char *out, size_t size)
+{
+    char *text = NULL, *p;
+    size_t len;
+
+    snprintf(out, size, "see %s", log);
+    if (read_file(log, &text, &len) || !len) {
+        free(text);
+        return;
+    }
+    while (len && text[len - 1] == '\n')
+        text[--len] = 0;
+    p = strrchr(text, '\n');
+    snprintf(out, size, "%s", p ? p + 1 : text);
+    free(text);
+}
+
+/* DISK_PREP: a local image, its secondary and the device here.  0 answered
+ * DISK_READY; -1 answered DISK_FAIL (the migration is over). */
+static int disk_prep(struct rjob *r, const uint8_t *pl, uint32_t len)
+{
+    struct rdisk *rd = &r->disks[r->ndisks];
+    char err[600], dir[4200], logp[4200], spec[80], port[16], line[600], self[4096];
+    int sp[2] = {-1, -1}, fd;
+
+    if (diskmig_prep_parse(pl, len, &rd->d, err, sizeof err)) {
+        disk_fail(r, "?", "%s", err);
+        return -1;
+    }
+    for (int i = 0; i < r->ndisks; i++)
+        if (!strcmp(r->disks[i].d.vdev, rd->d.vdev) || !strcmp(r->disks[i].d.device, rd->d.device)) {
+            disk_fail(r, rd->d.vdev, "a second DISK_PREP for %s / %s", rd->d.vdev, rd->d.device);
+            return -1;
+        }
+    if (r->ndisks == DISKMIG_MAX) {
+        disk_fail(r, rd->d.vdev, "more than %d disks", DISKMIG_MAX);
+        return -1;
+    }
+    if (r->same_host) {
+        /* Within one host the disk is already where the domain goes. */
+        reply(r, MSG_DISK_READY, "vdev", rd->d.vdev, "same_host", "1");
+        return 0;
+    }
+    if (nbd_dev_check(rd->d.device, err, sizeof err)) {
+        disk_fail(r, rd->d.vdev, "%s (is the nbd module loaded here?)", err);
+        return -1;
+    }
+    if (mkdir_p(r->disk_dir, 0700)) {
+        disk_fail(r, rd->d.vdev, "cannot make %s: %s", r->disk_dir, strerror(errno));
+        return -1;
+    }
+    bool plain = true;
+    for (const char *c = r->name; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '-' || *c == '_' || *c == '.'))
+            plain = false;
+    char image[sizeof rd->image];
+    snprintf(image, sizeof image, "%s/%s.%s.img", r->disk_dir,
+             plain && r->name[0] != '.' ? r->name : r->uuid, rd->d.vdev);
+    memcpy(rd->image, image, sizeof image);
+    /* An image left by an earlier attempt is a stale replica: the primary
+     * compares it by hashes.  Its state file is of no use any more. */
+    snprintf(line, sizeof line, "%s.bmstate", rd->image);
+    unlink(line);
+    fd = open(rd->image, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || ftruncate(fd, (off_t)rd->d.size) < 0) {
+        disk_fail(r, rd->d.vdev, "%s: %s", rd->image, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    snprintf(dir, sizeof dir, "%s/blockmirror", r->state_dir);
+    mkdir_p(dir, 0700);
+    snprintf(logp, sizeof logp, "%s/%s.log", dir, diskmig_nbd_name(rd->d.device));
+    listen_spec(r, spec, sizeof spec);
+    ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (sl <= 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+        disk_fail(r, rd->d.vdev, "cannot start the secondary: %s", strerror(errno));
+        return -1;
+    }
+    self[sl] = 0;
+    rd->pid = fork();
+    if (rd->pid == 0) {
+        /* The secondary outlives this agent once it is the primary: its
+         * own session, its output in the log. */
+        int nul = open("/dev/null", O_RDONLY);
+        int lfd = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        setsid();
+        if (nul >= 0)
+            dup2(nul, 0);
+        if (lfd >= 0)
+            dup2(lfd, 1), dup2(lfd, 2);
+        dup2(sp[1], 3); /* dup2 clears close-on-exec */
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGPIPE, SIG_DFL);
+        execl(self, "vmmig", "blockmirror", "receive", rd->image, "--listen", spec,
+              "--nbd-device", rd->d.device, "--agent-fd", "3", (char *)NULL);
+        fprintf(stderr, "vmmig receive: exec %s: %s\n", self, strerror(errno));
+        _exit(127);
+    }
+    close(sp[1]);
+    rd->agent_fd = sp[0];
+    if (rd->pid < 0) {
+        disk_fail(r, rd->d.vdev, "fork: %s", strerror(errno));
+        close(sp[0]);
+        return -1;
+    }
+    r->ndisks++; /* from here on a failure drops it */
+    int lrc = child_line(rd->agent_fd, line, sizeof line, 30000);
+    if (lrc || strncmp(line, "ready port=", 11)) {
+        char why[600];
+        if (!lrc && !strncmp(line, "error: ", 7))
+            snprintf(why, sizeof why, "%s", line + 7);
+        else if (lrc == -ETIMEDOUT)
+            snprintf(why, sizeof why, "the secondary did not start within 30 s");
+        else
+            child_last_words(logp, why, sizeof why);
+        disk_fail(r, rd->d.vdev, "blockmirror receive %s: %s", rd->d.device, why);
+        return -1;
+    }
+    snprintf(port, sizeof port, "%s", line + 11);
+    say("disk %s of %s: %s into %s on port %s (pid %d)", rd->d.vdev, r->name, rd->d.device,
+        rd->image, port, (int)rd->pid);
+    reply(r, MSG_DISK_READY, "vdev", rd->d.vdev, "port", port);
+    return 0;
+}
+
+/* Before the commit point: stop the secondaries (their device lets go)
+ * and drop the copies.  After it the copies are the disks: keep them. */
+static void disks_drop(struct rjob *r)
+{
+    for (int i = 0; i < r->ndisks; i++) {
+        struct rdisk *rd = &r->disks[i];
+        int status;
+        if (rd->agent_fd >= 0)
+            close(rd->agent_fd);
+        rd->agent_fd = -1;
+        if (r->committed)
+            continue;
+        /* EOF on its agent fd stops it; give it 10 s to let go of the device. */
+        for (int t = 0; t < 100 && waitpid(rd->pid, &status, WNOHANG) == 0; t++)
+            nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+        if (waitpid(rd->pid, &status, WNOHANG) == 0) {
+            kill(rd->pid, SIGKILL);
+            waitpid(rd->pid, &status, 0);
+        }
+        char st[4300];
+        snprintf(st, sizeof st, "%s.bmstate", rd->image);
+        unlink(st);
+        if (unlink(rd->image) == 0)
+            say("dropped the copy of %s's disk %s (%s)", r->name, rd->d.vdev, rd->image);
+    }
+    r->ndisks = 0;
+}
+
+/* A test seam: VMMIG_TEST_DISK_SNAPSHOT=DIR copies each disk image to
+ * DIR/ at the commit point, before the domain runs here, so that a test
+ * can compare it with the source's image as the switch left it. */
+static void disks_snapshot(struct rjob *r)
+{
+    const char *dir = getenv("VMMIG_TEST_DISK_SNAPSHOT");
+
+    for (int i = 0; dir && i < r->ndisks; i++) {
+        const char *base = strrchr(r->disks[i].image, '/');
+        char path[4300], *buf = xmalloc(1 << 20);
+        snprintf(path, sizeof path, "%s/%s", dir, base ? base + 1 : r->disks[i].image);
+        int in = open(r->disks[i].image, O_RDONLY | O_CLOEXEC);
+        int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        ssize_t n = 0;
+        while (in >= 0 && out >= 0 && (n = read(in, buf, 1 << 20)) > 0)
+            if (write(out, buf, (size_t)n) != n)
+                break;
+        say("test: snapshot of %s in %s", r->disks[i].image, path);
+        if (in >= 0)
+            close(in);
+        if (out >= 0)
+            close(out);
+        free(buf);
+    }
+}
+
+/* At the commit point the source has switched: each secondary holds every
+ * write and becomes the device's primary once the old one lets go. */
+static void disks_commit(struct rjob *r)
+{
+    char line[600];
+
+    r->committed = true;
+    disks_snapshot(r);
+    for (int i = 0; i < r->ndisks; i++) {
+        struct rdisk *rd = &r->disks[i];
+        if (child_line(rd->agent_fd, line, sizeof line, 10000) || strncmp(line, "primary", 7))
+            say("disk %s of %s: its copy did not report being the primary (%s); the domain's "
+                "writes wait for it", rd->d.vdev, r->name, line);
+        else
+            say("disk %s of %s: %s is served from %s here (%s)", rd->d.vdev, r->name,
+                rd->d.device, rd->image, line);
+        close(rd->agent_fd);
+        rd->agent_fd = -1;
+    }
+}
+
+/* Between CFG_OK and the memory stream: the disks, if any.  0 with the
+ * first message of the stream kept for the pump, or -1 (the migration is
+ * over; the caller drops what was prepared). */
+static int receive_disks(struct rjob *r)
+{
+    char e2[300];
+    uint8_t *pl = NULL;
+    uint32_t len;
+    int type;
+
+    for (;;) {
+        if (proto_recv(&r->conn, &type, &pl, &len, e2, sizeof e2)) {
+            say("%s: %s", r->peer, e2);
+            return -1;
+        }
+        switch (type) {
+        case MSG_DISK_PREP:
+            if (disk_prep(r, pl, len)) {
+                free(pl);
+                return -1;
+            }
+            break;
+        case MSG_PROGRESS:
+            break;
+        case MSG_DISKS_SYNCED:
+            say("%s: %d disk(s) of %s in sync", r->peer, r->ndisks, r->name);
+            free(pl);
+            return 0;
+        case MSG_CHUNK:
+        case MSG_STREAM_END:
+            r->first_type = type, r->first_pl = pl, r->first_len = len;
+            return 0;
+        case MSG_ABORT: {
+            char why[300] = "no reason given";
+            kv_get(pl, len, "reason", why, sizeof why);
+            say("%s aborted %s: %s", r->peer, r->name, why);
+            free(pl);
+            return -1;
+        }
+        default:
+            say("%s sent %s before the memory stream", r->peer, msg_type_name(type));
+            reply(r, MSG_ABORT, "reason", "unexpected message before the memory stream", NULL,
+                  NULL);
+            free(pl);
+            return -1;
+        }
+        free(pl);
+        pl = NULL;
+    }
+}
+
 static int receive_main(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"fd", required_argument, 0, 'F'},        {"timeout", required_argument, 0, 't'},
         {"key", required_argument, 0, 'k'},       {"state-dir", required_argument, 0, 'd'},
         {"policy", required_argument, 0, 'P'},    {"help", no_argument, 0, 'h'},
+        {"disk-dir", required_argument, 0, 'D'},
         {0, 0, 0, 0},
     };
     const char *policy_path = env_default("VMMIG_POLICY", DEFAULT_POLICY);
     const char *key_file = proto_key_file();
-    struct rjob r = {.pipe_w = -1, .lock_fd = -1};
+    struct rjob r = {.pipe_w = -1, .lock_fd = -1, .first_type = -1};
+    char disk_dir[4200];
     int rfd = 0, wfd = 1, timeout_ms = PROTO_DEFAULT_TIMEOUT_MS, opt, type, rc = 1;
     static uint8_t psk[PROTO_KEY_MAX];
     size_t psklen;
@@ -383,7 +743,8 @@ static int receive_main(int argc, char **argv)
 
     toolname = "vmmig receive";
     r.state_dir = env_default("VMMIG_STATE_DIR", DEFAULT_STATE_DIR);
-    while ((opt = getopt_long(argc, argv, "F:t:k:d:P:h", longopts, NULL)) != -1) {
+    r.disk_dir = getenv("VMMIG_DISK_DIR");
+    while ((opt = getopt_long(argc, argv, "F:t:k:d:P:D:h", longopts, NULL)) != -1) {
         switch (opt) {
         case 'F':
             if (parse_long(optarg, 0, 65535, &v) || fcntl((int)v, F_GETFD) < 0)
@@ -398,12 +759,22 @@ static int receive_main(int argc, char **argv)
         case 'k': key_file = optarg; break;
         case 'd': r.state_dir = optarg; break;
         case 'P': policy_path = optarg; break;
+        case 'D':
+            if (optarg[0] != '/')
+                usage_exit(&applet_receive, "bad --disk-dir '%s' (an absolute path)", optarg);
+            r.disk_dir = optarg;
+            break;
         case 'h': help_exit_ok(&applet_receive);
         default: usage_exit(&applet_receive, "unknown option");
         }
     }
     if (optind != argc)
         usage_exit(&applet_receive, "unexpected argument '%s'", argv[optind]);
+    if (!r.disk_dir || !r.disk_dir[0]) {
+        snprintf(disk_dir, sizeof disk_dir, "%s/disks", r.state_dir);
+        r.disk_dir = disk_dir;
+    }
+    r.rfd = rfd;
     openlog("vmmig-receive", LOG_PID, LOG_DAEMON);
     signal(SIGPIPE, SIG_IGN);
     /* stdout may be the transport itself: nothing else may go there. */
@@ -482,6 +853,10 @@ static int receive_main(int argc, char **argv)
     free(pl);
     pl = NULL;
     reply(&r, MSG_CFG_OK, NULL, NULL, NULL, NULL);
+    if (receive_disks(&r)) {
+        free(json);
+        goto fail_state;
+    }
 
     /* the stream */
     int pfd[2];
@@ -524,6 +899,7 @@ static int receive_main(int argc, char **argv)
     pl = NULL;
     /* Ours now, whatever happens to the link. */
     signal(SIGTERM, SIG_IGN);
+    disks_commit(&r);
     if (r.eng->rename(r.e, domid, incoming, r.name, e2, sizeof e2)) {
         say("activating %s failed: %s", r.name, e2);
         reply(&r, MSG_ACTIVATED, "result", "failed", "reason", e2);
@@ -567,9 +943,11 @@ fail_domain:
     if (domid != MIG_NO_DOMID && r.eng->destroy(r.e, domid, e2, sizeof e2))
         say("destroying the incoming copy: %s", e2);
 fail_state:
+    disks_drop(&r);
     state_rollback(&r);
     rc = 1;
 out:
+    free(r.first_pl);
     free(pl);
     free(r.old_state);
     proto_wipe(&r.conn);

@@ -19,6 +19,7 @@
 
 #include "applet.h"
 #include "backend.h"
+#include "diskmig.h"
 #include "lock.h"
 #include "migengine.h"
 #include "migjob.h"
@@ -365,6 +366,211 @@ static void send_abort(struct job *j, const char *why)
     sb_free(&sb);
 }
 
+/* ---- local disks (vmmig-protocol(7), DISKS) ---- */
+
+static struct {
+    struct diskmig d[DISKMIG_MAX];
+    int n;
+    bool attached[DISKMIG_MAX];
+    bool switched; /* a disk was handed over: the copy here must not run again */
+} disks;
+
+/* Stop mirroring to the destination: the primaries here keep serving. */
+static void disks_detach(void)
+{
+    char err[300];
+
+    for (int i = 0; i < disks.n; i++) {
+        if (!disks.attached[i])
+            continue;
+        if (bmctl_call(disks.d[i].control, "detach", NULL, err, sizeof err))
+            error_msg("disk %s: detach: %s", disks.d[i].vdev, err);
+        disks.attached[i] = false;
+    }
+}
+
+/* The domain's local disks to the destination, before its memory: each
+ * primary attached to a secondary there, and every block in sync.  From
+ * then on every write is on both hosts before the guest sees it done.
+ * 0, or -1 with err (the caller aborts; disks_detach() undoes it). */
+static int disks_mirror(struct job *j, const char *config, const char *state_dir, char *err,
+                        size_t errlen)
+{
+    struct strbuf skipped = {0}, ans = {0};
+    char e2[400], v[64], url[300];
+    int type, rc = -1;
+    uint8_t *pl = NULL;
+    uint32_t len;
+
+    disks.n = diskmig_find(config, state_dir, disks.d, DISKMIG_MAX, &skipped, e2, sizeof e2);
+    if (disks.n < 0) {
+        disks.n = 0;
+        snprintf(err, errlen, "%s", e2);
+        goto out;
+    }
+    if (skipped.len)
+        fprintf(stderr, "%s: disks without a blockmirror primary stay where they are: %s\n",
+                toolname, skipped.s);
+    for (int i = 0; i < disks.n; i++) {
+        struct diskmig *d = &disks.d[i];
+        char state[32] = "", peer[300] = "";
+        sb_reset(&ans);
+        if (bmctl_call(d->control, "status", &ans, e2, sizeof e2) ||
+            bmctl_field(&ans, "size", v, sizeof v) || bmctl_field(&ans, "state", state, sizeof state)) {
+            snprintf(err, errlen, "disk %s (%s): %s", d->vdev, d->device, e2);
+            goto out;
+        }
+        bmctl_field(&ans, "peer", peer, sizeof peer);
+        d->size = strtoull(v, NULL, 10);
+        if (!strcmp(state, "switched") || (peer[0] && strcmp(peer, "none"))) {
+            snprintf(err, errlen, "disk %s (%s): its primary is %s%s%s; 'vmmig blockmirror "
+                     "detach %s' first", d->vdev, d->device, state, peer[0] ? " with peer " : "",
+                     peer, d->device);
+            goto out;
+        }
+        struct strbuf prep = {0};
+        kv_add(&prep, "vdev", "%s", d->vdev);
+        kv_add(&prep, "device", "%s", d->device);
+        kv_add(&prep, "size", "%llu", (unsigned long long)d->size);
+        int src = proto_send(&j->conn, MSG_DISK_PREP, prep.s, (uint32_t)prep.len);
+        sb_free(&prep);
+        if (src) {
+            snprintf(err, errlen, "%s: sending DISK_PREP failed", j->host);
+            goto out;
+        }
+        if (expect(j, MSG_DISK_READY, MSG_DISK_FAIL, &type, &pl, &len, err, errlen))
+            goto out;
+        if (type == MSG_DISK_FAIL) {
+            char reason[300] = "no reason given";
+            kv_get(pl, len, "reason", reason, sizeof reason);
+            snprintf(err, errlen, "%s cannot take disk %s: %s", j->host, d->vdev, reason);
+            goto out;
+        }
+        if (!kv_get(pl, len, "same_host", v, sizeof v) && !strcmp(v, "1")) {
+            free(pl);
+            pl = NULL;
+            continue; /* one host: the disk is already there */
+        }
+        long port;
+        if (kv_get(pl, len, "port", v, sizeof v) || parse_long(v, 1, 65535, &port)) {
+            snprintf(err, errlen, "%s answered DISK_READY for %s without a valid port", j->host,
+                     d->vdev);
+            goto out;
+        }
+        free(pl);
+        pl = NULL;
+        snprintf(url, sizeof url, "nbd://%s:%ld", j->host, port);
+        char req[400];
+        snprintf(req, sizeof req, "attach %s", url);
+        if (bmctl_call(d->control, req, NULL, e2, sizeof e2)) {
+            snprintf(err, errlen, "disk %s: attaching to %s: %s", d->vdev, url, e2);
+            goto out;
+        }
+        disks.attached[i] = true;
+        printf("progress stage=%d name=%s sent=0 disk=%s device=%s mirror=%s size=%llu\n",
+               j->stage, mig_stage_name(j->stage), d->vdev, d->device, url,
+               (unsigned long long)d->size);
+    }
+    /* Until every block is there.  PROGRESS keeps the link from going
+     * silent; a peer lost for longer than the timeout fails the job. */
+    int64_t lost_ms = 0, ticks = 0;
+    for (;;) {
+        uint64_t synced = 0, total = 0;
+        int nsynced = 0, nmirrored = 0;
+        char lost[300] = "";
+        for (int i = 0; i < disks.n; i++) {
+            char state[32] = "";
+            if (!disks.attached[i])
+                continue;
+            nmirrored++;
+            sb_reset(&ans);
+            if (bmctl_call(disks.d[i].control, "status", &ans, e2, sizeof e2) ||
+                bmctl_field(&ans, "state", state, sizeof state)) {
+                snprintf(err, errlen, "disk %s: %s", disks.d[i].vdev, e2);
+                goto out;
+            }
+            if (!bmctl_field(&ans, "synced_bytes", v, sizeof v))
+                synced += strtoull(v, NULL, 10);
+            total += disks.d[i].size;
+            if (!strcmp(state, "synced"))
+                nsynced++;
+            else if ((!strcmp(state, "disconnected") || !strcmp(state, "standalone")) &&
+                     (bmctl_field(&ans, "last_error", lost, sizeof lost) || !strcmp(lost, "none")))
+                snprintf(lost, sizeof lost, "%s", state);
+        }
+        if (nsynced == nmirrored)
+            break;
+        if (cancelled) {
+            snprintf(err, errlen, "cancelled");
+            goto out;
+        }
+        lost_ms = lost[0] ? lost_ms + 200 : 0;
+        if (lost_ms > j->timeout_ms) {
+            snprintf(err, errlen, "the disk mirror to %s is lost: %s", j->host, lost);
+            goto out;
+        }
+        if (++ticks % 5 == 0) {
+            struct strbuf pr = {0};
+            kv_add(&pr, "stage", "%d", (int)j->stage);
+            kv_add(&pr, "disk_synced", "%llu", (unsigned long long)synced);
+            kv_add(&pr, "disk_size", "%llu", (unsigned long long)total);
+            int prc = proto_send(&j->conn, MSG_PROGRESS, pr.s, (uint32_t)pr.len);
+            sb_free(&pr);
+            if (prc) {
+                snprintf(err, errlen, "%s: the link failed while the disks were copied: %s",
+                         j->host, strerror(-prc));
+                goto out;
+            }
+            printf("progress stage=%d name=%s sent=0 disk_synced=%llu disk_size=%llu\n", j->stage,
+                   mig_stage_name(j->stage), (unsigned long long)synced,
+                   (unsigned long long)total);
+        }
+        nanosleep(&(struct timespec){0, 200 * 1000 * 1000}, NULL);
+    }
+    if (disks.n) {
+        struct strbuf sy = {0};
+        kv_add(&sy, "disks", "%d", disks.n);
+        int yrc = proto_send(&j->conn, MSG_DISKS_SYNCED, sy.s, (uint32_t)sy.len);
+        sb_free(&sy);
+        if (yrc) {
+            snprintf(err, errlen, "%s: sending DISKS_SYNCED failed", j->host);
+            goto out;
+        }
+        printf("progress stage=%d name=%s sent=0 disks=%d disks_synced=yes\n", j->stage,
+               mig_stage_name(j->stage), disks.n);
+    }
+    rc = 0;
+out:
+    free(pl);
+    sb_free(&ans);
+    sb_free(&skipped);
+    return rc;
+}
+
+/* The commit point, the domain suspended: each secondary gets every write
+ * and becomes the primary; the primaries here stop.  0, or -1 with err
+ * (nothing handed over unless disks.switched). */
+static int disks_switch(struct job *j, char *err, size_t errlen)
+{
+    char e2[400], req[64];
+
+    snprintf(req, sizeof req, "switch %d", j->timeout_ms);
+    for (int i = 0; i < disks.n; i++) {
+        if (!disks.attached[i])
+            continue;
+        if (bmctl_call(disks.d[i].control, req, NULL, e2, sizeof e2)) {
+            snprintf(err, errlen, "disk %s: switch: %s", disks.d[i].vdev, e2);
+            return -1;
+        }
+        disks.attached[i] = false;
+        disks.switched = true;
+        printf("progress stage=%d name=%s sent=%llu disk=%s switched=yes\n", j->stage,
+               mig_stage_name(j->stage), (unsigned long long)atomic_load(&j->sent),
+               disks.d[i].vdev);
+    }
+    return 0;
+}
+
 /* The holds that forbid the move (vmmigfs checked too; this is the last word). */
 static int check_holds(struct job *j, const struct vm_info *vm, const struct policy *pol,
                        const char *state_dir, bool force, struct domstate *st, char *guest_raw,
@@ -449,6 +655,7 @@ static _Noreturn void finish_failed(struct job *j, const char *why, bool suspend
 {
     if (onetime_key)
         unlink(onetime_key);
+    disks_detach(); /* the primaries here keep serving, the domain here */
     /* The destination may hold a half-received copy its agent could not
      * remove (killed, or cut off): ask it to drop it. */
     if (peer.stream_started && !suspended_here) {
@@ -478,6 +685,13 @@ static _Noreturn void fail_here(struct job *j, char *why, size_t whylen, const c
 
     if (tell_peer)
         send_abort(j, why);
+    if (disks.switched) {
+        /* Its disks are the destination's now: running it here again
+         * would write to disks that are not its own any more. */
+        snprintf(why + strlen(why), whylen - strlen(why),
+                 "; its disks were handed over to %s, so it stays suspended here", j->host);
+        finish_failed(j, why, true);
+    }
     if (away)
         j->eng->rename(j->e, j->dom.domid, away, j->dom.name, err, sizeof err);
     finish_failed(j, why, resume_here(j, why, whylen) != 0);
@@ -530,8 +744,32 @@ static int query_destination(struct job *j, const uint8_t *psk, size_t psklen, u
 
 /* --recover: a job whose agent died (killed) may have left the domain
  * suspended or renamed here; settle it so that exactly one copy runs. */
+/* --recover: a killed agent may have left the domain's disks mirrored to
+ * a destination that will never take them; the primaries keep serving. */
+static void recover_disks(struct job *j, const char *state_dir)
+{
+    struct strbuf neutral = {0}, ans = {0};
+    char *native = NULL, err[300], state[32];
+
+    if (j->eng->get_config(j->e, j->dom.domid, &neutral, &native, err, sizeof err))
+        return;
+    disks.n = diskmig_find(neutral.s ? neutral.s : "", state_dir, disks.d, DISKMIG_MAX, NULL, err,
+                           sizeof err);
+    for (int i = 0; i < disks.n; i++) {
+        sb_reset(&ans);
+        if (!bmctl_call(disks.d[i].control, "status", &ans, err, sizeof err) &&
+            !bmctl_field(&ans, "state", state, sizeof state) && strcmp(state, "switched") &&
+            strcmp(state, "standalone"))
+            disks.attached[i] = true;
+    }
+    disks_detach();
+    sb_free(&neutral);
+    sb_free(&ans);
+    free(native);
+}
+
 static int recover(struct job *j, const char *what, const uint8_t *psk, size_t psklen,
-                   unsigned port, const char *via)
+                   unsigned port, const char *via, const char *state_dir)
 {
     char err[300], base[64];
     size_t n;
@@ -555,6 +793,7 @@ static int recover(struct job *j, const char *what, const uint8_t *psk, size_t p
             return 1;
         }
         query_destination(j, psk, psklen, port, via); /* drops a half-received copy there */
+        recover_disks(j, state_dir);
         printf("result failed stage=%d domain=running-here why=\"the migration agent died; "
                "the domain %s here\"\n", STAGE_PRE, susp ? "was resumed" : "kept running");
         return 1;
@@ -670,7 +909,7 @@ static int send_main(int argc, char **argv)
     if (recovering) {
         if (proto_load_key(key_file, psk, &psklen, e2, sizeof e2))
             psklen = 0;
-        int rrc = recover(&j, argv[optind], psk, psklen, port, via);
+        int rrc = recover(&j, argv[optind], psk, psklen, port, via, state_dir);
         j.eng->close(j.e);
         return rrc;
     }
@@ -799,6 +1038,7 @@ static int send_main(int argc, char **argv)
     struct strbuf cfg = {0};
     kv_add(&cfg, "config", "%s", neutral.s);
     kv_add(&cfg, "libxl_json", "%s", native);
+    char *config_text = xstrdup(neutral.s ? neutral.s : "");
     sb_free(&neutral);
     free(native);
     if (proto_send(&j.conn, MSG_MIG_CFG, cfg.s, (uint32_t)cfg.len)) {
@@ -816,6 +1056,13 @@ static int send_main(int argc, char **argv)
         finish_failed(&j, err, false);
     }
     free(pl);
+    /* The local disks go first: the memory stream starts with every block
+     * on the destination and every write mirrored. */
+    int drc = disks_mirror(&j, config_text, state_dir, err, sizeof err);
+    free(config_text);
+    if (drc)
+        fail_here(&j, err, sizeof err, NULL, true);
+    test_delay("disksynced");
     /* Co-migration: every member's destination has accepted it before any
      * memory moves. */
     if (sync_point("reserved", err, sizeof err))
@@ -887,6 +1134,10 @@ static int send_main(int argc, char **argv)
     if (j.eng->rename(j.e, j.dom.domid, j.dom.name, away, e2, sizeof e2)) {
         fail_here(&j, e2, sizeof e2, NULL, true);
     }
+    /* The disks at the commit point: after this the destination holds
+     * every write, and only COMMIT lets the domain run there. */
+    if (disks_switch(&j, err, sizeof err))
+        fail_here(&j, err, sizeof err, away, true);
     peer.stream_started = false; /* from here on query_destination() decides */
     struct strbuf commit = {0};
     if (sync_fd >= 0)

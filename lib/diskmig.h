@@ -1,0 +1,56 @@
+/* Local disks that move with a domain (vmmig-protocol(7), DISKS): a Xen
+ * disk whose target is an NBD device in dom0 (phy:/dev/nbdN) served by
+ * `vmmig blockmirror serve IMAGE --nbd-device /dev/nbdN` is mirrored to
+ * the destination before the memory moves and switched at the commit
+ * point.  The agents find the primary by its control socket,
+ * $VMMIG_STATE_DIR/blockmirror/nbdN.bmctl (vmmig-blockmirror(8)).
+ *
+ * This is what both agents share: finding the disks, checking DISK_PREP,
+ * and talking to a blockmirror control socket. */
+#ifndef VMMIG_DISKMIG_H
+#define VMMIG_DISKMIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+#define DISKMIG_MAX 16
+#define DISKMIG_SIZE_MAX (1ULL << 50) /* 1 PiB: any bigger size is a bad message */
+
+struct diskmig {
+    char vdev[16];    /* xvda */
+    char device[32];  /* /dev/nbd0 */
+    char control[4200];
+    uint64_t size;
+};
+
+/* "nbd0" for "/dev/nbd0" (the only form accepted: /dev/nbd and digits), or NULL. */
+const char *diskmig_nbd_name(const char *device);
+/* Is this a sane virtual device name (letters and digits, 1-15)? */
+bool diskmig_vdev_valid(const char *vdev);
+/* The control socket of a device's primary: STATE_DIR/blockmirror/nbdN.bmctl. */
+void diskmig_control_path(const char *state_dir, const char *device, char *out, size_t size);
+
+/* The disks of a domain from the engine's neutral configuration ("disk =
+ * VDEV:TARGET" lines): each target that is an NBD device with a primary's
+ * control socket goes into out[]; other disks (shared storage, files) stay
+ * where they are and are only named in skipped (space-separated).
+ * Returns how many, or -errno (err says why: too many disks). */
+int diskmig_find(const char *config, const char *state_dir, struct diskmig *out, int max,
+                 struct strbuf *skipped, char *err, size_t errlen);
+
+/* DISK_PREP's payload: vdev=, device=, size=.  0, or -EBADMSG with a
+ * sentence in err. */
+int diskmig_prep_parse(const uint8_t *pl, uint32_t len, struct diskmig *d, char *err,
+                       size_t errlen);
+
+/* One request on a blockmirror control socket: the answer's lines before
+ * the verdict go to out (may be NULL).  0 "ok", 1 "fail:"/"error:" (the
+ * reason in err), -errno when the socket cannot be used. */
+int bmctl_call(const char *path, const char *req, struct strbuf *out, char *err, size_t errlen);
+/* The value of "key: value" in an answer, or -ENOENT. */
+int bmctl_field(const struct strbuf *answer, const char *key, char *out, size_t size);
+
+#endif

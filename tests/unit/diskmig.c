@@ -1,0 +1,145 @@
+/* Local disks that move with a domain: finding them in the neutral
+ * configuration, DISK_PREP's checks, the blockmirror control client. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "diskmig.h"
+#include "proto.h"
+#include "tap.h"
+
+static int prep(const char *text, struct diskmig *d, char *err, size_t errlen)
+{
+    return diskmig_prep_parse((const uint8_t *)text, (uint32_t)strlen(text), d, err, errlen);
+}
+
+/* A control socket answering one connection with a canned answer. */
+static const char *canned;
+static void *ctl_server(void *arg)
+{
+    int lfd = *(int *)arg, fd = accept(lfd, NULL, NULL);
+    char buf[256];
+    if (fd >= 0) {
+        if (read(fd, buf, sizeof buf) < 0) {
+        }
+        if (write(fd, canned, strlen(canned)) < 0) {
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+static int call_canned(const char *dir, const char *answer, struct strbuf *out, char *err,
+                       size_t errlen)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    pthread_t t;
+    int lfd = socket(AF_UNIX, SOCK_STREAM, 0), rc;
+
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s/c.ctl", dir);
+    unlink(sa.sun_path);
+    if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) || listen(lfd, 1))
+        return -999;
+    canned = answer;
+    pthread_create(&t, NULL, ctl_server, &lfd);
+    rc = bmctl_call(sa.sun_path, "status", out, err, errlen);
+    pthread_join(t, NULL);
+    close(lfd);
+    return rc;
+}
+
+int main(void)
+{
+    struct diskmig d, found[4];
+    struct strbuf skipped = {0}, ans = {0};
+    char err[300], dir[] = "/tmp/vmmig-diskmig-XXXXXX", path[600], v[64];
+
+    is_str(diskmig_nbd_name("/dev/nbd0"), "nbd0", "/dev/nbd0 is nbd0");
+    is_str(diskmig_nbd_name("/dev/nbd15"), "nbd15", "/dev/nbd15 is nbd15");
+    ok(!diskmig_nbd_name("/dev/nbd"), "/dev/nbd without a number refused");
+    ok(!diskmig_nbd_name("/dev/nbd0p1"), "a partition refused");
+    ok(!diskmig_nbd_name("/dev/nbd/../sda"), "a path refused");
+    ok(!diskmig_nbd_name("/dev/sda"), "another device refused");
+    ok(!diskmig_nbd_name("/dev/nbd12345"), "an absurd number refused");
+    ok(diskmig_vdev_valid("xvda") && diskmig_vdev_valid("hda1"), "xvda, hda1 are vdevs");
+    ok(!diskmig_vdev_valid("") && !diskmig_vdev_valid("../x") && !diskmig_vdev_valid("XVDA") &&
+           !diskmig_vdev_valid("xvdaaaaaaaaaaaaaaaa"),
+       "empty, path, upper case, too long vdevs refused");
+
+    is_int(prep("vdev=xvda\ndevice=/dev/nbd0\nsize=33554432\n", &d, err, sizeof err), 0,
+           "a good DISK_PREP");
+    ok(!strcmp(d.vdev, "xvda") && !strcmp(d.device, "/dev/nbd0") && d.size == 33554432,
+       "  ...with its fields");
+    static const char *const bad[] = {
+        "device=/dev/nbd0\nsize=512\n",              /* no vdev */
+        "vdev=../x\ndevice=/dev/nbd0\nsize=512\n",   /* bad vdev */
+        "vdev=xvda\nsize=512\n",                     /* no device */
+        "vdev=xvda\ndevice=/dev/sda\nsize=512\n",    /* not nbd */
+        "vdev=xvda\ndevice=/dev/nbd0\n",             /* no size */
+        "vdev=xvda\ndevice=/dev/nbd0\nsize=0\n",     /* zero */
+        "vdev=xvda\ndevice=/dev/nbd0\nsize=1000\n",  /* not a multiple of 512 */
+        "vdev=xvda\ndevice=/dev/nbd0\nsize=-512\n",  /* negative */
+        "vdev=xvda\ndevice=/dev/nbd0\nsize=512x\n",  /* junk */
+        "vdev=xvda\ndevice=/dev/nbd0\nsize=99999999999999999999999\n", /* overflow */
+        "vdev=xvda\ndevice=/dev/nbd0\nsize=2251799813685248\n",        /* 2 PiB */
+        "not key value\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = 0;
+        int rc = prep(bad[i], &d, err, sizeof err);
+        ok(rc == -EBADMSG && strstr(err, "DISK_PREP"), "bad DISK_PREP %zu refused: %s", i, err);
+    }
+
+    ok(mkdtemp(dir) != NULL, "temp dir");
+    snprintf(path, sizeof path, "%s/blockmirror", dir);
+    mkdir(path, 0700);
+    diskmig_control_path(dir, "/dev/nbd3", path, sizeof path);
+    ok(strstr(path, "/blockmirror/nbd3.bmctl") != NULL, "control path of /dev/nbd3: %s", path);
+    const char *cfg = "name = x\ndisk = xvda:/dev/nbd3\ndisk = xvdb:/dev/nbd4\n"
+                      "disk = xvdc:/srv/x.img\ndisk = xvdd:/dev/nbd5x\n";
+    is_int(diskmig_find(cfg, dir, found, 4, &skipped, err, sizeof err), 0,
+           "no control sockets: no disk moves");
+    is_str(skipped.s, "xvda xvdb xvdc xvdd", "  ...each is named as staying");
+    int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    ok(!bind(s, (struct sockaddr *)&sa, sizeof sa), "a control socket for nbd3");
+    sb_reset(&skipped);
+    is_int(diskmig_find(cfg, dir, found, 4, &skipped, err, sizeof err), 1, "xvda moves");
+    ok(!strcmp(found[0].vdev, "xvda") && !strcmp(found[0].device, "/dev/nbd3"), "  ...as /dev/nbd3");
+    is_str(skipped.s, "xvdb xvdc xvdd", "  ...the others stay");
+    is_int(diskmig_find(cfg, dir, found, 0, NULL, err, sizeof err), -E2BIG, "too many disks refused");
+
+    sb_reset(&ans);
+    is_int(call_canned(dir, "state: synced\nsize: 4096\nok\n", &ans, err, sizeof err), 0,
+           "control: ok");
+    ok(!bmctl_field(&ans, "state", v, sizeof v) && !strcmp(v, "synced"), "  ...state: synced");
+    ok(!bmctl_field(&ans, "size", v, sizeof v) && !strcmp(v, "4096"), "  ...size: 4096");
+    is_int(bmctl_field(&ans, "peer", v, sizeof v), -ENOENT, "  ...no peer field");
+    is_int(call_canned(dir, "error: switch: the peer is away\n", NULL, err, sizeof err), 1,
+           "control: error");
+    is_str(err, "switch: the peer is away", "  ...with the reason");
+    is_int(call_canned(dir, "", NULL, err, sizeof err), -EPROTO, "control: no answer");
+    is_int(call_canned(dir, "bogus\n", NULL, err, sizeof err), -EPROTO, "control: a bad verdict");
+    ok(bmctl_call("/nonexistent/x.ctl", "status", NULL, err, sizeof err) < 0 &&
+           strstr(err, "/nonexistent/x.ctl"),
+       "control: a missing socket: %s", err);
+
+    close(s);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/c.ctl", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/blockmirror", dir);
+    rmdir(path);
+    rmdir(dir);
+    sb_free(&skipped);
+    sb_free(&ans);
+    return done_testing();
+}
