@@ -3,10 +3,12 @@
 # tests/xen/fetch.sh unpacked into .cache/xen/root:
 #
 #   OUT/domu-initrd.gz  the guest: busybox, vmmig (+ guestctl link), xenstore
-#                       tools, migration_lock.ko, /init + the guest command
-#                       agent, /bin/memcheck (image/memcheck.c, static; the
-#                       binary is kept as CACHE/build/memcheck-HASH)
-#   OUT/dom0-initrd     dom0: busybox, Xen modules + fuse, the Xen toolstack,
+#                       tools, migration_lock.ko, xen-blkfront.ko, /init + the
+#                       guest command agent, /bin/memcheck and /bin/diskcheck
+#                       (image/memcheck.c, image/diskcheck.c, static; kept as
+#                       CACHE/build/NAME-HASH)
+#   OUT/dom0-initrd     dom0: busybox, Xen modules + fuse + nbd + xen-blkback, the
+#                       block hotplug script (image/block), the Xen toolstack,
 #                       vmmig (+ vmmigfs/guestctl links), the guest kernel and
 #                       image under /guest/, /etc/xen/tiny.cfg, the scenarios
 #   OUT/xen.elf, OUT/vmlinuz   hypervisor and the (dom0 and guest) kernel
@@ -183,6 +185,9 @@ add_xenstore_tools "$G"
 # xenfs only as a fallback for a kernel without /dev/xen/xenbus (see its /init).
 mkdir -p "$G/lib/modules"
 cp "$MODDIR/kernel/drivers/xen/xenfs/xenfs.ko" "$G/lib/modules/xenfs.ko"
+# The PV disk frontend (a module in Debian's kernel), for the disk scenarios.
+blkfront=$(grep -E '/xen-blkfront\.ko$' "$MODDIR/modules.order" | head -n1 || true)
+[ -n "$blkfront" ] && cp "$MODDIR/$blkfront" "$G/lib/modules/xen-blkfront.ko"
 if [ -n "$KMOD" ] && [ -f "$KMOD" ]; then
     vm=$(modinfo_field "$KMOD" vermagic)
     case "$vm" in
@@ -200,17 +205,19 @@ install -m 755 "$HERE/image/vmmig-agent" "$G/bin/vmmig-agent"
 # from the image. Built once per content of the source and the compile line
 # (the hash is in the file name), so a changed memcheck.c is always rebuilt.
 mc_cc="${CC:-cc} -O2 -Wall -Wextra -static"
-mc_sum=$( { cat "$HERE/image/memcheck.c"; echo "$mc_cc"; } | sha256sum | cut -c1-16)
-MC=$CACHE/build/memcheck-$mc_sum
-if [ ! -x "$MC" ]; then
-    mkdir -p "$CACHE/build"
-    # shellcheck disable=SC2086 # mc_cc is a command line
-    $mc_cc -o "$MC.tmp.$$" "$HERE/image/memcheck.c" ||
-        die "cannot build memcheck (static glibc: libc6-dev)"
-    mv "$MC.tmp.$$" "$MC"
-    say "  built $(basename "$MC")"
-fi
-install -m 755 "$MC" "$G/bin/memcheck"
+for tool in memcheck diskcheck; do
+    mc_sum=$( { cat "$HERE/image/$tool.c"; echo "$mc_cc"; } | sha256sum | cut -c1-16)
+    MC=$CACHE/build/$tool-$mc_sum
+    if [ ! -x "$MC" ]; then
+        mkdir -p "$CACHE/build"
+        # shellcheck disable=SC2086 # mc_cc is a command line
+        $mc_cc -o "$MC.tmp.$$" "$HERE/image/$tool.c" ||
+            die "cannot build $tool (static glibc: libc6-dev)"
+        mv "$MC.tmp.$$" "$MC"
+        say "  built $(basename "$MC")"
+    fi
+    install -m 755 "$MC" "$G/bin/$tool"
+done
 pack "$G" "$OUT/domu-initrd.gz" gzip
 
 # --- dom0 image --------------------------------------------------------------
@@ -218,7 +225,7 @@ say "dom0 image"
 D=$WORK/dom0
 new_tree "$D"
 mkdir -p "$D/var/lib/xen" "$D/var/lib/xenstored" "$D/var/log/xen" "$D/etc/xen" "$D/guest" "$D/scenarios"
-add_modules "$D" xen-evtchn xen-privcmd xen-gntdev xen-gntalloc xenfs fuse
+add_modules "$D" xen-evtchn xen-privcmd xen-gntdev xen-gntalloc xenfs fuse nbd xen-blkback
 for b in xl xenstored xenconsoled libxl-save-helper xen-init-dom0; do
     if [ -n "$XEN_TOOLS" ] && [ -x "$XEN_TOOLS$XENBIN/$b" ]; then
         copy_bin "$D" "$XEN_TOOLS$XENBIN/$b" "$XENBIN/$b" "$ROOT_LIBS"
@@ -243,6 +250,8 @@ else
 fi
 add_vmmig "$D" vmmigfs guestctl
 cp "$HERE/image/xl.conf" "$D/etc/xen/xl.conf"
+mkdir -p "$D/etc/xen/scripts"
+install -m 755 "$HERE/image/block" "$D/etc/xen/scripts/block"
 cp "$HERE/image/tiny.cfg" "$D/etc/xen/tiny.cfg"
 cp "$ROOT/boot/vmlinuz-$KVER" "$D/guest/vmlinuz"
 cp "$OUT/domu-initrd.gz" "$D/guest/domu-initrd.gz"
