@@ -15,7 +15,7 @@
  * Stood in for (what /usr/lib/xen-4.17/bin/xenstored imports, plus what
  * vmmig's xen backend and the notes list):
  *   libxenctrl:  xc_interface_open, xc_interface_close, xc_domain_getinfo,
- *                xc_domain_getinfolist, xc_map_foreign_range
+ *                xc_domain_getinfolist, xc_map_foreign_range, xc_domctl (ENOSYS)
  *   libxenevtchn: xenevtchn_open, _fdopen, _close, _fd, _notify,
  *                _bind_unbound_port, _bind_interdomain, _bind_virq, _unbind,
  *                _pending, _unmask, _restrict
@@ -275,6 +275,16 @@ EXPORT int xc_domain_getinfo(xc_interface *xch, uint32_t first_domid,
     dbg("xc_domain_getinfo(first=%u, max=%u) -> %u", first_domid, max_doms,
         out);
     return (int)out;
+}
+
+/* Debian's Xen has no XEN_DOMCTL_migration_lock (hyp-patches adds it): an
+ * unknown domctl fails with ENOSYS, as the real hypervisor answers. */
+EXPORT int xc_domctl(xc_interface *xch, struct xen_domctl *domctl)
+{
+    (void)xch;
+    dbg("xc_domctl cmd %u -> ENOSYS", domctl ? domctl->cmd : 0);
+    errno = ENOSYS;
+    return -1;
 }
 
 EXPORT int xc_domain_getinfolist(xc_interface *xch, uint32_t first_domain,
