@@ -59,11 +59,17 @@ static bool moved_host(const char *mount, const char *name, char *host, size_t s
     return moved;
 }
 
-enum client_event { CLIENT_IDLE, CLIENT_GONE, CLIENT_FAILED };
+enum client_event { CLIENT_IDLE, CLIENT_GONE, CLIENT_FAILED, CLIENT_RETURNED };
+
+/* Input carries the number of "running" states the client had been told
+ * (big-endian 32 bits, then the bytes).  Input sent before the latest
+ * "running" may have overtaken input handed back earlier: it is handed
+ * back too, so the client sends everything again, in order. */
+static uint32_t epoch;
 
 /* One message from the client, if one is waiting (within wait_ms).  Input
- * goes to the pty when the domain runs (pty >= 0), else back to the
- * client, to be sent again once it does. */
+ * goes to the pty when the domain runs (pty >= 0) and it belongs to the
+ * current epoch, else back to the client, to be sent again once it runs. */
 static enum client_event client_turn(struct proto_conn *c, int pty, int wait_ms)
 {
     struct pollfd p = {.fd = c->rfd, .events = POLLIN};
@@ -77,8 +83,11 @@ static enum client_event client_turn(struct proto_conn *c, int pty, int wait_ms)
     if (proto_recv(c, &type, &pl, &len, err, sizeof err))
         return CLIENT_GONE;
     enum client_event ev = CLIENT_IDLE;
-    if (type == MSG_CONSOLE_DATA) {
-        size_t off = 0;
+    if (type == MSG_CONSOLE_DATA && len >= 4) {
+        uint32_t their = (uint32_t)pl[0] << 24 | (uint32_t)pl[1] << 16 | (uint32_t)pl[2] << 8 | pl[3];
+        size_t off = 4;
+        if (their != epoch)
+            pty = -1;
         while (pty >= 0 && off < len) {
             ssize_t w = write(pty, pl + off, len - off);
             if (w > 0) {
@@ -91,8 +100,9 @@ static enum client_event client_turn(struct proto_conn *c, int pty, int wait_ms)
             }
             break;
         }
-        if (off < len && proto_send(c, MSG_CONSOLE_RETURN, pl + off, len - off))
-            ev = CLIENT_FAILED;
+        if (off < len)
+            ev = proto_send(c, MSG_CONSOLE_RETURN, pl + off, len - off) ? CLIENT_FAILED
+                                                                         : CLIENT_RETURNED;
     } else if (type == MSG_ABORT || type == MSG_DONE) {
         ev = CLIENT_GONE;
     } else {
@@ -127,8 +137,12 @@ static bool relay(struct proto_conn *c, const struct mig_engine_ops *eng, struct
         long long t = now_ms();
         if (t >= next_check) {
             int running = runs(eng, e, domid, name);
-            if (running != known && send_state(c, running ? "running" : "paused", NULL))
-                return false;
+            if (running != known) {
+                if (running)
+                    epoch++;
+                if (send_state(c, running ? "running" : "paused", NULL))
+                    return false;
+            }
             known = running;
             next_check = t + 20;
         }
@@ -146,7 +160,9 @@ static bool relay(struct proto_conn *c, const struct mig_engine_ops *eng, struct
         }
         if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
             enum client_event ev = client_turn(c, known == 1 ? pty : -1, 0);
-            if (ev != CLIENT_IDLE)
+            if (ev == CLIENT_RETURNED)
+                known = -1; /* a new "running" (and epoch) makes the client resend */
+            else if (ev != CLIENT_IDLE)
                 return false;
         }
     }
@@ -191,7 +207,7 @@ int console_serve(struct proto_conn *c, const struct mig_engine_ops *eng, struct
         }
         /* Not (yet) here: input waits with the client. */
         enum client_event ev = client_turn(c, -1, 100);
-        if (ev != CLIENT_IDLE)
+        if (ev != CLIENT_IDLE && ev != CLIENT_RETURNED)
             return ev == CLIENT_GONE ? 0 : -EPROTO;
     }
 }

@@ -41,22 +41,29 @@ static const char console_help[] =
 
 #define ESCAPE_CHAR 0x1d /* Ctrl-] as xl console */
 
-static struct strbuf pending; /* input not yet delivered, in order */
+/* Input not yet delivered, in order: first what the agent handed back
+ * (returned bytes, in the order it handed them back), then what was typed
+ * and not sent yet. */
+static struct strbuf pending;
+static size_t returned_len;
 
-static void pending_prepend(const uint8_t *data, size_t n)
+static void pending_returned(const uint8_t *data, size_t n)
 {
     struct strbuf sb = {0};
+    sb_add(&sb, pending.s ? pending.s : "", returned_len);
     sb_add(&sb, (const char *)data, n);
-    if (pending.len)
-        sb_add(&sb, pending.s, pending.len);
+    if (pending.len > returned_len)
+        sb_add(&sb, pending.s + returned_len, pending.len - returned_len);
     sb_free(&pending);
     pending = sb;
+    returned_len += n;
 }
 
 static void pending_drop(size_t n)
 {
     memmove(pending.s, pending.s + n, pending.len - n);
     pending.len -= n;
+    returned_len = returned_len > n ? returned_len - n : 0;
 }
 
 static int write_all(int fd, const void *buf, size_t n)
@@ -82,6 +89,7 @@ static enum session_end session(struct proto_conn *c, const char *domain, bool *
 {
     struct strbuf req = {0};
     bool running = false;
+    uint32_t epoch = 0; /* the "running" states this agent has sent */
     char err[200];
 
     kv_add(&req, "name", "%s", domain);
@@ -92,8 +100,12 @@ static enum session_end session(struct proto_conn *c, const char *domain, bool *
     for (;;) {
         /* Deliver what waits, while the domain runs. */
         if (running && pending.len) {
+            uint8_t msg[4 + 4096];
             size_t n = pending.len > 4096 ? 4096 : pending.len;
-            if (proto_send(c, MSG_CONSOLE_DATA, pending.s, (uint32_t)n))
+            msg[0] = (uint8_t)(epoch >> 24), msg[1] = (uint8_t)(epoch >> 16);
+            msg[2] = (uint8_t)(epoch >> 8), msg[3] = (uint8_t)epoch;
+            memcpy(msg + 4, pending.s, n);
+            if (proto_send(c, MSG_CONSOLE_DATA, msg, (uint32_t)(4 + n)))
                 return END_LOST;
             pending_drop(n);
             continue;
@@ -132,13 +144,14 @@ static enum session_end session(struct proto_conn *c, const char *domain, bool *
                 end = END_DETACHED, done = true;
             break;
         case MSG_CONSOLE_RETURN:
-            pending_prepend(pl, len);
+            pending_returned(pl, len);
             running = false; /* it stopped taking input: wait for the word */
             break;
         case MSG_CONSOLE_STATE:
             kv_get(pl, len, "state", state, sizeof state);
             if (!strcmp(state, "running")) {
                 running = true;
+                epoch++;
             } else if (!strcmp(state, "paused")) {
                 running = false;
             } else if (!strcmp(state, "moved") &&
