@@ -74,7 +74,7 @@ int ctl_open(struct ctl *c, const char *backend, const char *state_dir, const ch
             snprintf(err, errlen, "no supported hypervisor found (no /proc/xen, /dev/xen or "
                                   "XENSTORED_PATH); use --backend");
         else
-            snprintf(err, errlen, "unknown backend '%s' (known: xen)", backend);
+            snprintf(err, errlen, "unknown backend '%s' (known: xen, qemu)", backend);
         return -ENODEV;
     }
     return ctl_open_ops(c, ops, state_dir, policy_path, err, errlen);

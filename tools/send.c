@@ -576,7 +576,7 @@ static int check_holds(struct job *j, const struct vm_info *vm, const struct pol
                        const char *state_dir, bool force, struct domstate *st, char *guest_raw,
                        size_t rawlen, char *err, size_t errlen)
 {
-    const struct backend_ops *bops = backend_find("xen");
+    const struct backend_ops *bops = backend_find(j->eng->name); /* same hypervisor */
     struct backend *be = NULL;
     struct hold sh = {0};
     time_t now = time(NULL);
