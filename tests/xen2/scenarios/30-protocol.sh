@@ -105,6 +105,21 @@ is "$(cat /tmp/send.rc)" 1 "destination agent killed in stage 1: the job fails"
 like "$(cat /tmp/send.out)" "result failed stage=1 domain=running-here" "saying the domain runs here"
 settle_once_on A 20 "destination agent killed in stage 1"
 
+bg_send VMMIG_TEST_DELAY=reserved:6
+wait_for "grep -q 'test delay at reserved' /tmp/send.out" 60
+killmatch "vmmig send"
+sleep 2
+settle_once_on A 20 "source agent killed in stage 1"
+
+bg_send VMMIG_TEST_DELAY=reserved:4 --timeout=5
+wait_for "grep -q 'test delay at reserved' /tmp/send.out" 60
+( ip link set eth0 down; sleep 12; ip link set eth0 up ) </dev/null >/dev/null 2>&1 &
+wait_send_end 60
+is "$(cat /tmp/send.rc)" 1 "link cut in stage 1: the job fails"
+like "$(cat /tmp/send.out)" "result failed stage=1 domain=running-here" "saying the domain runs here"
+wait_for "host_run B true >/dev/null 2>&1" 30
+settle_once_on A 30 "link cut in stage 1"
+
 bg_send VMMIG_TEST_DELAY=stopped:8 --timeout=5
 wait_for "grep -q 'test delay at stopped' /tmp/send.out" 120
 ( ip link set eth0 down; sleep 12; ip link set eth0 up ) </dev/null >/dev/null 2>&1 &
@@ -114,6 +129,25 @@ like "$(cat /tmp/send.out)" "result failed stage=[34] domain=running-here" \
     "the suspended domain is resumed here"
 wait_for "host_run B true >/dev/null 2>&1" 30
 settle_once_on A 40 "link cut in stop-and-copy"
+
+bg_send VMMIG_TEST_DELAY=stopped:8
+wait_for "grep -q 'test delay at stopped' /tmp/send.out" 120
+host_run B "$KILLFN; killmatch 'vmmig receive'" >/dev/null
+wait_send_end 60
+is "$(cat /tmp/send.rc)" 1 "destination agent killed in stop-and-copy: the job fails"
+like "$(cat /tmp/send.out)" "result failed stage=[34] domain=running-here" \
+    "the suspended domain is resumed here"
+settle_once_on A 30 "destination agent killed in stop-and-copy"
+
+bg_send VMMIG_TEST_DELAY=stopped:8
+wait_for "grep -q 'test delay at stopped' /tmp/send.out" 120
+killmatch "vmmig send"
+sleep 1
+like "$(xl list tiny 2>/dev/null | awk 'NR == 2 { print $5 }')" "s" \
+    "source agent killed in stop-and-copy: tiny is left suspended on hostA"
+out=$(vmmig send --recover tiny hostB 2>&1); rc=$?
+like "$out" "domain=running-here" "vmmig send --recover resumes it here (hostB never got it)"
+settle_once_on A 30 "source agent killed in stop-and-copy"
 
 # ---- faults at the commit point ----
 bg_send VMMIG_TEST_DELAY=received:8
