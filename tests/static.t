@@ -159,7 +159,8 @@ inroot -- /vmmig --list
 st=$?
 ok "$st" "vmmig --list exits 0 in the minimal root" || show_failure "$st"
 list=$(tr '\n' ' ' <"$OUT")
-like "$list" '^vmmigfs lock unlock migrate guestctl send receive $' "vmmig --list names every applet"
+like "$list" '^vmmigfs lock unlock migrate guestctl send receive comigrate console blockmirror create $' \
+    "vmmig --list names every applet"
 if [ -x "$TOP/build/bin/vmmig" ]; then
     is "$(cat "$OUT")" "$("$TOP/build/bin/vmmig" --list)" "same applet list as the dynamic build"
 else
