@@ -62,6 +62,10 @@ struct backend_ops {
      * (NULL-terminated, malloc'd strings). */
     int (*migrate_argv)(struct backend *b, const struct vm_info *vm, const struct mig_request *req,
                         char ***argv);
+    /* Optional: mirror the admin hold into the hypervisor's own lock where
+     * it has one (hyp-patches' XEN_DOMCTL_migration_lock), so that even a
+     * plain `xl migrate` refuses the domain.  0 also when it has none. */
+    int (*admin_hold_sync)(struct backend *b, const struct vm_info *vm, bool on);
 };
 
 extern const struct backend_ops xen_backend_ops;

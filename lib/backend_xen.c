@@ -287,7 +287,8 @@ static int xen_static_hold(struct backend *b, const struct vm_info *vm, struct h
     /* A patched hypervisor's own lock (hyp-patches/): Xen refuses to migrate
      * the domain itself, so vmmig holds it too, whoever took it. */
     struct hypflag hf;
-    if (!hypflag_get(b->xch, vm->domid, &hf) && hf.holders) {
+    /* (the admin holder alone is vmmig's own admin hold, mirrored there) */
+    if (!hypflag_get(b->xch, vm->domid, &hf) && (hf.holders & ~HYPFLAG_ADMIN)) {
         char who[32];
         out->active = true;
         out->since = time(NULL) - (time_t)(hf.held_ms / 1000);
@@ -378,6 +379,12 @@ static int xen_migrate_argv(struct backend *b, const struct vm_info *vm,
     return 0;
 }
 
+static int xen_admin_hold_sync(struct backend *b, const struct vm_info *vm, bool on)
+{
+    int rc = hypflag_set(b->xch, vm->domid, HYPFLAG_ADMIN, on);
+    return rc == -ENOSYS ? 0 : rc; /* an unpatched hypervisor has no lock */
+}
+
 const struct backend_ops xen_backend_ops = {
     .name = "xen",
     .open = xen_open,
@@ -391,4 +398,5 @@ const struct backend_ops xen_backend_ops = {
     .guest_hold_set = xen_guest_hold_set,
     .static_hold = xen_static_hold,
     .migrate_argv = xen_migrate_argv,
+    .admin_hold_sync = xen_admin_hold_sync,
 };

@@ -182,6 +182,20 @@ static struct domain *find_domid(struct ctl *c, uint32_t domid)
 
 /* ---- persistence ------------------------------------------------------------ */
 
+/* The admin hold, also in the hypervisor's own lock where there is one. */
+static void admin_hold_sync(struct ctl *c, struct domain *d)
+{
+    bool on = d->locks.h[HOLD_ADMIN].active;
+    if (!c->ops->admin_hold_sync || d->ghost || on == d->hyp_admin)
+        return;
+    int rc = c->ops->admin_hold_sync(c->be, &d->vm, on);
+    if (rc)
+        events_emit(&c->ev, d->vm.name, "hypervisor-lock-failed", "admin=%s error=\"%s\"",
+                    on ? "on" : "off", strerror(-rc));
+    else
+        d->hyp_admin = on;
+}
+
 static int save_domain(struct ctl *c, struct domain *d)
 {
     struct domstate st = {0};
@@ -191,7 +205,10 @@ static int save_domain(struct ctl *c, struct domain *d)
     st.guest_expires = d->locks.h[HOLD_GUEST].active ? d->locks.h[HOLD_GUEST].expires : 0;
     memcpy(st.peers, d->peers, sizeof st.peers);
     st.npeers = d->npeers;
-    return state_save(c->state_dir, d->vm.uuid, &st);
+    int rc = state_save(c->state_dir, d->vm.uuid, &st);
+    if (!rc)
+        admin_hold_sync(c, d);
+    return rc;
 }
 
 /* ---- guest holds ------------------------------------------------------------ */
@@ -386,6 +403,7 @@ static struct domain *domain_add(struct ctl *c, const struct vm_info *vm)
         d->saved_guest_since = d->saved_guest_expires = 0;
     d->prepared = rc == 0;
     static_hold_update(c, d);
+    admin_hold_sync(c, d); /* an admin hold that came with the domain */
     touch(c, d);
     return d;
 }

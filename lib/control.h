@@ -60,6 +60,7 @@ struct domain {
     time_t mig_end;                      /* when the last job ended */
     char mig_cancel_by[64];              /* who cancelled the running job */
     char mig_died[160];                  /* set while recovering: how the agent died */
+    bool hyp_admin;                      /* the admin hold is set in the hypervisor too */
     /* A deferred job (HOST wait), started once no hold is in force. */
     bool waiting;
     time_t wait_since, wait_until;       /* wait_until 0: no limit */

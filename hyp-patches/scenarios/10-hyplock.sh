@@ -96,6 +96,25 @@ like "$out" "held by admin" "and names the holder"
 check "xl migration-lock tiny off" xl migration-lock tiny off
 like "$(xl migration-lock tiny)" "locked: +no" "admin hold released"
 
+# --- vmmig's admin hold is the hypervisor's too ------------------------------------
+if vmmigfs $M; then
+    wait_for "[ -d $M/tiny ]" 10
+    check "vmmigfs: echo 1 > tiny/lock (admin hold)" sh -c "echo '1 reason=maintenance' > $M/tiny/lock"
+    like "$(xl migration-lock tiny)" "holders: admin" "the hypervisor holds tiny for the admin"
+    out=$(xl migrate -s '' tiny 'xl migrate-receive' 2>&1); rc=$?
+    isnt "$rc" 0 "plain xl migrate refuses it (vmmig's hold, enforced by Xen)"
+    if grep -q "hypervisor migration lock" $M/tiny/status; then
+        tap_not_ok "vmmigfs does not count its own mirrored hold twice"
+    else
+        tap_ok "vmmigfs does not count its own mirrored hold twice"
+    fi
+    check "vmmigfs: echo 0 > tiny/lock" sh -c "echo 0 > $M/tiny/lock"
+    like "$(xl migration-lock tiny)" "locked: +no" "released in the hypervisor too"
+    fusermount3 -u $M 2>/dev/null || umount $M
+else
+    tap_not_ok "vmmigfs mounts (admin hold)"
+fi
+
 # --- static: migration = "no" in xl.cfg -------------------------------------------
 sed -e 's/^name = .*/name = "tinynm"/' /etc/xen/tiny.cfg > /etc/xen/tinynm.cfg
 echo 'migration = "no"' >> /etc/xen/tinynm.cfg

@@ -134,11 +134,20 @@ static int m_argv(struct backend *b, const struct vm_info *vm, const struct mig_
     *argv = a;
     return 0;
 }
+/* The hypervisor's own lock (hyp-patches): the last admin state mirrored. */
+static int mock_hyp_admin = -1, mock_hyp_calls;
+static int m_admin_sync(struct backend *b, const struct vm_info *vm, bool on)
+{
+    (void)b, (void)vm;
+    mock_hyp_calls++;
+    mock_hyp_admin = on;
+    return 0;
+}
 static const struct backend_ops mock_ops = {
     .name = "mock", .open = m_open, .close = m_close, .list = m_list, .event_fd = m_event_fd,
     .read_events = m_read_events, .guest_hold_prepare = m_prepare,
     .guest_hold_forget = m_forget, .guest_hold_get = m_get, .guest_hold_set = m_set,
-    .static_hold = m_static, .migrate_argv = m_argv,
+    .static_hold = m_static, .migrate_argv = m_argv, .admin_hold_sync = m_admin_sync,
 };
 
 /* A runner that forks directly (vmmigfs uses its privileged helper instead). */
@@ -1158,6 +1167,41 @@ static void test_group(void)
     close_fresh(&c, dir);
 }
 
+/* The admin hold is mirrored into the hypervisor's lock: set, released,
+ * and set again for a domain that arrives with an admin hold. */
+static void test_hypervisor_lock(void)
+{
+    char dir[64], policy[128], err[300];
+    struct ctl c;
+    const char *u1 = "00000000-0000-0000-0000-0000000000f1";
+    const char *u2 = "00000000-0000-0000-0000-0000000000f2";
+
+    mock_reset();
+    mock_hyp_admin = -1, mock_hyp_calls = 0;
+    add_vm(61, "hyp", u1);
+    open_fresh(&c, dir, policy, sizeof policy);
+    struct domain *d = ctl_find(&c, "hyp");
+    is_int(mock_hyp_calls, 0, "no admin hold: the hypervisor's lock is left alone");
+    is_int(w(&c, d, "1 reason=maintenance", err), 0, "admin hold");
+    is_int(mock_hyp_admin, 1, "  ...set in the hypervisor too");
+    int calls = mock_hyp_calls;
+    is_int(w(&c, d, "1 reason=still", err), 0, "admin hold again");
+    is_int(mock_hyp_calls, calls, "  ...no second call while it is set");
+    is_int(w(&c, d, "0", err), 0, "released");
+    is_int(mock_hyp_admin, 0, "  ...released in the hypervisor");
+    struct domstate st = {0};
+    st.admin.active = true;
+    st.admin.since = time(NULL);
+    strcpy(st.admin.by, "root");
+    strcpy(st.admin.reason, "came along");
+    is_int(state_save(dir, u2, &st), 0, "a record with an admin hold, before its domain");
+    add_vm(62, "arrived", u2);
+    ctl_refresh(&c);
+    ok(ctl_find(&c, "arrived") && mock_hyp_admin == 1,
+       "a domain that arrives with an admin hold gets it in the hypervisor");
+    close_fresh(&c, dir);
+}
+
 int main(void)
 {
     char dir[] = "/tmp/vmmig-ctl-XXXXXX", policy[128], err[300];
@@ -1391,6 +1435,7 @@ int main(void)
     test_wait_force();
     test_forwarding();
     test_guest_since();
+    test_hypervisor_lock();
     test_group();
     return done_testing();
 }
