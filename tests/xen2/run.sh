@@ -11,10 +11,10 @@
 #   KMOD              guest migration_lock.ko (default guestctl/kmod/migration_lock.ko; optional)
 #   SCENARIOS         scenario directory, run on hostA (default tests/xen2/scenarios)
 #   XEN_BOOT_TIMEOUT  seconds from QEMU start to BOTH dom0 markers (default 180)
-#   XEN_TIMEOUT       seconds for one whole boot of the pair (default 1500)
+#   XEN_TIMEOUT       seconds for one whole boot of the pair (default 3600)
 #   XEN_BOOT_TRIES    boots of the pair tried when a dom0 never came up (default 2);
 #                     a pair whose dom0s both came up is never retried
-#   SCENARIO_TIMEOUT  seconds per scenario inside hostA's dom0 (default 900)
+#   SCENARIO_TIMEOUT  seconds per scenario inside hostA's dom0 (default 1800)
 #   XEN2_MEM          QEMU memory per machine in MiB (default 2048)
 #   XEN2_NIC          e1000 (default) or virtio
 #   XEN2_PORT         loopback TCP port of the socket network (default: a free
@@ -42,9 +42,9 @@ VMMIG_BIN=${VMMIG_BIN:-build/bin/vmmig}
 KMOD=${KMOD:-guestctl/kmod/migration_lock.ko}
 SCENARIOS=${SCENARIOS:-tests/xen2/scenarios}
 BOOT_TIMEOUT=${XEN_BOOT_TIMEOUT:-180}
-TOTAL_TIMEOUT=${XEN_TIMEOUT:-1500}
+TOTAL_TIMEOUT=${XEN_TIMEOUT:-3600}
 TRIES=${XEN_BOOT_TRIES:-2}
-SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-900}
+SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-1800}
 MEM=${XEN2_MEM:-2048}
 NIC=${XEN2_NIC:-e1000}
 # The emulated CPU: the one tests/xen/run.sh uses (read from it, so both
