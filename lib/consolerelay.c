@@ -112,22 +112,38 @@ static enum client_event client_turn(struct proto_conn *c, int pty, int wait_ms)
     return ev;
 }
 
+/* Is a migration of the domain under way (vmmigfs's NAME/migrate says
+ * "running ..." or "recovering ...")?  Input waits for its end: a key that
+ * xenconsoled writes into the console ring after libxc copied that page
+ * for the last time would be lost (seen: 1 key in 3040). */
+static bool moving(const char *mount, const char *name)
+{
+    char path[512], *text = NULL;
+    bool busy = false;
+    snprintf(path, sizeof path, "%s/%s/migrate", mount, name);
+    if (!read_file(path, &text, NULL))
+        busy = !strncmp(text, "running ", 8) || !strncmp(text, "recovering ", 11);
+    free(text);
+    return busy;
+}
+
 /* Does the domain run here under its own name (not arriving, not leaving,
- * not suspended or paused)?  Input is only written to its pty then. */
+ * not suspended or paused, not being migrated)?  Input is only written to
+ * its pty then. */
 static bool runs(const struct mig_engine_ops *eng, struct mig_engine *e, uint32_t domid,
-                 const char *name)
+                 const char *name, const char *mount)
 {
     char id[16];
     struct mig_dom d;
     snprintf(id, sizeof id, "%u", domid);
     return !eng->lookup(e, id, &d) && !d.paused && !d.suspended && !d.dying &&
-           !strcmp(d.name, name) && eng->is_suspended(e, domid) != 1;
+           !strcmp(d.name, name) && eng->is_suspended(e, domid) != 1 && !moving(mount, name);
 }
 
 /* Relay between the pty and the client until the pty closes (the domain
  * is gone) or the client leaves.  true when the client is still there. */
 static bool relay(struct proto_conn *c, const struct mig_engine_ops *eng, struct mig_engine *e,
-                  int pty, uint32_t domid, const char *name)
+                  int pty, uint32_t domid, const char *name, const char *mount)
 {
     int known = -1; /* the state the client was last told: 1 running, 0 paused */
     long long next_check = 0;
@@ -136,7 +152,7 @@ static bool relay(struct proto_conn *c, const struct mig_engine_ops *eng, struct
     for (;;) {
         long long t = now_ms();
         if (t >= next_check) {
-            int running = runs(eng, e, domid, name);
+            int running = runs(eng, e, domid, name, mount);
             if (running != known) {
                 if (running)
                     epoch++;
@@ -191,7 +207,7 @@ int console_serve(struct proto_conn *c, const struct mig_engine_ops *eng, struct
                     cfmakeraw(&tio);
                     tcsetattr(pty, TCSANOW, &tio);
                 }
-                bool client_there = relay(c, eng, e, pty, d.domid, name);
+                bool client_there = relay(c, eng, e, pty, d.domid, name, mount);
                 close(pty);
                 if (!client_there)
                     return 0;
