@@ -12,7 +12,7 @@ trap 'rm -f "$OUT"' EXIT
 SCENARIOS=$TOP/bench/comigrate XEN2_CACHE=${XEN2_CACHE:-$TOP/.cache/xen2-bench} \
     BENCH_ROUNDS=${BENCH_ROUNDS:-2} "$TOP/tests/xen2/run.sh" | tee "$OUT" | grep -v '^# progress'
 median() { sort -n | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)]; else print "" }'; }
-field() { sed -n "s/.*BENCH way=$1 .* $2=\([0-9]*\).*/\1/p" "$OUT"; }
+field() { sed -n "s/.*BENCH way=$1 .* $2=\([0-9][0-9]*\).*/\1/p" "$OUT"; }
 g_ms=$(field group ms | median); i_ms=$(field independent ms | median)
 g_ss=$(field group stop_skew_ms | median); i_ss=$(field independent stop_skew_ms | median)
 g_rs=$(field group resume_skew_ms | median); i_rs=$(field independent resume_skew_ms | median)
