@@ -18,7 +18,7 @@ memcheck_start grpa 16 1000 >/dev/null && memcheck_start grpb 16 1000 >/dev/null
 tap_ok "set up: grpa and grpb with memcheck, vmmigfs --listen on both hosts"
 
 ms_now() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
-val() { printf ' %s\n' "$2" | sed -n "s/.*[ ]$1=\([0-9-]*\).*/\1/p" | head -n 1; }
+val() { printf ' %s\n' "$2" | tr '\n' ' ' | sed -n "s/.*[ ]$1=\([0-9-]*\).*/\1/p"; }
 spread() { # two numbers -> |a-b|
     [ -n "$1" ] && [ -n "$2" ] && echo $(( $1 > $2 ? $1 - $2 : $2 - $1 ))
 }
