@@ -989,44 +989,58 @@ static void group_end(struct domain *lead)
     lead->waiting = false;
 }
 
-/* Start the migration command now for lead and its group (if any); when it
- * cannot start, the job ends failed for every member. */
-static int job_start(struct ctl *c, struct domain *lead, const char *host, bool force,
-                     const char *user, uid_t uid, char *err, size_t errlen)
+/* Run the backend's migration command for lead (and its group) to
+ * lead->mig_host with the policy's transport, port and timeout: a new job
+ * (recover false) or the settling of one whose agent died.  On success
+ * lead's output is read afresh; on failure nothing runs (-errno). */
+static int job_spawn(struct ctl *c, struct domain *lead, bool force, bool recover)
 {
     struct mig_request req = {
-        .host = host,
+        .host = lead->mig_host,
         .force = force,
+        .recover = recover,
         .transport = c->pol.transport,
         .port = (unsigned)c->pol.port,
         .timeout_s = (unsigned)c->pol.migrate_timeout,
         .members = lead->grp_domid,
         .nmembers = (size_t)lead->ngrp,
     };
-    struct domain *ms[GROUP_MAX];
-    char **argv = NULL, group[GROUP_MAX * 65 + 8];
-    int n, rc;
-
-    job_prepare(c, lead, host);
-    n = job_members(lead, ms);
-    req.host = lead->mig_host;
-    lead->mig_cancel_by[0] = 0;
-    lead->mig_died[0] = 0;
-    rc = c->ops->migrate_argv(c->be, &lead->vm, &req, &argv);
+    char **argv = NULL;
+    int rc = c->ops->migrate_argv(c->be, &lead->vm, &req, &argv);
     if (!rc)
         rc = c->run.start(c->run.arg, argv, &lead->mig_pid, &lead->mig_fd);
     argv_free(argv);
     if (rc) {
-        snprintf(err, errlen, "cannot start the migration: %s", strerror(-rc));
         lead->mig_pid = 0;
-        for (int i = 0; i < n; i++)
-            job_fail(c, ms[i], err);
-        group_end(lead);
         return rc;
     }
     lead->mig_exit = -1;
     sb_reset(&lead->mig_out);
     lead->mig_line_len = 0;
+    return 0;
+}
+
+/* Start the migration command now for lead and its group (if any); when it
+ * cannot start, the job ends failed for every member. */
+static int job_start(struct ctl *c, struct domain *lead, const char *host, bool force,
+                     const char *user, uid_t uid, char *err, size_t errlen)
+{
+    struct domain *ms[GROUP_MAX];
+    char group[GROUP_MAX * 65 + 8];
+    int n, rc;
+
+    job_prepare(c, lead, host);
+    n = job_members(lead, ms);
+    lead->mig_cancel_by[0] = 0;
+    lead->mig_died[0] = 0;
+    rc = job_spawn(c, lead, force, false);
+    if (rc) {
+        snprintf(err, errlen, "cannot start the migration: %s", strerror(-rc));
+        for (int i = 0; i < n; i++)
+            job_fail(c, ms[i], err);
+        group_end(lead);
+        return rc;
+    }
     group_suffix(lead, group, sizeof group);
     for (int i = 0; i < n; i++) {
         struct domain *m = ms[i];
@@ -1562,30 +1576,13 @@ static void last_text_line(const struct strbuf *out, char *last, size_t size)
  * exactly one copy runs.  0 if started. */
 static int recovery_start(struct ctl *c, struct domain *lead, const char *died)
 {
-    struct mig_request req = {
-        .host = lead->mig_host,
-        .recover = true,
-        .transport = c->pol.transport,
-        .port = (unsigned)c->pol.port,
-        .timeout_s = (unsigned)c->pol.migrate_timeout,
-        .members = lead->grp_domid,
-        .nmembers = (size_t)lead->ngrp,
-    };
     struct domain *ms[GROUP_MAX];
     int n = job_members(lead, ms);
-    char **argv = NULL;
-    int rc;
+    int rc = job_spawn(c, lead, false, true);
 
-    rc = c->ops->migrate_argv(c->be, &lead->vm, &req, &argv);
-    if (!rc)
-        rc = c->run.start(c->run.arg, argv, &lead->mig_pid, &lead->mig_fd);
-    argv_free(argv);
     if (rc)
         return rc;
     strlcpy0(lead->mig_died, died, sizeof lead->mig_died);
-    lead->mig_exit = -1;
-    sb_reset(&lead->mig_out);
-    lead->mig_line_len = 0;
     progress_reset(&lead->grp_prog);
     for (int i = 0; i < n; i++) {
         struct domain *m = ms[i];
