@@ -108,12 +108,38 @@ int diskmig_prep_parse(const uint8_t *pl, uint32_t len, struct diskmig *d, char 
     return 0;
 }
 
+/* The request goes out as one line in one send(): a server that answers
+ * after its first read and closes must not leave half a request behind,
+ * and a server gone early is EPIPE here, never SIGPIPE for the caller
+ * (vmmigfs, whose other threads must go on). */
+static int send_line(int fd, const char *req)
+{
+    struct strbuf line = {0};
+    size_t done = 0;
+    int rc = 0;
+
+    sb_add(&line, req, strlen(req));
+    sb_add(&line, "\n", 1);
+    while (done < line.len) {
+        ssize_t r = send(fd, line.s + done, line.len - done, MSG_NOSIGNAL);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            rc = -errno;
+            break;
+        }
+        done += (size_t)r;
+    }
+    sb_free(&line);
+    return rc;
+}
+
 int bmctl_call(const char *path, const char *req, struct strbuf *out, char *err, size_t errlen)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     struct strbuf ans = {0};
     char buf[4096];
-    int fd, rc;
+    int fd, rc = 0;
 
     if (strlen(path) >= sizeof sa.sun_path) {
         snprintf(err, errlen, "%s: name too long", path);
@@ -121,10 +147,9 @@ int bmctl_call(const char *path, const char *req, struct strbuf *out, char *err,
     }
     strcpy(sa.sun_path, path);
     if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
-        connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
-        nbd_write_full(fd, req, strlen(req)) || nbd_write_full(fd, "\n", 1)) {
-        rc = -errno;
-        snprintf(err, errlen, "blockmirror control %s: %s", path, strerror(errno));
+        connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || (rc = send_line(fd, req))) {
+        rc = fd >= 0 && rc ? rc : -errno;
+        snprintf(err, errlen, "blockmirror control %s: %s", path, strerror(-rc));
         if (fd >= 0)
             close(fd);
         return rc;

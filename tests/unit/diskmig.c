@@ -22,12 +22,26 @@ static int prep(const char *text, struct diskmig *d, char *err, size_t errlen)
 
 /* A control socket answering one connection with a canned answer. */
 static const char *canned;
+static int canned_early;
+static char *request_seen;
 static void *ctl_server(void *arg)
 {
     int lfd = *(int *)arg, fd = accept(lfd, NULL, NULL);
     char buf[256];
     if (fd >= 0) {
-        if (read(fd, buf, sizeof buf) < 0) {
+        /* Read the whole request line unless the answer is to come
+         * before it (canned_early: a server that hangs up at once). */
+        size_t got = 0;
+        while (!canned_early && got < sizeof buf) {
+            ssize_t r = read(fd, buf + got, sizeof buf - got);
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+            if (memchr(buf, '\n', got)) {
+                free(request_seen);
+                request_seen = strndup(buf, got);
+                break;
+            }
         }
         if (write(fd, canned, strlen(canned)) < 0) {
         }
@@ -126,7 +140,23 @@ int main(void)
     is_int(call_canned(dir, "error: switch: the peer is away\n", NULL, err, sizeof err), 1,
            "control: error");
     is_str(err, "switch: the peer is away", "  ...with the reason");
+    is_str(request_seen, "status\n", "  ...the request was one line");
+    free(request_seen);
+    request_seen = NULL;
     is_int(call_canned(dir, "", NULL, err, sizeof err), -EPROTO, "control: no answer");
+    /* A server that hangs up before reading: an error, and no SIGPIPE
+     * (the process would die of it before the next line). */
+    canned_early = 1;
+    for (int i = 0; i < 20; i++) {
+        int rc = call_canned(dir, "", NULL, err, sizeof err);
+        if (rc != -EPROTO && rc != -EPIPE && rc != -ECONNRESET) {
+            ok(0, "a server hanging up at once: %d %s", rc, err);
+            break;
+        }
+        if (i == 19)
+            ok(1, "a server hanging up at once, 20 times: an error each time, no SIGPIPE");
+    }
+    canned_early = 0;
     is_int(call_canned(dir, "bogus\n", NULL, err, sizeof err), -EPROTO, "control: a bad verdict");
     ok(bmctl_call("/nonexistent/x.ctl", "status", NULL, err, sizeof err) < 0 &&
            strstr(err, "/nonexistent/x.ctl"),
@@ -141,5 +171,6 @@ int main(void)
     rmdir(dir);
     sb_free(&skipped);
     sb_free(&ans);
+    free(request_seen);
     return done_testing();
 }
