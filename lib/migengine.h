@@ -26,6 +26,11 @@ struct mig_dom {
 typedef void mig_progress_fn(void *arg, unsigned round, bool final, unsigned long done,
                              unsigned long total);
 
+/* Runs in save() right before the hypervisor asks the domain to stop (the
+ * co-migration stop barrier): 0 stop now; nonzero keep the domain running,
+ * and save() fails with why. */
+typedef int mig_stop_hook_fn(void *arg, char *why, size_t whylen);
+
 struct mig_engine;
 
 struct mig_engine_ops {
@@ -66,6 +71,9 @@ struct mig_engine_ops {
     int (*guest_hold_put)(struct mig_engine *e, uint32_t domid, const char *value);
     /* The path of the domain's console (a pty), for vmmig console. */
     int (*console_path)(struct mig_engine *e, uint32_t domid, char *buf, size_t size);
+    /* Optional: fn runs before save() stops the domain (NULL clears it);
+     * an engine without it stops when its hypervisor decides. */
+    void (*set_stop_hook)(struct mig_engine *e, mig_stop_hook_fn *fn, void *arg);
 };
 
 extern const struct mig_engine_ops xen_mig_engine;

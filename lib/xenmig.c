@@ -16,6 +16,8 @@
 #include <xenstore.h>
 #include <xentoollog.h>
 
+#include "xenstophook.h"
+
 #define GUEST_HOLD_NODE "control/migration-lock"
 
 struct engine_logger {
@@ -32,6 +34,8 @@ struct mig_engine {
     void *progress_arg;
     char last_error[300]; /* libxl's last complaint, for err */
     bool verbose;
+    mig_stop_hook_fn *stop_hook;
+    void *stop_hook_arg;
 };
 
 static void lg_vmessage(xentoollog_logger *l, xentoollog_level level, int errnoval,
@@ -246,12 +250,32 @@ out:
 static int xm_save(struct mig_engine *e, uint32_t domid, int fd, bool live, char *err,
                    size_t errlen)
 {
+    char why[300];
+
+    if (e->stop_hook)
+        xen_stop_hook_arm(domid, e->stop_hook, e->stop_hook_arg);
     int rc = libxl_domain_suspend(e->ctx, domid, fd, live ? LIBXL_SUSPEND_LIVE : 0, NULL);
+    int hooked = e->stop_hook ? xen_stop_hook_result(why, sizeof why) : -1;
+    xen_stop_hook_arm(domid, NULL, NULL);
+    if (rc && hooked > 0) {
+        /* The barrier said no: libxl gave up before the guest was asked. */
+        snprintf(err, errlen, "the domain was not stopped: %s", why);
+        return -ECANCELED;
+    }
     if (rc) {
         set_err(e, err, errlen, "saving the domain", rc);
         return -EIO;
     }
+    if (e->stop_hook && live && hooked < 0)
+        fprintf(stderr, "%s: domain %u stopped without libxl's xenstore suspend request: "
+                "the stop barrier was not applied\n", toolname, domid);
     return 0;
+}
+
+static void xm_set_stop_hook(struct mig_engine *e, mig_stop_hook_fn *fn, void *arg)
+{
+    e->stop_hook = fn;
+    e->stop_hook_arg = arg;
 }
 
 static int xm_is_suspended(struct mig_engine *e, uint32_t domid)
@@ -410,4 +434,5 @@ const struct mig_engine_ops xen_mig_engine = {
     .guest_hold_get = xm_guest_hold_get,
     .guest_hold_put = xm_guest_hold_put,
     .console_path = xm_console_path,
+    .set_stop_hook = xm_set_stop_hook,
 };

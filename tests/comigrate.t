@@ -44,6 +44,14 @@ die) sleep 0.5; kill -9 $$ ;;
 esac
 echo "progress stage=2 name=iterative-pre-copy sent=100 round=2"
 barrier round || fail 2 "$reply"
+case $plan in
+nohook) ;; # an engine without a stop hook: stops on its own
+badpoint) barrier bogus || fail 2 "$reply" ;;
+slowstop) sleep 1; touch "$D/slow-at-stop"; barrier stop || fail 2 "$reply" ;;
+diebeforestop) sleep 0.5; kill -9 $$ ;;
+*) barrier stop || fail 2 "$reply"
+   [ -e "$D/slow-at-stop" ] && log "saw the slow member reach stop first" ;;
+esac
 echo "event stopped $(date +%s%3N)" >&3
 echo "progress stage=3 name=stop-and-copy sent=200"
 [ "$plan" = late ] && { sleep 1; touch "$D/late-arrived"; }
@@ -57,7 +65,7 @@ echo "result ok host=$host domid=9 total_ms=100 downtime_ms=20 sent=200 rounds=2
 EOF
 chmod +x "$dir/send"
 comigrate() { VMMIG_SEND=$dir/send "$VMMIG" comigrate "$@"; }
-reset() { rm -f "$dir"/log "$dir"/plan.* "$dir/late-arrived"; }
+reset() { rm -f "$dir"/log "$dir"/plan.* "$dir/late-arrived" "$dir/slow-at-stop"; }
 
 # ---- a group that moves ----
 reset
@@ -70,11 +78,42 @@ like "$out" '^progress member=a stage=5 name=activation' "member a's progress ca
 like "$out" '^result member=b ok host=hostB domid=9 ' "member b's result carries member=b"
 like "$(cat "$dir/log")" '^a args send --port=9000 --sync-fd=3 a hostB$' \
     "each member runs as send --sync-fd=3 with the options passed on"
-for p in reserved round received committed; do
+for p in reserved round stop received committed; do
     is "$(grep -c " $p -> go" "$dir/log")" 2 "both members pass $p"
 done
 like "$(cat "$dir/log")" '^a saw the late member arrive first$' \
     "nobody passes 'received' before the late member got there"
+
+# ---- the stop barrier: nobody is stopped before every member is ready ----
+reset
+echo slowstop >"$dir/plan.b"
+out=$(comigrate hostB a b); rc=$?
+is "$rc" 0 "a member slow to reach stop: the group moves"
+like "$(cat "$dir/log")" '^a saw the slow member reach stop first$' \
+    "the other member waited at stop until the slow one got there"
+
+# ---- a member whose engine has no stop hook does not hold the others ----
+reset
+echo nohook >"$dir/plan.b"
+out=$(comigrate hostB a b); rc=$?
+is "$rc" 0 "a member without the stop hook: the group moves"
+is "$(grep -c " stop -> go" "$dir/log")" 1 "  ...the member with the hook passed stop once"
+
+# ---- a member asking for a point the coordinator does not know is told to abort ----
+reset
+echo badpoint >"$dir/plan.b"
+out=$(timeout 60 env VMMIG_SEND=$dir/send "$VMMIG" comigrate hostB a b); rc=$?
+is "$rc" 1 "a member at an unknown point: the group fails, nothing hangs"
+like "$(cat "$dir/log")" "^b bogus -> abort unknown synchronization point 'bogus'$" \
+    "  ...the member is told why"
+
+# ---- a member dies while the other waits at stop: the waiting one is not stopped ----
+reset
+echo diebeforestop >"$dir/plan.b"
+out=$(comigrate hostB a b); rc=$?
+is "$rc" 1 "a member killed before stop: the group fails"
+like "$(cat "$dir/log")" '^a stop -> abort ' "  ...the member waiting at stop is told to abort"
+like "$out" 'result member=a failed stage=2 ' "  ...and fails before its stop, still running here"
 
 # ---- a member refused before any memory moves: nothing moves ----
 reset

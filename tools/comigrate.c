@@ -3,6 +3,7 @@
  * the group's synchronization points (vmmig-comigrate(1)):
  *   reserved   every destination accepted its member, before any memory moves
  *   round      pre-copy rounds in step, so that the members stop together
+ *   stop       every member is ready to stop; then all are asked to at once
  *   received   every destination holds its copy, before anyone commits
  *   committed  every member is committed and paused there; then all resume
  * A member that fails before the commit point takes the whole group back. */
@@ -30,9 +31,10 @@ static const char comigrate_help[] =
     "Live-migrate a group of domains to HOST together: all of them or none.\n"
     "Each DOMAIN (a name or domid) moves through the vmmig control protocol as\n"
     "with 'vmmig send'; their destinations are reserved before any memory\n"
-    "moves, their pre-copy rounds are kept in step so that they stop close\n"
-    "together, nobody commits before every destination holds its copy, and the\n"
-    "destinations resume together.  vmmigfs runs this for a domain with peers.\n"
+    "moves, their pre-copy rounds are kept in step, none is stopped before all\n"
+    "are ready to stop and then all are stopped at once, nobody commits before\n"
+    "every destination holds its copy, and the destinations resume together.\n"
+    "vmmigfs runs this for a domain with peers.\n"
     "\n"
     "  -p, --port N          destination agent's TCP port (default 8123)\n"
     "  -s, --via CMD         exec transport instead of TCP (see vmmig send)\n"
@@ -160,6 +162,25 @@ static void barriers(void)
         for (int i = 0; i < nmembers; i++)
             if (!strcmp(members[i].waiting, "round"))
                 say_to(&members[i], abort_why[0] ? "abort group aborted" : "go");
+    /* Stop: everyone still running waits here (or stopped already, where
+     * the engine offers no hook); then all are asked to stop at once. */
+    int at_stop = 0, not_ready = 0;
+    for (int i = 0; i < nmembers; i++) {
+        const struct member *m = &members[i];
+        if (!alive(m))
+            continue;
+        if (!strcmp(m->waiting, "stop"))
+            at_stop++;
+        else if (!m->stopped)
+            not_ready++;
+    }
+    if (at_stop && (!not_ready || abort_why[0])) {
+        char line[450];
+        snprintf(line, sizeof line, "abort %s", abort_why);
+        for (int i = 0; i < nmembers; i++)
+            if (!strcmp(members[i].waiting, "stop"))
+                say_to(&members[i], abort_why[0] ? line : "go");
+    }
 }
 
 static long long field_ll(const char *line, const char *key)
@@ -199,8 +220,19 @@ static void member_line(struct member *m, char *line)
 static void member_sync(struct member *m, const char *line)
 {
     if (!strncmp(line, "sync ", 5)) {
+        static const char *const known[] = {"reserved", "round", "stop", "received", "committed"};
+        size_t k = 0;
+        while (k < ARRAY_SIZE(known) && strcmp(line + 5, known[k]))
+            k++;
+        if (k == ARRAY_SIZE(known)) {
+            /* A member from another version: it must not wait forever. */
+            char why[300];
+            snprintf(why, sizeof why, "abort unknown synchronization point '%.100s'", line + 5);
+            say_to(m, why);
+            return;
+        }
         strlcpy0(m->waiting, line + 5, sizeof m->waiting);
-        if (strcmp(m->waiting, "round"))
+        if (strcmp(m->waiting, "round") && strcmp(m->waiting, "stop"))
             m->stopped = strcmp(m->waiting, "reserved") != 0; /* past its stream */
     } else if (!strncmp(line, "event stopped ", 14)) {
         m->stopped = true;

@@ -172,6 +172,7 @@ static void on_progress(void *arg, unsigned round, bool final, unsigned long don
  * too); "event POINT ..." lines only inform.  See vmmig-comigrate(1). */
 static int sync_fd = -1;
 static pthread_mutex_t sync_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t sync_wait_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void sync_event(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void sync_event(const char *fmt, ...)
@@ -199,6 +200,9 @@ static int sync_point(const char *point, char *why, size_t whylen)
 
     if (sync_fd < 0)
         return 0;
+    /* One point at a time: the pump (round) and libxl's thread (stop)
+     * both wait here, and the answer must reach the one that asked. */
+    pthread_mutex_lock(&sync_wait_lock);
     sync_event("sync %s", point);
     for (;;) {
         char ch;
@@ -206,6 +210,7 @@ static int sync_point(const char *point, char *why, size_t whylen)
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0) {
+            pthread_mutex_unlock(&sync_wait_lock);
             snprintf(why, whylen, "co-migration: the coordinator went away at %s", point);
             return -1;
         }
@@ -214,6 +219,7 @@ static int sync_point(const char *point, char *why, size_t whylen)
         if (n < sizeof line - 1)
             line[n++] = ch;
     }
+    pthread_mutex_unlock(&sync_wait_lock);
     line[n] = 0;
     if (!strcmp(line, "go"))
         return 0;
@@ -311,13 +317,20 @@ static void *pump_main(void *arg)
  * suspends the domain, so stage 3 starts when we see it suspended; also a
  * progress line with the bytes sent each second. */
 static atomic_bool monitor_stop;
+static atomic_bool stop_released; /* the stop barrier said go */
 static void *monitor_main(void *arg)
 {
     struct job *j = arg;
     int ticks = 0;
 
     while (!atomic_load(&monitor_stop)) {
-        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+        /* Once the stop barrier let the suspend request go, the moment the
+         * domain stops is what the group's stop skew is made of: look
+         * every millisecond until it is seen. */
+        bool close_watch = atomic_load(&stop_released) && !j->final_seen;
+        nanosleep(&(struct timespec){0, (close_watch ? 1 : 10) * 1000 * 1000}, NULL);
+        if (close_watch && j->eng->is_suspended(j->e, j->dom.domid) != 1)
+            continue;
         if (!j->final_seen && j->eng->is_suspended(j->e, j->dom.domid) == 1) {
             j->final_seen = true;
             clock_gettime(CLOCK_MONOTONIC, &j->t_suspend);
@@ -330,6 +343,17 @@ static void *monitor_main(void *arg)
         }
     }
     return NULL;
+}
+
+/* The engine is about to ask the domain to stop: in a group, wait until
+ * every member is (the stop barrier), so that they stop together. */
+static int stop_barrier(void *arg, char *why, size_t whylen)
+{
+    (void)arg;
+    if (sync_point("stop", why, whylen))
+        return 1;
+    atomic_store(&stop_released, true);
+    return 0;
 }
 
 /* Wait for one of the wanted replies; anything else (ABORT included) fails. */
@@ -906,6 +930,8 @@ static int send_main(int argc, char **argv)
         printf("result failed stage=0 domain=running-here why=\"%s\"\n", err);
         return 1;
     }
+    if (sync_fd >= 0 && j.eng->set_stop_hook)
+        j.eng->set_stop_hook(j.e, stop_barrier, &j);
     if (recovering) {
         if (proto_load_key(key_file, psk, &psklen, e2, sizeof e2))
             psklen = 0;

@@ -77,8 +77,12 @@ $(SB)/obj/%.o: %.c $(wildcard lib/*.h) $(MUSL_STAMP) tools/musl/static.mk
 # Xen's public headers use anonymous unions, a GNU extension.
 $(SB)/obj/lib/backend_xen.o $(SB)/obj/lib/xenmig.o $(SB)/obj/lib/hypflag.o: STD := -std=gnu11
 
+# lib/xenstophook.c holds libxl's suspend request at the co-migration stop
+# barrier: in a static link by wrapping xs_write (the dynamic binary
+# defines xs_write itself).
+$(SB)/obj/lib/xenstophook.o: STATIC_CPPFLAGS += -DVMMIG_WRAP_XS_WRITE
 $(STATIC_BIN): $(STATIC_OBJ) $(MUSL_STAMP)
-	$(MUSL_CC) -static $(STATIC_CFLAGS) $(STATIC_LDFLAGS) -o $@ $(STATIC_OBJ) $(STATIC_LIBS)
+	$(MUSL_CC) -static $(STATIC_CFLAGS) $(STATIC_LDFLAGS) -Wl,--wrap=xs_write -o $@ $(STATIC_OBJ) $(STATIC_LIBS)
 
 $(STATIC_SHIP): $(STATIC_BIN)
 	strip -o $@ $<
