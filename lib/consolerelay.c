@@ -112,17 +112,31 @@ static enum client_event client_turn(struct proto_conn *c, int pty, int wait_ms)
     return ev;
 }
 
-/* Is a migration of the domain under way (vmmigfs's NAME/migrate says
- * "running ..." or "recovering ...")?  Input waits for its end: a key that
- * xenconsoled writes into the console ring after libxc copied that page
- * for the last time would be lost (seen: 1 key in 3040). */
+/* Is the domain being stopped for the switchover (vmmigfs's NAME/migrate
+ * says "running HOST stage=N" with N >= 3, or "recovering ...")?  Input
+ * waits until it runs again, here or there: a key that xenconsoled writes
+ * into the console ring after libxc copied that page for the last time
+ * would be lost (seen: 1 key in 3040).  vmmig send announces stage 3
+ * before it asks the guest to stop, and gives it time to take in what was
+ * typed before (STOP_ANNOUNCE_MS, tools/send.c); during pre-copy the guest
+ * takes keys in as they come, which marks the ring's page dirty. */
+bool console_migrate_holds_input(const char *migrate_line)
+{
+    if (!strncmp(migrate_line, "recovering ", 11))
+        return true;
+    if (strncmp(migrate_line, "running ", 8))
+        return false;
+    const char *st = strstr(migrate_line, " stage=");
+    return st && atoi(st + 7) >= 3;
+}
+
 static bool moving(const char *mount, const char *name)
 {
     char path[512], *text = NULL;
     bool busy = false;
     snprintf(path, sizeof path, "%s/%s/migrate", mount, name);
     if (!read_file(path, &text, NULL))
-        busy = !strncmp(text, "running ", 8) || !strncmp(text, "recovering ", 11);
+        busy = console_migrate_holds_input(text);
     free(text);
     return busy;
 }

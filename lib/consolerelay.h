@@ -15,6 +15,10 @@
 int console_serve(struct proto_conn *c, const struct mig_engine_ops *eng, struct mig_engine *e,
                   const uint8_t *payload, uint32_t len, const char *mount, int wait_ms);
 
+/* Does a migrate file's line say input must wait (the domain is being
+ * stopped for its switchover, or recovered)? */
+bool console_migrate_holds_input(const char *migrate_line);
+
 /* "done hostB" / "migrated hostB at ..." / "running hostB ..." -> hostB in
  * host when the line says the domain left (done/migrated); else false. */
 bool console_moved_to(const char *migrate_line, char *host, size_t size);

@@ -345,13 +345,29 @@ static void *monitor_main(void *arg)
     return NULL;
 }
 
-/* The engine is about to ask the domain to stop: in a group, wait until
- * every member is (the stop barrier), so that they stop together. */
+/* How long the guest keeps running after stage 3 is announced: vmmig
+ * console's agent looks at the domain's migrate file every 20 ms and holds
+ * input from stage 3 on, and a key already written into the console ring
+ * must be taken in by the guest (which marks the page dirty) before it
+ * stops: a key that dom0 writes into the ring after libxc's last copy of
+ * that page would be lost. */
+#define STOP_ANNOUNCE_MS 60
+
+/* The engine is about to ask the domain to stop: say so (stage 3), and in
+ * a group wait until every member is ready too (the stop barrier), so that
+ * they stop together. */
 static int stop_barrier(void *arg, char *why, size_t whylen)
 {
-    (void)arg;
+    struct job *j = arg;
+    long long t0 = epoch_ms();
+
+    j->stage = STAGE_STOPCOPY;
+    progress_line(j, NULL);
     if (sync_point("stop", why, whylen))
         return 1;
+    long long left = STOP_ANNOUNCE_MS - (epoch_ms() - t0);
+    if (left > 0)
+        nanosleep(&(struct timespec){0, left * 1000 * 1000}, NULL);
     atomic_store(&stop_released, true);
     return 0;
 }
@@ -930,7 +946,7 @@ static int send_main(int argc, char **argv)
         printf("result failed stage=0 domain=running-here why=\"%s\"\n", err);
         return 1;
     }
-    if (sync_fd >= 0 && j.eng->set_stop_hook)
+    if (j.eng->set_stop_hook)
         j.eng->set_stop_hook(j.e, stop_barrier, &j);
     if (recovering) {
         if (proto_load_key(key_file, psk, &psklen, e2, sizeof e2))
