@@ -57,6 +57,52 @@ while [ $r -lt "$ROUNDS" ]; do
     one group A B; one group B A; one independent A B; one independent B A
     r=$((r + 1))
 done
+# ---- the console pause a user sees while the group moves through vmmigfs ----
+# grpa echoes each console line "k N" back as "echo N" and prints "tick N"
+# every 50 ms.  `vmmig console grpa`, on hostA, types "k N" every 50 ms
+# and follows grpa while the group (peers) moves A->B and back through
+# vmmigfs.  Each key sent and each line shown is stamped with bash's
+# $EPOCHREALTIME.  Input pause: the longest a key waited for its echo;
+# output pause: the longest gap between two ticks the client showed.
+console_pause() {
+    guest_run grpa 'stty -F /dev/hvc0 raw -echo &&
+(while read -r k n; do [ "$k" = k ] && echo "echo $n"; done < /dev/hvc0 > /dev/hvc0) </dev/null >/dev/null 2>&1 &
+(i=0; while :; do echo "tick $i"; i=$((i+1)); usleep 50000; done > /dev/hvc0) </dev/null >/dev/null 2>&1 &
+echo started' >/dev/null
+    rm -f /tmp/cp.stop /tmp/cp.sent /tmp/cp.seen /tmp/cp.err
+    bash -c 'i=0; while [ ! -e /tmp/cp.stop ]; do echo "k $i"; echo "$EPOCHREALTIME $i" >> /tmp/cp.sent; i=$((i+1)); usleep 50000; done' |
+        vmmig console grpa 2>/tmp/cp.err |
+        bash -c 'while IFS= read -r l; do echo "$EPOCHREALTIME $l"; done' > /tmp/cp.seen &
+    wait_for "grep -q ' echo ' /tmp/cp.seen" 30 || { tap_not_ok "console: no echo from grpa"; return; }
+    echo grpb > $M/grpa/peer
+    echo hostB > $M/grpa/migrate
+    wait_for "grep -q '^done\\|^failed\\|^migrated' $M/grpa/migrate" 400
+    wait_for "grep -q 'following grpa to hostB' /tmp/cp.err" 60
+    sleep 3
+    host_run B "echo hostA > $M/grpa/migrate" >/dev/null
+    wait_for "host_run B 'cat $M/grpa/migrate' | grep -q '^done\\|^failed\\|^migrated'" 400
+    wait_for "[ \$(grep -c following /tmp/cp.err) -ge 2 ]" 60
+    sleep 3
+    touch /tmp/cp.stop
+    sleep 2
+    for p in /proc/[0-9]*; do case "$(tr '\0' ' ' < $p/cmdline 2>/dev/null)" in *"vmmig console"*) kill ${p#/proc/} ;; esac; done
+    local res
+    res=$(awk 'FNR == NR { sent[$2] = $1; n++; next }
+        $2 == "echo" && ($3 in sent) { d = ($1 - sent[$3]) * 1000; if (d > inmax) inmax = d; got[$3] = 1 }
+        $2 == "tick" { if (last) { g = ($1 - last) * 1000; if (g > outmax) outmax = g }; last = $1 }
+        END { lost = 0; for (k in sent) if (!(k in got)) lost++
+              printf "input_pause_ms=%d output_pause_ms=%d keys=%d lost=%d\n", inmax, outmax, n, lost }' \
+        /tmp/cp.sent /tmp/cp.seen)
+    # keys typed in the last moments may still be on their way: at most 2
+    if [ "$(grep -c following /tmp/cp.err)" -ge 2 ] && [ "$(val lost " $res")" -le 2 ]; then
+        tap_ok "console through two group moves: $res"
+        diag "BENCH way=console dir=ABA $res"
+    else
+        tap_not_ok "console through two group moves: $res; $(tail -3 /tmp/cp.err)"
+    fi
+}
+if command -v bash >/dev/null; then console_pause; else tap_not_ok "console pause: no bash in dom0"; fi
+
 for g in grpa grpb; do
     out=$(guest_run $g 'memcheck verify')
     like "$out" " bad=0( |$)" "$g's memory intact after all the moves ($out)"
