@@ -117,7 +117,7 @@ check-fuzz: | $(DEPS_STAMP)
 # static.t compares with the dynamic build and uses the userspace xenstored.
 check-static: $(B)/bin/vmmig test-helpers
 
-# Two emulated Xen hosts on one QEMU socket network (about 22 minutes).
+# Two emulated Xen hosts on one QEMU socket network (about 19 minutes).
 check-xen2: $(B)/bin/vmmig $(KMOD)
 	prove tests/xen2/system2.t
 
@@ -127,7 +127,7 @@ check-qemu: $(B)/bin/vmmig
 	prove tests/qemu/*.t
 
 # make check stays well under 20 minutes on 2 cores; the two-host system
-# test (check-xen2, about 22 minutes of emulated Xen) is its own target,
+# test (check-xen2, about 19 minutes of emulated Xen) is its own target,
 # and .ci/run runs both.
 check: check-unit check-fs check-comigrate check-man check-blockmirror check-install check-static check-fuzz check-xen check-qemu
 
