@@ -61,7 +61,8 @@ barrier received || fail 4 "$reply"
 echo "progress stage=4 name=commitment sent=200"
 barrier committed
 echo "progress stage=5 name=activation sent=200"
-echo "result ok host=$host domid=9 total_ms=100 downtime_ms=20 sent=200 rounds=2 stop_ms=$(date +%s%3N) resume_ms=$(date +%s%3N)"
+req=$(cat "$D/req.$dom" 2>/dev/null || date +%s%3N) # when its stop was requested
+echo "result ok host=$host domid=9 total_ms=100 downtime_ms=20 sent=200 rounds=2 stop_ms=$(date +%s%3N) resume_ms=$(date +%s%3N) stop_request_ms=$req"
 EOF
 chmod +x "$dir/send"
 comigrate() { VMMIG_SEND=$dir/send "$VMMIG" comigrate "$@"; }
@@ -72,7 +73,7 @@ reset
 echo late >"$dir/plan.b"
 out=$(comigrate -p 9000 hostB a b); rc=$?
 is "$rc" 0 "two members: exit 0"
-like "$out" '^result ok group=a,b stop_skew_ms=[0-9]+ resume_skew_ms=[0-9]+ total_ms=[0-9]+$' \
+like "$out" '^result ok group=a,b stop_skew_ms=[0-9]+ stop_request_skew_ms=[0-9]+ resume_skew_ms=[0-9]+ total_ms=[0-9]+$' \
     "the group's result, with the skews"
 like "$out" '^progress member=a stage=5 name=activation' "member a's progress carries member=a"
 like "$out" '^result member=b ok host=hostB domid=9 ' "member b's result carries member=b"
@@ -98,6 +99,15 @@ echo nohook >"$dir/plan.b"
 out=$(comigrate hostB a b); rc=$?
 is "$rc" 0 "a member without the stop hook: the group moves"
 is "$(grep -c " stop -> go" "$dir/log")" 1 "  ...the member with the hook passed stop once"
+echo 0 >"$dir/req.b"
+out=$(comigrate hostB a b)
+like "$out" '^result ok group=a,b stop_skew_ms=[0-9]+ resume_skew_ms=' \
+    "  ...and the group's result has no stop_request_skew_ms when a member's stop was not requested by the hook"
+rm -f "$dir/req.b"
+echo 1000 >"$dir/req.a"; echo 1007 >"$dir/req.b"
+out=$(comigrate hostB a b)
+like "$out" ' stop_request_skew_ms=7 ' "stop requests at 1000 and 1007 ms: stop_request_skew_ms=7"
+rm -f "$dir"/req.*
 
 # ---- a member asking for a point the coordinator does not know is told to abort ----
 reset

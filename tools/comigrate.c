@@ -48,8 +48,8 @@ static const char comigrate_help[] =
     "  -h, --help            show this help\n"
     "\n"
     "Output: each member's 'progress' and 'result' lines with member=DOMAIN\n"
-    "added, then 'result ok group=... stop_skew_ms=N resume_skew_ms=N\n"
-    "total_ms=N' or 'result failed group=... why=\"...\"'.\n"
+    "added, then 'result ok group=... stop_skew_ms=N [stop_request_skew_ms=N]\n"
+    "resume_skew_ms=N total_ms=N' or 'result failed group=... why=\"...\"'.\n"
     "Exit status: 0 the group moved, 1 it did not (see each member's result),\n"
     "2 usage.\n";
 
@@ -67,7 +67,7 @@ struct member {
     bool exited;
     int status;
     int stage;
-    long long stop_ms, resume_ms;
+    long long stop_ms, resume_ms, stop_req_ms;
     char why[300];
 };
 
@@ -203,6 +203,7 @@ static void member_line(struct member *m, char *line)
             m->stage = (int)field_ll(line, " stage=");
         if (ok) {
             m->stop_ms = field_ll(line, " stop_ms=");
+            m->stop_req_ms = field_ll(line, " stop_request_ms=");
             m->resume_ms = field_ll(line, " resume_ms=");
         } else {
             const char *w = strstr(line, "why=\"");
@@ -526,7 +527,8 @@ static int comigrate_main(int argc, char **argv)
     /* The group's verdict. */
     struct strbuf names = {0};
     bool all_ok = true;
-    long long smin = 0, smax = 0, rmin = 0, rmax = 0;
+    long long smin = 0, smax = 0, rmin = 0, rmax = 0, qmin = 0, qmax = 0;
+    bool all_requested = true; /* every member's stop went through the barrier's hook */
     for (int i = 0; i < nmembers; i++) {
         struct member *m = &members[i];
         sb_printf(&names, "%s%s", i ? "," : "", m->arg);
@@ -538,6 +540,12 @@ static int comigrate_main(int argc, char **argv)
             smin = m->stop_ms;
         if (m->stop_ms > smax)
             smax = m->stop_ms;
+        if (!m->stop_req_ms)
+            all_requested = false;
+        if (m->stop_req_ms && (!qmin || m->stop_req_ms < qmin))
+            qmin = m->stop_req_ms;
+        if (m->stop_req_ms > qmax)
+            qmax = m->stop_req_ms;
         if (m->resume_ms && (!rmin || m->resume_ms < rmin))
             rmin = m->resume_ms;
         if (m->resume_ms > rmax)
@@ -549,8 +557,11 @@ static int comigrate_main(int argc, char **argv)
     if (all_ok && recovering) {
         printf("result ok group=%s recovered=yes total_ms=%lld\n", names.s, total);
     } else if (all_ok) {
-        printf("result ok group=%s stop_skew_ms=%lld resume_skew_ms=%lld total_ms=%lld\n",
-               names.s, smax - smin, rmax - rmin, total);
+        char req[48] = "";
+        if (all_requested)
+            snprintf(req, sizeof req, " stop_request_skew_ms=%lld", qmax - qmin);
+        printf("result ok group=%s stop_skew_ms=%lld%s resume_skew_ms=%lld total_ms=%lld\n",
+               names.s, smax - smin, req, rmax - rmin, total);
     } else {
         int stage = -1;
         const char *why = abort_why[0] ? abort_why : "";

@@ -82,6 +82,7 @@ struct job {
     unsigned long long dirty_rate;
     bool engine_rounds;    /* the engine reports rounds itself */
     long long stop_ms;     /* when the domain was seen suspended (epoch ms) */
+    long long stop_req_ms; /* when libxl was let ask it to stop (0: no stop hook ran) */
     struct xcstream xcs;   /* else they are read off the stream */
 };
 
@@ -368,6 +369,7 @@ static int stop_barrier(void *arg, char *why, size_t whylen)
     long long left = STOP_ANNOUNCE_MS - (epoch_ms() - t0);
     if (left > 0)
         nanosleep(&(struct timespec){0, left * 1000 * 1000}, NULL);
+    j->stop_req_ms = epoch_ms();
     atomic_store(&stop_released, true);
     return 0;
 }
@@ -1255,9 +1257,9 @@ static int send_main(int argc, char **argv)
     sigprocmask(SIG_UNBLOCK, &block, NULL);
     mig_run_hooks("source", j.dom.name, j.dom.uuid, j.myhost, j.host);
     printf("result ok host=%s domid=%s total_ms=%lld downtime_ms=%lld sent=%llu rounds=%u "
-           "stop_ms=%lld resume_ms=%s\n",
+           "stop_ms=%lld resume_ms=%s stop_request_ms=%lld\n",
            j.host, newdomid, total, downtime, (unsigned long long)atomic_load(&j.sent),
-           j.round ? j.round : 1, j.stop_ms, resumed[0] ? resumed : "0");
+           j.round ? j.round : 1, j.stop_ms, resumed[0] ? resumed : "0", j.stop_req_ms);
     return 0;
 }
 
