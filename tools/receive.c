@@ -887,8 +887,13 @@ static int receive_main(int argc, char **argv)
         (unsigned long long)r.bytes);
     reply(&r, MSG_RECEIVED, NULL, NULL, NULL, NULL);
 
-    /* the commit point */
-    if (proto_recv(&r.conn, &type, &pl, &len, e2, sizeof e2) || type != MSG_COMMIT) {
+    /* the commit point; a source waiting for its group says it is there */
+    int crc;
+    while (!(crc = proto_recv(&r.conn, &type, &pl, &len, e2, sizeof e2)) && type == MSG_PROGRESS) {
+        free(pl);
+        pl = NULL;
+    }
+    if (crc || type != MSG_COMMIT) {
         say("no COMMIT for %s (%s): dropping the copy", r.name,
             type == MSG_ABORT ? "the source aborted" : e2);
         goto fail_domain;

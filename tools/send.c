@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -173,6 +174,15 @@ static void on_progress(void *arg, unsigned round, bool final, unsigned long don
  * too); "event POINT ..." lines only inform.  See vmmig-comigrate(1). */
 static int sync_fd = -1;
 static pthread_mutex_t sync_lock = PTHREAD_MUTEX_INITIALIZER;
+/* The connection is written by the pump and by a thread waiting at a
+ * synchronization point (keepalives): one frame at a time. */
+static pthread_mutex_t conn_lock = PTHREAD_MUTEX_INITIALIZER;
+/* While the stream runs and until the commit, a member waiting for the
+ * group says every second that it is still there, so that the
+ * destination's silence timeout does not end a wait at a barrier (a
+ * member ready to stop waits for the others' last rounds). */
+static struct proto_conn *keepalive_conn;
+static int keepalive_stage;
 static pthread_mutex_t sync_wait_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void sync_event(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -207,6 +217,21 @@ static int sync_point(const char *point, char *why, size_t whylen)
     sync_event("sync %s", point);
     for (;;) {
         char ch;
+        struct pollfd pf = {.fd = sync_fd, .events = POLLIN};
+        int pr = poll(&pf, 1, 1000);
+        if (pr == 0 && keepalive_conn) {
+            struct strbuf ka = {0};
+            kv_add(&ka, "stage", "%d", keepalive_stage);
+            kv_add(&ka, "waiting", "%s", point);
+            pthread_mutex_lock(&conn_lock);
+            /* A failure shows in the next real frame. */
+            (void)proto_send(keepalive_conn, MSG_PROGRESS, ka.s, (uint32_t)ka.len);
+            pthread_mutex_unlock(&conn_lock);
+            sb_free(&ka);
+            continue;
+        }
+        if (pr < 0 && errno == EINTR)
+            continue;
         ssize_t r = read(sync_fd, &ch, 1);
         if (r < 0 && errno == EINTR)
             continue;
@@ -282,14 +307,18 @@ static void *pump_main(void *arg)
             struct strbuf sb = {0};
             kv_add(&sb, "chunks", "%llu", (unsigned long long)j->chunks);
             kv_add(&sb, "bytes", "%llu", (unsigned long long)atomic_load(&j->sent));
+            pthread_mutex_lock(&conn_lock);
             j->pump_rc = proto_send(&j->conn, MSG_STREAM_END, sb.s, (uint32_t)sb.len);
+            pthread_mutex_unlock(&conn_lock);
             if (j->pump_rc)
                 snprintf(j->pump_err, sizeof j->pump_err, "sending STREAM_END: %s",
                          strerror(-j->pump_rc));
             sb_free(&sb);
             break;
         }
+        pthread_mutex_lock(&conn_lock);
         j->pump_rc = proto_send_chunk(&j->conn, j->chunks, buf, (uint32_t)r);
+        pthread_mutex_unlock(&conn_lock);
         if (j->pump_rc) {
             snprintf(j->pump_err, sizeof j->pump_err, "sending to %s: %s", j->host,
                      strerror(-j->pump_rc));
@@ -1126,6 +1155,8 @@ static int send_main(int argc, char **argv)
     j.stage = j.live ? STAGE_PRECOPY : STAGE_STOPCOPY;
     progress_line(&j, j.live ? "round=1" : NULL);
     pthread_t pump, monitor;
+    keepalive_stage = j.stage;
+    keepalive_conn = &j.conn;
     pthread_create(&pump, NULL, pump_main, &j);
     pthread_create(&monitor, NULL, monitor_main, &j);
     int save_rc = cancelled ? -ECANCELED : j.eng->save(j.e, j.dom.domid, pfd[1], j.live, e2, sizeof e2);
@@ -1162,11 +1193,14 @@ static int send_main(int argc, char **argv)
     }
     /* Co-migration: nobody commits until every member's destination holds
      * its copy; a member that failed before this point takes them all back. */
+    keepalive_stage = STAGE_COMMIT;
     if (sync_point("received", err, sizeof err) || cancelled) {
+        keepalive_conn = NULL;
         if (cancelled)
             snprintf(err, sizeof err, "cancelled");
         fail_here(&j, err, sizeof err, NULL, true);
     }
+    keepalive_conn = NULL;
     /* From here on the job is not cancellable: exactly one side must run it. */
     sigset_t block;
     sigemptyset(&block);
