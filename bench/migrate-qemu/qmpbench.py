@@ -174,7 +174,7 @@ def observe(src_dir, dst_run):
     src_tail = Tail(os.path.join(src_dir, "serial.log"), True)
     dst = dst_tail = None
     dst_dir = None
-    asked = False
+    asked = 0.0  # when query-migrate is due (0: not yet)
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     print("ready", flush=True)
@@ -190,15 +190,25 @@ def observe(src_dir, dst_run):
                 st = m["data"]["status"]
                 res.setdefault("src_" + st.replace("-", "_"), ev_time(m))
                 if st == "completed" and not asked:
-                    src.send("query-migrate", ident="qm")
-                    asked = True
+                    asked = time.time()
             elif m.get("id") == "qm" and "return" in m:
                 r = m["return"]
+                # QEMU sends the event before it computes the totals:
+                # until then they read 0; ask again 10 ms later
+                if not r.get("total-time") and time.time() - res.get("src_completed", 0) < 5:
+                    asked = time.time() + 0.01
+                    continue
                 ram = r.get("ram", {})
                 res.update(qm_status=r.get("status"), qm_downtime_ms=r.get("downtime"),
                            qm_total_ms=r.get("total-time"), qm_setup_ms=r.get("setup-time"),
                            qm_mbps=ram.get("mbps"), qm_transferred=ram.get("transferred"),
                            qm_syncs=ram.get("dirty-sync-count"))
+        if asked and time.time() >= asked and not src.closed:
+            try:
+                src.send("query-migrate", ident="qm")
+            except OSError:
+                src.closed = True
+            asked = float("inf")
         if dst_dir is None and os.path.isdir(dom):
             new = sorted(set(os.listdir(dom)) - before)
             if new:

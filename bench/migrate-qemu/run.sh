@@ -88,7 +88,7 @@ move() {
     python3 "$QB" observe "$src" "$QDIR/$to/run" >"$obs.out" 2>"$obs.err" &
     opid=$!
     BG=$opid
-    qwait 15 "grep -q ready '$obs.out'" || bail_out "the observer did not start: $(cat "$obs.err")"
+    qwait 15 "grep -qs ready '$obs.out'" || bail_out "the observer did not start: $(cat "$obs.err")"
     if [ "$tool" = vmmig ]; then
         t0=$EPOCHREALTIME
         if [ "$BENCH_QEMU_VIA" = send ]; then
