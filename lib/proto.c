@@ -622,6 +622,17 @@ out:
 
 int proto_send_chunk(struct proto_conn *c, uint64_t index, const void *data, uint32_t len)
 {
+    uint8_t id[PROTO_CID_LEN];
+
+    if (len > PROTO_CHUNK_MAX)
+        return -EMSGSIZE;
+    blake2b(data, len, id, PROTO_CID_LEN);
+    return proto_send_chunk_id(c, index, id, data, len);
+}
+
+int proto_send_chunk_id(struct proto_conn *c, uint64_t index, const uint8_t *id, const void *data,
+                        uint32_t len)
+{
     uint8_t hdr[PROTO_CHUNK_HDR];
     struct iovec iov[2];
 
@@ -629,7 +640,7 @@ int proto_send_chunk(struct proto_conn *c, uint64_t index, const void *data, uin
         return -EMSGSIZE;
     put_be32(hdr, (uint32_t)(index >> 32));
     put_be32(hdr + 4, (uint32_t)index);
-    blake2b(data, len, hdr + 8, PROTO_CID_LEN);
+    memcpy(hdr + 8, id, PROTO_CID_LEN);
     iov[0] = (struct iovec){.iov_base = hdr, .iov_len = sizeof hdr};
     iov[1] = (struct iovec){.iov_base = (void *)data, .iov_len = len};
     return send_frame(c, MSG_CHUNK, iov, 2);

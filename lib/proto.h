@@ -183,6 +183,10 @@ int proto_recv(struct proto_conn *c, int *type, uint8_t **payload, uint32_t *len
 
 /* CHUNK: index (8, BE) || SHA-256(data) || data; len <= PROTO_CHUNK_MAX. */
 int proto_send_chunk(struct proto_conn *c, uint64_t index, const void *data, uint32_t len);
+/* The same with the content id computed already (BLAKE2b-256 of data, as
+ * blake2b(data, len, id, PROTO_CID_LEN)): a pipeline hashes beside the send. */
+int proto_send_chunk_id(struct proto_conn *c, uint64_t index, const uint8_t *id, const void *data,
+                        uint32_t len);
 /* Split a received CHUNK payload and verify its content id: -EBADMSG when
  * it is too short, too long or the id does not match.  *data points into
  * payload.  Order and gaps are the caller's to check (indexes count up from

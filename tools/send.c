@@ -286,51 +286,144 @@ static void stream_round(struct job *j)
 
 static bool stopped_delay_done;
 
-/* Reads the hypervisor's stream from the pipe and sends it as chunks. */
+/* The stream goes out through a short queue: the pump reads a chunk from
+ * the pipe and computes its content id while the sender thread puts the
+ * previous one on the wire, so that hashing and sending use two CPUs where
+ * there are two (on one they cost the same as before). */
+#define PUMP_SLOTS 3
+
+struct pump_slot {
+    uint8_t *buf;
+    uint32_t len;
+    uint64_t index;
+    uint8_t id[PROTO_CID_LEN];
+    bool end; /* STREAM_END, after the last chunk */
+};
+
+struct pump_queue {
+    pthread_mutex_t m;
+    pthread_cond_t cv;
+    struct pump_slot slot[PUMP_SLOTS];
+    unsigned head, count;
+    bool stop;   /* the pump is done: the sender drains the queue and leaves */
+    bool drop;   /* the job failed: the sender sends nothing more */
+    bool failed; /* the sender failed: the pump stops reading */
+};
+
+static struct pump_queue pq = {.m = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static void pump_fail(struct job *j, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void pump_fail(struct job *j, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    pthread_mutex_lock(&pq.m);
+    if (!j->pump_rc) {
+        j->pump_rc = rc;
+        va_start(ap, fmt);
+        vsnprintf(j->pump_err, sizeof j->pump_err, fmt, ap);
+        va_end(ap);
+    }
+    pthread_mutex_unlock(&pq.m);
+}
+
+static void *sender_main(void *arg)
+{
+    struct job *j = arg;
+
+    for (;;) {
+        pthread_mutex_lock(&pq.m);
+        while (!pq.count && !pq.stop && !pq.drop)
+            pthread_cond_wait(&pq.cv, &pq.m);
+        if (!pq.count || pq.drop) { /* nothing left that may go */
+            pthread_mutex_unlock(&pq.m);
+            return NULL;
+        }
+        struct pump_slot *sl = &pq.slot[pq.head];
+        pthread_mutex_unlock(&pq.m);
+
+        int rc;
+        pthread_mutex_lock(&conn_lock);
+        if (sl->end) {
+            struct strbuf sb = {0};
+            kv_add(&sb, "chunks", "%llu", (unsigned long long)sl->index);
+            kv_add(&sb, "bytes", "%llu", (unsigned long long)atomic_load(&j->sent));
+            rc = proto_send(&j->conn, MSG_STREAM_END, sb.s, (uint32_t)sb.len);
+            sb_free(&sb);
+        } else {
+            rc = proto_send_chunk_id(&j->conn, sl->index, sl->id, sl->buf, sl->len);
+        }
+        pthread_mutex_unlock(&conn_lock);
+        if (rc) {
+            if (sl->end)
+                pump_fail(j, rc, "sending STREAM_END: %s", strerror(-rc));
+            else
+                pump_fail(j, rc, "sending to %s: %s", j->host, strerror(-rc));
+            pthread_mutex_lock(&pq.m);
+            pq.failed = true;
+            pthread_cond_broadcast(&pq.cv);
+            pthread_mutex_unlock(&pq.m);
+            return NULL;
+        }
+        if (!sl->end)
+            atomic_fetch_add(&j->sent, (unsigned long long)sl->len);
+        bool was_end = sl->end;
+        pthread_mutex_lock(&pq.m);
+        pq.head = (pq.head + 1) % PUMP_SLOTS;
+        pq.count--;
+        pthread_cond_broadcast(&pq.cv);
+        pthread_mutex_unlock(&pq.m);
+        if (was_end)
+            return NULL;
+    }
+}
+
+/* Reads the hypervisor's stream from the pipe; sender_main sends it. */
 static void *pump_main(void *arg)
 {
     struct job *j = arg;
-    size_t cap = PROTO_CHUNK_MAX;
-    uint8_t *buf = xmalloc(cap);
+    pthread_t sender;
+    unsigned tail = 0;
     ssize_t r;
 
+    for (int i = 0; i < PUMP_SLOTS; i++)
+        pq.slot[i].buf = xmalloc(PROTO_CHUNK_MAX);
+    pthread_create(&sender, NULL, sender_main, j);
     for (;;) {
-        r = read(j->pipe_r, buf, cap);
+        /* A free slot, unless the sender gave up. */
+        pthread_mutex_lock(&pq.m);
+        while (pq.count == PUMP_SLOTS && !pq.failed)
+            pthread_cond_wait(&pq.cv, &pq.m);
+        bool failed = pq.failed;
+        pthread_mutex_unlock(&pq.m);
+        if (failed)
+            break;
+        struct pump_slot *sl = &pq.slot[tail];
+        r = read(j->pipe_r, sl->buf, PROTO_CHUNK_MAX);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
-            j->pump_rc = -errno;
-            snprintf(j->pump_err, sizeof j->pump_err, "reading the stream: %s", strerror(errno));
+            pump_fail(j, -errno, "reading the stream: %s", strerror(errno));
             break;
         }
-        if (r == 0) {
-            struct strbuf sb = {0};
-            kv_add(&sb, "chunks", "%llu", (unsigned long long)j->chunks);
-            kv_add(&sb, "bytes", "%llu", (unsigned long long)atomic_load(&j->sent));
-            pthread_mutex_lock(&conn_lock);
-            j->pump_rc = proto_send(&j->conn, MSG_STREAM_END, sb.s, (uint32_t)sb.len);
-            pthread_mutex_unlock(&conn_lock);
-            if (j->pump_rc)
-                snprintf(j->pump_err, sizeof j->pump_err, "sending STREAM_END: %s",
-                         strerror(-j->pump_rc));
-            sb_free(&sb);
-            break;
+        sl->end = r == 0;
+        sl->len = (uint32_t)r;
+        sl->index = j->chunks; /* for the end: how many chunks came before */
+        if (r > 0) {
+            blake2b(sl->buf, (size_t)r, sl->id, PROTO_CID_LEN);
+            j->chunks++;
         }
-        pthread_mutex_lock(&conn_lock);
-        j->pump_rc = proto_send_chunk(&j->conn, j->chunks, buf, (uint32_t)r);
-        pthread_mutex_unlock(&conn_lock);
-        if (j->pump_rc) {
-            snprintf(j->pump_err, sizeof j->pump_err, "sending to %s: %s", j->host,
-                     strerror(-j->pump_rc));
+        pthread_mutex_lock(&pq.m);
+        pq.count++;
+        tail = (tail + 1) % PUMP_SLOTS;
+        pthread_cond_broadcast(&pq.cv);
+        pthread_mutex_unlock(&pq.m);
+        if (r == 0)
             break;
-        }
-        j->chunks++;
-        atomic_fetch_add(&j->sent, (unsigned long long)r);
         if (j->final_seen && !stopped_delay_done) {
             stopped_delay_done = true;
             test_delay("stopped"); /* holding the stream holds libxc in stage 3 */
         }
-        if (xcs_feed(&j->xcs, buf, (size_t)r)) {
+        if (xcs_feed(&j->xcs, sl->buf, (size_t)r)) {
             stream_round(j);
             if (j->pump_rc)
                 break;
@@ -339,7 +432,16 @@ static void *pump_main(void *arg)
     /* Closing our end makes libxl's writer fail fast when we gave up. */
     close(j->pipe_r);
     j->pipe_r = -1;
-    free(buf);
+    pthread_mutex_lock(&pq.m);
+    pq.stop = true;           /* after a good end the end marker is queued */
+    pq.drop = !!j->pump_rc;   /* after a failure what is queued is not sent */
+    pthread_cond_broadcast(&pq.cv);
+    pthread_mutex_unlock(&pq.m);
+    pthread_join(sender, NULL);
+    for (int i = 0; i < PUMP_SLOTS; i++) {
+        free(pq.slot[i].buf);
+        pq.slot[i].buf = NULL;
+    }
     return NULL;
 }
 
@@ -389,15 +491,14 @@ static void *monitor_main(void *arg)
 static int stop_barrier(void *arg, char *why, size_t whylen)
 {
     struct job *j = arg;
-    long long t0 = epoch_ms();
 
     j->stage = STAGE_STOPCOPY;
     progress_line(j, NULL);
+    /* The margin before the barrier, not after: once the group says go,
+     * every member asks its guest at once. */
+    nanosleep(&(struct timespec){0, STOP_ANNOUNCE_MS * 1000 * 1000}, NULL);
     if (sync_point("stop", why, whylen))
         return 1;
-    long long left = STOP_ANNOUNCE_MS - (epoch_ms() - t0);
-    if (left > 0)
-        nanosleep(&(struct timespec){0, left * 1000 * 1000}, NULL);
     j->stop_req_ms = epoch_ms();
     atomic_store(&stop_released, true);
     return 0;

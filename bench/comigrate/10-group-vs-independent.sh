@@ -43,10 +43,14 @@ one() { # WAY FROM TO
         a=$(printf '%s\n' "$out" | grep '^result ok' | sed -n 1p); b=$(printf '%s\n' "$out" | grep '^result ok' | sed -n 2p)
     fi
     stop=$(spread "$(val stop_ms " $a")" "$(val stop_ms " $b")")
+    # when the stop barrier let each member's libxl ask its guest (0: not asked through it)
+    local req
+    req=$(spread "$(val stop_request_ms " $a")" "$(val stop_request_ms " $b")")
+    [ "$(val stop_request_ms " $a")" = 0 ] || [ "$(val stop_request_ms " $b")" = 0 ] && req=-
     resume=$(spread "$(val resume_ms " $a")" "$(val resume_ms " $b")")
     if [ -n "$a" ] && [ -n "$b" ] && [ -n "$stop" ] && [ -n "$resume" ]; then
-        tap_ok "$way $from->$to: $ms ms, stop skew $stop ms, resume skew $resume ms"
-        diag "BENCH way=$way dir=$from$to ms=$ms stop_skew_ms=$stop resume_skew_ms=$resume"
+        tap_ok "$way $from->$to: $ms ms, stop skew $stop ms (requests $req ms apart), resume skew $resume ms"
+        diag "BENCH way=$way dir=$from$to ms=$ms stop_skew_ms=$stop stop_request_skew_ms=$req resume_skew_ms=$resume"
     else
         tap_not_ok "$way $from->$to"
         diag "$out"

@@ -17,6 +17,7 @@ field() { sed -n "s/.*BENCH way=$1 .* $2=\([0-9][0-9]*\).*/\1/p" "$OUT"; }
 g_ms=$(field group ms | median); i_ms=$(field independent ms | median)
 g_ss=$(field group stop_skew_ms | median); i_ss=$(field independent stop_skew_ms | median)
 g_rs=$(field group resume_skew_ms | median); i_rs=$(field independent resume_skew_ms | median)
+g_qs=$(field group stop_request_skew_ms | median); i_qs=$(field independent stop_request_skew_ms | median)
 if [ -z "$g_ms" ] || [ -z "$i_ms" ]; then
     echo "bench comigrate: no complete measurements (see above)" >&2
     exit 1
@@ -31,6 +32,7 @@ fi
 bench_table 30 12 "bench comigrate (medians)" independent group "" <<ROWS
 diff|total time, ms|$i_ms|$g_ms|<= +100 ms|100
 abs|stop skew, ms|$i_ss|$g_ss|<= 20 ms|20
+abs|  of which the stop requests, ms|$i_qs|$g_qs|<= 20 ms|20
 abs|resume skew, ms|$i_rs|$g_rs|<= 20 ms|20
 $console_rows
 ROWS

@@ -66,7 +66,7 @@ out=$(vmmig comigrate hostB grpa grpb 2>&1); rc=$?
 is "$rc" 0 "vmmig comigrate hostB grpa grpb" || diag "$out"
 like "$out" '^result member=grpa ok ' "grpa's result" || diag "$out"
 like "$out" '^result member=grpb ok ' "grpb's result"
-like "$out" '^result ok group=grpa,grpb stop_skew_ms=[0-9]+ resume_skew_ms=[0-9]+ total_ms=[0-9]+' \
+like "$out" '^result ok group=grpa,grpb stop_skew_ms=[0-9]+ stop_request_skew_ms=[0-9]+ resume_skew_ms=[0-9]+ total_ms=[0-9]+' \
     "the group's result with the stop and resume skews"
 diag "co-migration: $(printf '%s\n' "$out" | grep '^result')"
 like "$out" 'progress member=grpa stage=2 name=iterative-pre-copy .*round=2' \
