@@ -122,8 +122,9 @@ check-xen2: $(B)/bin/vmmig $(KMOD)
 	prove tests/xen2/system2.t
 
 # QEMU domains between two hosts made of network namespaces, real guests
-# under TCG (tests/qemu/fetch.sh fetches the kernel; about 1 minute).
-check-qemu: $(B)/bin/vmmig
+# under TCG (tests/qemu/fetch.sh fetches the kernel and puts the static
+# build in the guest for guestctl; about 1 minute each).
+check-qemu: $(B)/bin/vmmig static
 	prove tests/qemu/*.t
 
 # make check stays well under 20 minutes on 2 cores; the two-host system

@@ -56,6 +56,11 @@ struct backend_ops {
     /* The guest's raw request ("0", "1 reason=..."); -ENOENT when absent. */
     int (*guest_hold_get)(struct backend *b, const struct vm_info *vm, char *buf, size_t size);
     int (*guest_hold_set)(struct backend *b, const struct vm_info *vm, const char *value);
+    /* Optional: the next thing the backend has to report about a guest's
+     * channel (a refused request, a flood, a reconnect), for events: the
+     * event's name and its key=value detail; -EAGAIN when there is none. */
+    int (*guest_channel_note)(struct backend *b, uint32_t *domid, char *event, size_t esize,
+                              char *detail, size_t dsize);
     /* A hold from the domain's configuration; out->active false when none. */
     int (*static_hold)(struct backend *b, const struct vm_info *vm, struct hold *out);
     /* The command that live-migrates vm, or req->members together

@@ -1,4 +1,9 @@
-/* The agent's half of `vmmig console` (see consolerelay.h). */
+/* The agent's half of `vmmig console` (see consolerelay.h).  A console is
+ * a pty (xenconsoled's) or a unix socket NAME.sock whose output is also
+ * recorded in NAME.log beside it (QEMU's chardev logfile=): output is read
+ * from the log, which has every byte the guest wrote, also while nobody
+ * was connected; the socket takes input, and what QEMU writes to it is read
+ * and dropped (it would otherwise fill and make QEMU drop output). */
 #define _GNU_SOURCE
 #include "consolerelay.h"
 
@@ -8,9 +13,75 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
+
+struct console_io {
+    int in;   /* input to the guest: the pty, or the socket */
+    int out;  /* output from the guest: the pty, or the log */
+    bool log; /* out is the log */
+};
+
+static void console_close(struct console_io *io)
+{
+    if (io->out >= 0 && io->out != io->in)
+        close(io->out);
+    if (io->in >= 0)
+        close(io->in);
+    io->in = io->out = -1;
+}
+
+/* A pty, or a socket NAME.sock with NAME.log.  The log is read from its
+ * start when the client follows the domain here (this host's log holds
+ * exactly what the guest wrote since it arrived), else from its end. */
+static int console_open(const char *path, bool from_start, struct console_io *io)
+{
+    struct stat st;
+    int rc;
+
+    io->in = io->out = -1;
+    io->log = false;
+    if (stat(path, &st))
+        return -errno;
+    if (!S_ISSOCK(st.st_mode)) {
+        int pty = open(path, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+        if (pty < 0)
+            return -errno;
+        struct termios tio;
+        if (!tcgetattr(pty, &tio)) {
+            cfmakeraw(&tio);
+            tcsetattr(pty, TCSANOW, &tio);
+        }
+        io->in = io->out = pty;
+        return 0;
+    }
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    char logpath[sizeof sa.sun_path + 8];
+    size_t n = strlen(path);
+    if (n >= sizeof sa.sun_path || n < 5 || strcmp(path + n - 5, ".sock"))
+        return -EINVAL;
+    memcpy(sa.sun_path, path, n);
+    snprintf(logpath, sizeof logpath, "%.*s.log", (int)(n - 5), path);
+    /* The log first: output written before the socket is connected is in it. */
+    io->out = open(logpath, O_RDONLY | O_CLOEXEC);
+    if (io->out < 0)
+        return -errno;
+    if (!from_start && lseek(io->out, 0, SEEK_END) < 0)
+        goto fail;
+    io->in = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (io->in < 0 || connect(io->in, (struct sockaddr *)&sa, sizeof sa))
+        goto fail;
+    io->log = true;
+    return 0;
+fail:
+    rc = -errno;
+    console_close(io);
+    return rc;
+}
 
 static long long now_ms(void)
 {
@@ -119,24 +190,28 @@ static enum client_event client_turn(struct proto_conn *c, int pty, int wait_ms)
  * would be lost (seen: 1 key in 3040).  vmmig send announces stage 3
  * before it asks the guest to stop, and gives it time to take in what was
  * typed before (STOP_ANNOUNCE_MS, tools/send.c); during pre-copy the guest
- * takes keys in as they come, which marks the ring's page dirty. */
-bool console_migrate_holds_input(const char *migrate_line)
+ * takes keys in as they come, which marks the ring's page dirty.  Where
+ * the engine cannot announce the stop before it happens (no stop hook:
+ * QEMU stops the guest by itself), input waits for the whole migration. */
+bool console_migrate_holds_input(const char *migrate_line, bool stop_announced)
 {
     if (!strncmp(migrate_line, "recovering ", 11))
         return true;
     if (strncmp(migrate_line, "running ", 8))
         return false;
+    if (!stop_announced)
+        return true;
     const char *st = strstr(migrate_line, " stage=");
     return st && atoi(st + 7) >= 3;
 }
 
-static bool moving(const char *mount, const char *name)
+static bool moving(const struct mig_engine_ops *eng, const char *mount, const char *name)
 {
     char path[512], *text = NULL;
     bool busy = false;
     snprintf(path, sizeof path, "%s/%s/migrate", mount, name);
     if (!read_file(path, &text, NULL))
-        busy = console_migrate_holds_input(text);
+        busy = console_migrate_holds_input(text, eng->set_stop_hook != NULL);
     free(text);
     return busy;
 }
@@ -151,13 +226,25 @@ static bool runs(const struct mig_engine_ops *eng, struct mig_engine *e, uint32_
     struct mig_dom d;
     snprintf(id, sizeof id, "%u", domid);
     return !eng->lookup(e, id, &d) && !d.paused && !d.suspended && !d.dying &&
-           !strcmp(d.name, name) && eng->is_suspended(e, domid) != 1 && !moving(mount, name);
+           !strcmp(d.name, name) && eng->is_suspended(e, domid) != 1 && !moving(eng, mount, name);
 }
 
-/* Relay between the pty and the client until the pty closes (the domain
- * is gone) or the client leaves.  true when the client is still there. */
+/* Everything the log has now, to the client.  -1 when the client is gone. */
+static int log_drain(struct proto_conn *c, int fd)
+{
+    uint8_t buf[4096];
+    ssize_t r;
+
+    while ((r = read(fd, buf, sizeof buf)) > 0)
+        if (proto_send(c, MSG_CONSOLE_DATA, buf, (uint32_t)r))
+            return -1;
+    return 0;
+}
+
+/* Relay between the console and the client until the console closes (the
+ * domain is gone) or the client leaves.  true when the client is still there. */
 static bool relay(struct proto_conn *c, const struct mig_engine_ops *eng, struct mig_engine *e,
-                  int pty, uint32_t domid, const char *name, const char *mount)
+                  struct console_io *io, uint32_t domid, const char *name, const char *mount)
 {
     int known = -1; /* the state the client was last told: 1 running, 0 paused */
     long long next_check = 0;
@@ -176,20 +263,26 @@ static bool relay(struct proto_conn *c, const struct mig_engine_ops *eng, struct
             known = running;
             next_check = t + 20;
         }
-        struct pollfd p[2] = {{.fd = pty, .events = POLLIN}, {.fd = c->rfd, .events = POLLIN}};
+        /* A file is always readable: the log is read every turn instead. */
+        if (io->log && log_drain(c, io->out))
+            return false;
+        int src = io->log ? io->in : io->out;
+        struct pollfd p[2] = {{.fd = src, .events = POLLIN}, {.fd = c->rfd, .events = POLLIN}};
         if (poll(p, 2, 20) < 0 && errno != EINTR)
             return false;
         if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-            ssize_t r = read(pty, buf, sizeof buf);
-            if (r > 0) {
+            ssize_t r = read(src, buf, sizeof buf);
+            if (r > 0 && !io->log) {
                 if (proto_send(c, MSG_CONSOLE_DATA, buf, (uint32_t)r))
                     return false;
-            } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
-                return true; /* the pty closed: the domain is gone from here */
+            } else if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+                /* The console closed: the domain is gone from here.  QEMU
+                 * has exited, so its log is complete: the rest of it. */
+                return !(io->log && log_drain(c, io->out));
             }
         }
         if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
-            enum client_event ev = client_turn(c, known == 1 ? pty : -1, 0);
+            enum client_event ev = client_turn(c, known == 1 ? io->in : -1, 0);
             if (ev == CLIENT_RETURNED)
                 known = -1; /* a new "running" (and epoch) makes the client resend */
             else if (ev != CLIENT_IDLE)
@@ -201,7 +294,7 @@ static bool relay(struct proto_conn *c, const struct mig_engine_ops *eng, struct
 int console_serve(struct proto_conn *c, const struct mig_engine_ops *eng, struct mig_engine *e,
                   const uint8_t *payload, uint32_t len, const char *mount, int wait_ms)
 {
-    char name[64], incoming[96], host[256], path[256];
+    char name[64], incoming[96], host[256], path[600];
     long long deadline = now_ms() + wait_ms;
 
     if (kv_get(payload, len, "name", name, sizeof name) || !name[0] || strchr(name, '/') ||
@@ -209,25 +302,26 @@ int console_serve(struct proto_conn *c, const struct mig_engine_ops *eng, struct
         send_state(c, "gone", NULL);
         return -EINVAL;
     }
+    /* from=start: the client follows the domain here; what it wrote since
+     * it arrived has not been shown yet. */
+    char from[16] = "";
+    bool from_start = !kv_get(payload, len, "from", from, sizeof from) && !strcmp(from, "start");
     snprintf(incoming, sizeof incoming, "%s" MIG_INCOMING_SUFFIX, name);
     for (;;) {
         struct mig_dom d;
         bool found = !eng->lookup(e, name, &d) || !eng->lookup(e, incoming, &d);
-        if (found && !eng->console_path(e, d.domid, path, sizeof path)) {
-            int pty = open(path, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
-            if (pty >= 0) {
-                struct termios tio;
-                if (!tcgetattr(pty, &tio)) {
-                    cfmakeraw(&tio);
-                    tcsetattr(pty, TCSANOW, &tio);
-                }
-                bool client_there = relay(c, eng, e, pty, d.domid, name, mount);
-                close(pty);
-                if (!client_there)
-                    return 0;
-                deadline = now_ms() + wait_ms; /* it left: find out where */
-                continue;
-            }
+        struct console_io io;
+        if (found && !eng->console_path(e, d.domid, path, sizeof path) &&
+            !console_open(path, from_start, &io)) {
+            bool client_there = relay(c, eng, e, &io, d.domid, name, mount);
+            console_close(&io);
+            if (!client_there)
+                return 0;
+            /* Another instance found here later (a move within this
+             * host) is all new to the client. */
+            from_start = true;
+            deadline = now_ms() + wait_ms; /* it left: find out where */
+            continue;
         }
         if (!found && moved_host(mount, name, host, sizeof host))
             return send_state(c, "moved", host) ? -EPIPE : 0;

@@ -16,8 +16,9 @@ int console_serve(struct proto_conn *c, const struct mig_engine_ops *eng, struct
                   const uint8_t *payload, uint32_t len, const char *mount, int wait_ms);
 
 /* Does a migrate file's line say input must wait (the domain is being
- * stopped for its switchover, or recovered)? */
-bool console_migrate_holds_input(const char *migrate_line);
+ * stopped for its switchover, or recovered)?  stop_announced: the engine
+ * announces stage 3 before the guest stops (else any running job holds). */
+bool console_migrate_holds_input(const char *migrate_line, bool stop_announced);
 
 /* "done hostB" / "migrated hostB at ..." / "running hostB ..." -> hostB in
  * host when the line says the domain left (done/migrated); else false. */

@@ -464,6 +464,8 @@ static void ghost_make(struct ctl *c, struct domain *d, time_t now)
     touch(c, d);
 }
 
+static void backend_notes(struct ctl *c);
+
 int ctl_refresh(struct ctl *c)
 {
     struct vm_info *vms;
@@ -554,8 +556,22 @@ int ctl_refresh(struct ctl *c)
         c->gen++;
     }
     c->ndoms = j;
+    backend_notes(c);
     waiters_run(c, now);
     return 0;
+}
+
+/* What the backend has to say about guests' channels, into events. */
+static void backend_notes(struct ctl *c)
+{
+    char event[40], detail[300];
+    uint32_t domid;
+
+    while (c->ops->guest_channel_note &&
+           !c->ops->guest_channel_note(c->be, &domid, event, sizeof event, detail, sizeof detail)) {
+        struct domain *d = find_domid(c, domid);
+        events_emit(&c->ev, d ? d->vm.name : NULL, event, "domid=%u %s", domid, detail);
+    }
 }
 
 int ctl_backend_event(struct ctl *c)
@@ -565,6 +581,7 @@ int ctl_backend_event(struct ctl *c)
 
     if (what & BE_EV_DOMAINS)
         ctl_refresh(c);
+    backend_notes(c);
     if (what & BE_EV_HOLDS)
         for (size_t i = 0; i < c->ndoms; i++)
             if (!c->doms[i]->ghost)

@@ -69,7 +69,8 @@ struct mig_engine_ops {
     /* The guest's own hold request channel (raw "1 reason=..." text). */
     int (*guest_hold_get)(struct mig_engine *e, uint32_t domid, char *buf, size_t size);
     int (*guest_hold_put)(struct mig_engine *e, uint32_t domid, const char *value);
-    /* The path of the domain's console (a pty), for vmmig console. */
+    /* The path of the domain's console, for vmmig console: a pty, or a unix
+     * socket NAME.sock for input whose output is recorded in NAME.log. */
     int (*console_path)(struct mig_engine *e, uint32_t domid, char *buf, size_t size);
     /* Optional: fn runs before save() stops the domain (NULL clears it);
      * an engine without it stops when its hypervisor decides. */

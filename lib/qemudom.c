@@ -389,6 +389,14 @@ static char **build_argv(const struct qemu_cfg *c, const struct qemu_dom *d, boo
     add_arg(&argv, &n, "chardev:ser0");
     add_arg(&argv, &n, "-device");
     add_arg(&argv, &n, "virtio-serial-pci,id=vser0");
+    /* vmmig console's: hvc0 in the guest.  Its own chardev, so that
+     * serial.sock stays free for whoever uses the serial port, and a log
+     * that records every byte, connected or not (the relay reads it). */
+    add_arg(&argv, &n, "-chardev");
+    add_arg(&argv, &n, "socket,id=con0,path=%s/console.sock,server=on,wait=off,logfile=%s/console.log",
+            d->dir, d->dir);
+    add_arg(&argv, &n, "-device");
+    add_arg(&argv, &n, "virtconsole,bus=vser0.0,chardev=con0,name=" QEMU_CONSOLE_PORT);
     add_arg(&argv, &n, "-chardev");
     add_arg(&argv, &n, "socket,id=hold0,path=%s/hold.sock,server=on,wait=off", d->dir);
     add_arg(&argv, &n, "-device");

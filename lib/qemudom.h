@@ -7,8 +7,11 @@
  *   qmp.sock     QMP for the agents (migration, cont, quit)
  *   status.sock  a second QMP monitor for short queries (query-status)
  *   serial.sock  the serial console (serial.log keeps what it printed)
+ *   console.sock vmmig console's input (virtio console hvc0, port org.vmmig.console)
+ *   console.log  everything the guest wrote to hvc0 (vmmig console's output)
  *   hold.sock    the guest's hold channel (virtio-serial port org.vmmig.hold)
- *   guest-hold   the guest's last hold request, as vmmigfs last read it
+ *   guest-hold   the guest's last accepted hold request (lib/holdchan.h), or
+ *                what the host holds for it (carried over, expired)
  *   qemu.pid, qemu.log
  * Renaming a domain renames its symlink: QEMU removes its sockets by the
  * paths it was given when it exits, so those never contain a name. */
@@ -24,6 +27,7 @@
 #define QEMU_DEFAULT_RUN_DIR "/run/vmmig/qemu"
 #define QEMU_INSTANCE_DIR ".dom"
 #define QEMU_HOLD_PORT "org.vmmig.hold"
+#define QEMU_CONSOLE_PORT "org.vmmig.console"
 #define QEMU_MAX_DISKS 8
 
 struct qemu_cfg {

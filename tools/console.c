@@ -26,7 +26,8 @@ static const char console_help[] =
     "Attach to DOMAIN's console through the vmmig agent on HOST (default\n"
     "localhost; the agent a listening vmmigfs runs) and follow it when it migrates:\n"
     "input typed while it moves is held and delivered once it runs on its new\n"
-    "host.  On a terminal, Ctrl-] detaches.\n"
+    "host.  On Xen the console is xenconsoled's pty, on QEMU the virtio console\n"
+    "hvc0 (console.sock, output from console.log).  On a terminal, Ctrl-] detaches.\n"
     "\n"
     "  -p, --port N          the agents' TCP port (default 8123)\n"
     "  -s, --via CMD         exec transport instead of TCP (see vmmig send)\n"
@@ -83,9 +84,12 @@ static int write_all(int fd, const void *buf, size_t n)
 
 enum session_end { END_DETACHED, END_MOVED, END_GONE, END_LOST };
 
-/* One connection to one host's agent. */
-static enum session_end session(struct proto_conn *c, const char *domain, bool *stdin_open,
-                                bool interactive, char *moved_to, size_t movedsize)
+/* One connection to one host's agent.  follow: the domain just moved
+ * there, so its console from the moment it arrived is asked for
+ * (from=start); *served once the agent answered. */
+static enum session_end session(struct proto_conn *c, const char *domain, bool follow,
+                                bool *served, bool *stdin_open, bool interactive, char *moved_to,
+                                size_t movedsize)
 {
     struct strbuf req = {0};
     bool running = false;
@@ -93,6 +97,8 @@ static enum session_end session(struct proto_conn *c, const char *domain, bool *
     char err[200];
 
     kv_add(&req, "name", "%s", domain);
+    if (follow)
+        kv_add(&req, "from", "start");
     int rc = proto_send(c, MSG_CONSOLE, req.s, (uint32_t)req.len);
     sb_free(&req);
     if (rc)
@@ -135,6 +141,7 @@ static enum session_end session(struct proto_conn *c, const char *domain, bool *
         uint32_t len;
         if (proto_recv(c, &type, &pl, &len, err, sizeof err))
             return END_LOST;
+        *served = true;
         enum session_end end = END_LOST;
         bool done = false;
         char state[16] = "";
@@ -230,7 +237,9 @@ static int console_main(int argc, char **argv)
     }
 
     time_t give_up = time(NULL) + timeout_s;
+    bool follow = false;
     for (;;) {
+        bool served = false;
         struct proto_conn c;
         int fd;
         pid_t pid = 0;
@@ -240,7 +249,8 @@ static int console_main(int argc, char **argv)
         if (!mig_connect(host, port, via, 10000, &fd, &pid, err, sizeof err)) {
             proto_init(&c, fd, fd, 30000);
             if (!proto_handshake_client(&c, psk, psklen, NULL, err, sizeof err))
-                end = session(&c, domain, &stdin_open, interactive, moved, sizeof moved);
+                end = session(&c, domain, follow, &served, &stdin_open, interactive, moved,
+                              sizeof moved);
             proto_wipe(&c);
             close(fd);
             if (pid > 0) {
@@ -261,8 +271,11 @@ static int console_main(int argc, char **argv)
                 fprintf(stderr, "%s: following %s to %s\n", toolname, domain, moved);
             strlcpy0(host, moved, sizeof host);
             give_up = time(NULL) + timeout_s;
+            follow = true;
             continue;
         }
+        if (served)
+            follow = false; /* what that agent sent was shown */
         if (time(NULL) >= give_up) {
             error_msg("%s: lost the console of %s: %s", host, domain, err[0] ? err : "connection closed");
             break;

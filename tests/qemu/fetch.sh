@@ -5,6 +5,8 @@
 #   bzImage      that kernel
 #   initrd.gz    busybox-static + the virtio modules + memcheck
 #                (tests/xen/image/memcheck.c) + tests/qemu/guest-init as /init
+#                + the static vmmig (make static) as /bin/vmmig and
+#                /bin/guestctl: the real guestctl runs in the guest
 # Idempotent: reruns reuse the download and rebuild the initrd only when its
 # inputs changed.
 set -eu
@@ -19,6 +21,9 @@ for c in qemu-system-x86_64 cpio gzip; do
     command -v $c >/dev/null || die "$c missing (make deps)"
 done
 [ -x /bin/busybox ] || die "/bin/busybox missing (busybox-static)"
+# The guest has no libc of its own: the static musl build.
+GUESTBIN=${VMMIG_GUEST_BIN:-$TOP/build/static/vmmig.stripped}
+[ -x "$GUESTBIN" ] || die "$GUESTBIN missing (make static)"
 
 if [ ! -s "$CACHE/kernel-version" ]; then
     kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
@@ -49,7 +54,7 @@ MODDIR=$CACHE/root/lib/modules/$kver/kernel/drivers
 
 # The initrd, rebuilt when one of its inputs changes.
 sum=$( { cat "$HERE/guest-init" "$TOP/tests/xen/image/memcheck.c"; echo "$kver";
-         md5sum /bin/busybox; } | sha256sum | cut -c1-16)
+         md5sum /bin/busybox; md5sum < "$GUESTBIN"; } | sha256sum | cut -c1-16)
 if [ -s "$CACHE/initrd.gz" ] && [ "$(cat "$CACHE/initrd.sum" 2>/dev/null)" = "$sum" ]; then
     say "ok: kernel $kver, initrd up to date"
     exit 0
@@ -72,6 +77,8 @@ done
 ${CC:-cc} -O2 -Wall -Wextra -static -o "$G/bin/memcheck" "$TOP/tests/xen/image/memcheck.c" ||
     die "cannot build memcheck (static glibc: libc6-dev)"
 install -m 755 "$HERE/guest-init" "$G/init"
+install -m 755 "$GUESTBIN" "$G/bin/vmmig"
+ln -s vmmig "$G/bin/guestctl"
 (cd "$G" && find . | cpio -o -H newc --quiet | gzip -1) > "$CACHE/initrd.gz.tmp"
 mv "$CACHE/initrd.gz.tmp" "$CACHE/initrd.gz"
 echo "$sum" > "$CACHE/initrd.sum"

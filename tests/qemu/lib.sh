@@ -9,8 +9,9 @@
 # `ip netns exec`, which would also give each command its own mount
 # namespace, where the other commands' FUSE mounts are not seen.
 # Guests boot Debian's kernel and a busybox initramfs (tests/qemu/fetch.sh)
-# under TCG, 128 MiB and 1 vCPU, niced.  A trap ends every process, mount
-# and namespace the test made, also when it fails.
+# under TCG, 136 MiB (the initramfs with the static vmmig takes 2 MiB of
+# it; memcheck wants 48 + 8 free) and 1 vCPU, niced.  A trap ends every
+# process, mount and namespace the test made, also when it fails.
 #
 #   . tests/lib/tap.sh; . tests/qemu/lib.sh
 #   qenv_init "$@"      # re-exec under unshare, prerequisites, fetch
@@ -126,7 +127,7 @@ qenv_boot() { # HOST NAME [EXTRA CONFIG LINE]
     local h=$1 name=$2
     cat > "$QDIR/$name.cfg" <<CFG
 name = "$name"
-memory = 128
+memory = 136
 vcpus = 1
 kernel = "$QCACHE/bzImage"
 ramdisk = "$QCACHE/initrd.gz"

@@ -1,0 +1,151 @@
+#!/bin/bash
+# The guest's side on QEMU hosts: the real guestctl (the static build, in
+# the initramfs) holds the domain over the virtio-serial port
+# org.vmmig.hold; vmmigfs shows and enforces the hold, refuses garbage, an
+# overlong line and a flood (events), survives its own restart; then
+# `vmmig console` through a live migration: keys typed every 50 ms all
+# arrive once and in order, and a guest ticker's output is neither lost
+# nor duplicated; finally a hold forced over (past guest_max_hold) travels
+# to the other host, where the guest still sees it.  One boot.
+. "$(dirname "$0")/../lib/tap.sh"
+. "$(dirname "$0")/lib.sh"
+qenv_init "$@"
+qenv_start
+MA=$QDIR/A/mnt MB=$QDIR/B/mnt
+PORT=/dev/virtio-ports/org.vmmig.hold
+
+qenv_boot A web1
+ok $? "web1 boots on hostA" || done_testing
+qwait 5 "[ -d '$MA/web1' ]"
+ok $? "vmmigfs on hostA lists web1"
+
+# --- guestctl in the guest ----------------------------------------------
+out=$(guest A web1 'guestctl status')
+like "$out" '^locked: 0' "guestctl status (the static vmmig in the guest): not held" || diag "$out"
+out=$(guest A web1 'guestctl lock --reason db-checkpoint --ttl 600; echo rc=$?')
+like "$out" 'rc=0' "guestctl lock --reason db-checkpoint --ttl 600" || diag "$out"
+qwait 5 "[ \"\$(cat '$MA/web1/lock')\" = 1 ]"
+ok $? "cat web1/lock: 1"
+like "$(cat "$MA/web1/status")" '^hold: guest .*reason=db-checkpoint' "status: the guest's hold"
+err=$(echo hostB 2>&1 > "$MA/web1/migrate")
+like "$err" 'busy' "echo hostB > migrate: EBUSY" || diag "$err"
+like "$(cat "$MA/web1/status")" 'last_refusal: .*guest hold.*db-checkpoint' "status says why"
+out=$(guest A web1 'guestctl status')
+like "$out" '^request: 1 reason=db-checkpoint ttl=600$' "guestctl status: what the host holds" ||
+    diag "$out"
+
+# --- garbage, an overlong line, a flood ---------------------------------
+guest A web1 "echo 'lock me \"now\"' > $PORT" >/dev/null
+qwait 5 "grep -q 'guest-request-invalid .*request=\"lock me ?now?\" counted=refused' '$MA/events'"
+ok $? "garbage refused and logged in events" || diag "$(tail -5 "$MA/events")"
+guest A web1 "{ head -c 3000 /dev/zero; echo; } > $PORT" >/dev/null
+qwait 5 "grep -q 'guest-request-invalid .*longer than 1024 bytes' '$MA/events'"
+ok $? "an overlong line refused and logged" || diag "$(tail -5 "$MA/events")"
+out=$(guest A web1 "i=0; while [ \$i -lt 400 ]; do echo '?'; i=\$((i+1)); done > $PORT; echo sent")
+like "$out" 'sent' "the guest floods the channel with 400 requests"
+qwait 5 "grep -q 'guest-channel-flood' '$MA/events'"
+ok $? "the flood is refused and logged once a second" || diag "$(tail -5 "$MA/events")"
+nflood=$(grep -c "guest-channel-flood" "$MA/events")
+ok "$([ "$nflood" -le 6 ]; echo $?)" "  not once a line ($nflood events for 400 lines)"
+like "$(cat "$MA/web1/status")" '^hold: guest .*reason=db-checkpoint' "the hold is unchanged"
+sleep 2 # the rate limit's bucket refills
+out=$(guest A web1 'guestctl status; echo rc=$?')
+like "$out" '^request: 1 reason=db-checkpoint' "the channel survives; guestctl skips the flood's stale answers" ||
+    diag "$out"
+
+# --- vmmigfs restarts -----------------------------------------------------
+kill "$(cat "$QDIR/A/vmmigfs.pid")"
+qwait 5 "! grep -q ' $MA ' /proc/self/mountinfo" || umount -l "$MA"
+ok "$(grep -q " $MA " /proc/self/mountinfo; [ $? = 1 ]; echo $?)" "vmmigfs on hostA stopped"
+t0=$(date +%s)
+out=$(guest A web1 'guestctl unlock; echo rc=$?' 30)
+like "$out" 'is vmmigfs running on the host' "without vmmigfs: guestctl says so" || diag "$out"
+like "$out" 'rc=1' "  and exits 1 (after $(( $(date +%s) - t0 )) s)"
+# Its migrations wait 2 s between RECEIVED and the commit, the guest
+# stopped on both hosts: the console below must hold the keys typed then.
+VMMIG_TEST_DELAY=received:2 \
+    on A "$VMMIG" fs -f --backend qemu --listen 8123 "$MA" </dev/null >>"$QDIR/A/vmmigfs.log" 2>&1 &
+echo $! > "$QDIR/A/vmmigfs.pid"
+qwait 5 "[ -d '$MA/web1' ]"
+ok $? "vmmigfs restarted"
+like "$(cat "$MA/web1/status")" '^hold: guest .*reason=db-checkpoint' "  the hold is still there"
+out=$(guest A web1 'guestctl unlock; echo rc=$?')
+like "$out" 'rc=0' "guestctl unlock, through the new vmmigfs" || diag "$out"
+qwait 5 "[ \"\$(cat '$MA/web1/lock')\" = 0 ]"
+ok $? "cat web1/lock: 0"
+
+# --- vmmig console across a live migration -------------------------------
+# hvc0: a key recorder (raw, no echo) and a ticker, 10 lines a second.
+guest A web1 '(stty raw -echo; exec cat > /tmp/keys) < /dev/hvc0 > /dev/null 2>&1 &
+(i=0; while :; do i=$((i+1)); echo "tick $i"; usleep 100000; done) > /dev/hvc0 2>&1 &
+echo started' >/dev/null
+KEYS=0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
+: > "$QDIR/typed"
+typer() {
+    local i=0 k
+    while [ ! -e "$QDIR/stop" ]; do
+        k=${KEYS:i%62:1}
+        printf '%s' "$k"
+        printf '%s' "$k" >> "$QDIR/typed"
+        i=$((i + 1))
+        sleep 0.05
+    done
+}
+typer | on A "$VMMIG" console web1 > "$QDIR/con.out" 2> "$QDIR/con.err" &
+con=$!
+sleep 2
+t0=$(date +%s%N)
+echo hostB > "$MA/web1/migrate"
+ok $? "echo hostB > migrate (unlocked): accepted, with a console attached"
+qwait 60 "grep -Eq '^(done|migrated)' '$MA/web1/migrate' 2>/dev/null || [ ! -e '$MA/web1' ]"
+ok $? "migration done" || diag "$(tail -20 "$QDIR/A/vmmigfs.log")"
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+ok "$([ "$ms" -ge 2000 ]; echo $?)" "  in $ms ms, 2 s of them with the guest stopped (test delay)"
+qwait 10 "grep -q 'state: running' '$MB/web1/status' 2>/dev/null"
+ok $? "web1 runs on hostB"
+guest B web1 'echo MARK-ON-B > /dev/hvc0' >/dev/null
+sleep 3
+touch "$QDIR/stop"
+sleep 0.2
+typed=$(cat "$QDIR/typed")
+qwait 20 "[ \"\$(guest B web1 'wc -c < /tmp/keys' | tr -d ' \r')\" -ge ${#typed} ]"
+got=$(guest B web1 'cat /tmp/keys; echo')
+got=${got%$'\n'}
+is "$got" "$typed" "every key (${#typed}, one per 50 ms) arrived exactly once, in order" ||
+    diag "typed ${#typed}: $typed" "got ${#got}: $got"
+sleep 1
+kill $(descendants "$con") "$con" 2>/dev/null
+wait "$con" 2>/dev/null
+ticks=$(tr -d '\r' < "$QDIR/con.out" | awk '/^tick [0-9]+$/ {print $2}')
+# a last line without its newline may be cut
+[ -n "$(tail -c 1 "$QDIR/con.out")" ] && ticks=$(echo "$ticks" | sed '$d')
+n=$(echo "$ticks" | grep -c .)
+gaps=$(echo "$ticks" | awk 'NR > 1 && $1 != prev + 1 {print prev " -> " $1} {prev = $1}')
+ok "$([ "$n" -ge 40 ] && [ -z "$gaps" ]; echo $?)" \
+    "console output across the migration: $n ticks, none lost or duplicated" ||
+    diag "gaps: $gaps" "$(head -c 2000 "$QDIR/con.out")" "$(cat "$QDIR/con.err")"
+like "$(cat "$QDIR/con.err")" 'following web1 to hostB' "the console client followed web1 to hostB" ||
+    diag "$(cat "$QDIR/con.err")"
+after=$(tr -d '\r' < "$QDIR/con.out" | sed -n '/^MARK-ON-B$/,$p' | grep -c '^tick ')
+ok "$([ "$after" -ge 10 ]; echo $?)" "  $after of the ticks were written on hostB (after its marker line)"
+
+# --- a hold forced over travels with the domain ---------------------------
+printf 'admin_group =\nmigrate_timeout = 30\nguest_max_hold = 2\n' > "$MB/policy"
+out=$(guest B web1 'guestctl lock --reason carried; echo rc=$?')
+like "$out" 'rc=0' "guestctl lock on hostB" || diag "$out"
+qwait 5 "[ \"\$(cat '$MB/web1/lock')\" = 1 ]"
+ok $? "hostB's lock file shows it"
+sleep 3
+err=$(echo "hostA force" 2>&1 > "$MB/web1/migrate")
+ok $? "echo 'hostA force' > migrate: over the hold past guest_max_hold" || diag "$err"
+qwait 60 "grep -Eq '^(done|migrated)' '$MB/web1/migrate' 2>/dev/null || [ ! -e '$MB/web1' ]"
+ok $? "back on hostA" || diag "$(tail -20 "$QDIR/B/vmmigfs.log")"
+qwait 10 "grep -q '^hold: guest .*reason=carried' '$MA/web1/status' 2>/dev/null"
+ok $? "the guest's hold arrived with the domain" || diag "$(cat "$MA/web1/status")"
+is "$(cat "$MA/web1/lock")" 1 "hostA's lock file: 1"
+out=$(guest A web1 'guestctl status')
+like "$out" '^request: 1 reason=carried$' "the guest still holds it, through hostA's port" ||
+    diag "$out"
+err=$(echo hostB 2>&1 > "$MA/web1/migrate")
+like "$err" 'busy' "and hostA refuses to move it (EBUSY)"
+done_testing
