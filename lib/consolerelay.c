@@ -183,16 +183,11 @@ static enum client_event client_turn(struct proto_conn *c, int pty, int wait_ms)
     return ev;
 }
 
-/* Is the domain being stopped for the switchover (vmmigfs's NAME/migrate
- * says "running HOST stage=N" with N >= 3, or "recovering ...")?  Input
- * waits until it runs again, here or there: a key that xenconsoled writes
- * into the console ring after libxc copied that page for the last time
- * would be lost (seen: 1 key in 3040).  vmmig send announces stage 3
- * before it asks the guest to stop, and gives it time to take in what was
- * typed before (STOP_ANNOUNCE_MS, tools/send.c); during pre-copy the guest
- * takes keys in as they come, which marks the ring's page dirty.  Where
- * the engine cannot announce the stop before it happens (no stop hook:
- * QEMU stops the guest by itself), input waits for the whole migration. */
+/* Must input wait (vmmigfs's NAME/migrate says "running ..." or
+ * "recovering ...")?  A key that xenconsoled writes into the console ring
+ * after libxc copied that page for the last time would be lost (seen: 1
+ * key in 3040).  stop_announced: the engine says stage 3 before the guest
+ * stops, and input waits from there only; else for the whole job. */
 bool console_migrate_holds_input(const char *migrate_line, bool stop_announced)
 {
     if (!strncmp(migrate_line, "recovering ", 11))
@@ -205,13 +200,17 @@ bool console_migrate_holds_input(const char *migrate_line, bool stop_announced)
     return st && atoi(st + 7) >= 3;
 }
 
-static bool moving(const struct mig_engine_ops *eng, const char *mount, const char *name)
+static bool moving(const char *mount, const char *name)
 {
     char path[512], *text = NULL;
     bool busy = false;
     snprintf(path, sizeof path, "%s/%s/migrate", mount, name);
     if (!read_file(path, &text, NULL))
-        busy = console_migrate_holds_input(text, eng->set_stop_hook != NULL);
+        /* Not from stage 3 only, though the Xen engine announces it: with
+         * that rule 80 of 3875 keys typed every 50 ms were lost around a
+         * co-migration's switchover (xen2 40-comigrate), not yet explained;
+         * holding for the whole migration lost none of 2987. */
+        busy = console_migrate_holds_input(text, false);
     free(text);
     return busy;
 }
@@ -226,7 +225,7 @@ static bool runs(const struct mig_engine_ops *eng, struct mig_engine *e, uint32_
     struct mig_dom d;
     snprintf(id, sizeof id, "%u", domid);
     return !eng->lookup(e, id, &d) && !d.paused && !d.suspended && !d.dying &&
-           !strcmp(d.name, name) && eng->is_suspended(e, domid) != 1 && !moving(eng, mount, name);
+           !strcmp(d.name, name) && eng->is_suspended(e, domid) != 1 && !moving(mount, name);
 }
 
 /* Everything the log has now, to the client.  -1 when the client is gone. */

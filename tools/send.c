@@ -477,26 +477,15 @@ static void *monitor_main(void *arg)
     return NULL;
 }
 
-/* How long the guest keeps running after stage 3 is announced: vmmig
- * console's agent looks at the domain's migrate file every 20 ms and holds
- * input from stage 3 on, and a key already written into the console ring
- * must be taken in by the guest (which marks the page dirty) before it
- * stops: a key that dom0 writes into the ring after libxc's last copy of
- * that page would be lost. */
-#define STOP_ANNOUNCE_MS 60
-
 /* The engine is about to ask the domain to stop: say so (stage 3), and in
  * a group wait until every member is ready too (the stop barrier), so that
- * they stop together. */
+ * they are asked together. */
 static int stop_barrier(void *arg, char *why, size_t whylen)
 {
     struct job *j = arg;
 
     j->stage = STAGE_STOPCOPY;
     progress_line(j, NULL);
-    /* The margin before the barrier, not after: once the group says go,
-     * every member asks its guest at once. */
-    nanosleep(&(struct timespec){0, STOP_ANNOUNCE_MS * 1000 * 1000}, NULL);
     if (sync_point("stop", why, whylen))
         return 1;
     j->stop_req_ms = epoch_ms();
