@@ -165,6 +165,7 @@ static int qm_get_config(struct mig_engine *e, uint32_t domid, struct strbuf *ne
  * destination's "may it run here". */
 struct postcopy {
     int (*commit)(void *arg); /* source */
+    long after_ms;            /* switch after this much pre-copy; -1: after the first pass */
     int (*run)(void *arg);    /* destination */
     void *arg;
     bool switched, running;
@@ -226,7 +227,9 @@ static int follow_migration(struct mig_engine *e, struct qmp *q, bool source,
 {
     unsigned last_round = 0;
     bool commit_asked = false;
+    struct timespec t0;
 
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
         struct json *ev = NULL, *info = NULL;
         int rc = qmp_next_event(q, &ev, 100, err, errlen);
@@ -236,7 +239,16 @@ static int follow_migration(struct mig_engine *e, struct qmp *q, bool source,
             const char *name = json_str(ev, "event", "");
             if (source && !strcmp(name, "STOP"))
                 atomic_store(&e->saving_stopped, true);
+            /* The second RAM sync ends the first pass: switch at once.
+             * Every further pass is one more chance for QEMU 7.2's TCG
+             * dirty-tracking defect (vmmig-create(1)) to lose a write. */
+            bool pass_over = !strcmp(name, "MIGRATION_PASS") && json_int(ev, "data.pass", 0) >= 2;
             json_free(ev);
+            if (source && pc && !commit_asked && pass_over && pc->after_ms < 0) {
+                commit_asked = true;
+                if ((rc = postcopy_switch(q, pc, err, errlen)))
+                    return rc;
+            }
             continue; /* drain the queue before asking */
         }
         rc = qmp_execute(q, "query-migrate", NULL, -1, &info, QMP_TIMEOUT_MS, err, errlen);
@@ -261,7 +273,12 @@ static int follow_migration(struct mig_engine *e, struct qmp *q, bool source,
             return -EIO;
         }
         unsigned round = (unsigned)json_int(info, "ram.dirty-sync-count", 0);
-        if (source && pc && !commit_asked && !strcmp(status, "active") && round >= 2) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long ms = (long)(now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+        bool due = pc && (pc->after_ms >= 0 ? ms >= pc->after_ms : round >= 2);
+        if (source && pc && !commit_asked && due &&
+            (!strcmp(status, "active") || !strcmp(status, "setup"))) {
             commit_asked = true;
             json_free(info);
             if ((rc = postcopy_switch(q, pc, err, errlen)))
@@ -362,7 +379,16 @@ static int qm_save_postcopy(struct mig_engine *e, uint32_t domid, int fd,
                             int (*commit)(void *arg), void *arg, bool *switched, char *err,
                             size_t errlen)
 {
-    struct postcopy pc = {.commit = commit, .arg = arg};
+    /* When to switch: after the first pass, or VMMIG_QEMU_POSTCOPY_AFTER_MS
+     * of pre-copy (0: at once, what the tests use on TCG, see vmmig-send(8)). */
+    const char *after = getenv("VMMIG_QEMU_POSTCOPY_AFTER_MS");
+    long after_ms = -1;
+    if (after && *after && parse_long(after, 0, 86400000L, &after_ms)) {
+        snprintf(err, errlen, "bad VMMIG_QEMU_POSTCOPY_AFTER_MS '%s' (milliseconds, 0-86400000)",
+                 after);
+        return -EINVAL;
+    }
+    struct postcopy pc = {.commit = commit, .arg = arg, .after_ms = after_ms};
     int rc = save_common(e, domid, fd, true, &pc, err, errlen);
     *switched = pc.switched;
     return rc;
@@ -448,7 +474,7 @@ static int qm_restore_postcopy(struct mig_engine *e, const char *native, const c
                                int fd, int (*run)(void *arg), void *arg, uint32_t *domid,
                                bool *running, char *err, size_t errlen)
 {
-    struct postcopy pc = {.run = run, .arg = arg};
+    struct postcopy pc = {.run = run, .arg = arg, .after_ms = -1};
     int rc = restore_common(e, native, name, fd, &pc, domid, err, errlen);
     *running = pc.running;
     return rc;

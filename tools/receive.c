@@ -89,7 +89,8 @@ struct rjob {
      * return path; COMMIT comes inside the stream, before the switch */
     bool sock;
     atomic_bool commit_seen;
-    bool renamed, running;
+    atomic_bool renamed;
+    bool running;
     uint32_t *domidp;
     char incoming[128];
     long long resumed_ms;
@@ -188,6 +189,20 @@ static int lock_incoming(struct rjob *r, bool wait)
     return 0;
 }
 
+/* A test seam: VMMIG_TEST_DELAY=running:SECONDS holds the incoming stream
+ * once a post-copy domain runs here (its missing pages wait), so that a
+ * test can kill this agent after the switch. */
+static void test_delay_running(struct rjob *r)
+{
+    static bool done;
+    const char *v = getenv("VMMIG_TEST_DELAY");
+    if (done || !r->renamed || !v || strncmp(v, "running:", 8))
+        return;
+    done = true;
+    say("test delay at running");
+    sleep((unsigned)atoi(v + 8));
+}
+
 static void *pump_main(void *arg)
 {
     struct rjob *r = arg;
@@ -277,6 +292,7 @@ static void *pump_main(void *arg)
             break;
         r->chunks++;
         r->bytes += dlen;
+        test_delay_running(r);
     }
     /* EOF for libxl: at the end record it has stopped reading anyway.  The
      * socket's other direction is the return path: only this one ends. */
@@ -346,11 +362,13 @@ static int postcopy_run(void *arg)
         return -1;
     signal(SIGTERM, SIG_IGN);
     disks_commit(r);
-    /* Under its own name if that fails: the source's copy cannot run again. */
-    if (r->eng->rename(r->e, *r->domidp, r->incoming, r->name, e2, sizeof e2))
-        say("renaming %s failed (%s): it runs as %s", r->name, e2, r->incoming);
-    else
-        r->renamed = true;
+    /* Never as NAME--incoming: a later QUERY would take that for an
+     * orphan, and the source would run it again. */
+    if (r->eng->rename(r->e, *r->domidp, r->incoming, r->name, e2, sizeof e2)) {
+        say("activating %s failed: %s", r->name, e2);
+        return -1;
+    }
+    r->renamed = true;
     r->resumed_ms = epoch_ms();
     say("%s runs here in post-copy; its memory still arrives from %s", r->name, r->peer);
     return 0;

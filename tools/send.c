@@ -82,6 +82,7 @@ struct job {
     char commit_err[400];
     int back_rc;
     char back_err[300];
+
     /* what the commit point checks again */
     const struct vm_info *vm;
     const struct policy *pol;
@@ -123,7 +124,8 @@ static void on_cancel(int sig)
 /* A test seam: VMMIG_TEST_DELAY=POINT:SECONDS sleeps at POINT (reserved:
  * after REQ_OK, in stage 1; stopped: in stage 3, the domain suspended and
  * its last pages on their way; received: after RECEIVED, before the
- * commit; committed: after COMMIT was sent), so that the fault tests can
+ * commit; committed: after COMMIT was sent; switch: post-copy's commit
+ * point), so that the fault tests can
  * kill an agent or cut the link at exactly that point. */
 static void test_delay(const char *point)
 {
@@ -318,6 +320,7 @@ static void *pump_main(void *arg)
         }
         j->chunks++;
         atomic_fetch_add(&j->sent, (unsigned long long)r);
+
         if (j->final_seen && !stopped_delay_done) {
             stopped_delay_done = true;
             test_delay("stopped"); /* holding the stream holds libxc in stage 3 */
@@ -379,6 +382,7 @@ static void *back_main(void *arg)
             free(pl);
             break;
         }
+
         /* keep-alives carry nothing; a QEMU that stopped reading has failed
          * its migration already, so what cannot be written is dropped */
         for (uint32_t off = 1; pl[0] == RETURN_DATA && off < len;) {
@@ -933,6 +937,35 @@ static _Noreturn void finish_lost(struct job *j, const char *why)
     exit(1);
 }
 
+/* A post-copy that failed after the switch.  If the destination holds no
+ * copy (QUERY: absent), the guest never ran there and its memory here is
+ * whole: run it here again.  Otherwise it is lost. */
+static _Noreturn void switched_failed(struct job *j, const char *why, const uint8_t *psk,
+                                      size_t psklen, unsigned port, const char *via)
+{
+    char err[300], msg[600];
+
+    if (j->transport > 0) {
+        kill(j->transport, SIGTERM);
+        waitpid(j->transport, NULL, 0);
+        j->transport = 0;
+    }
+    if (query_destination(j, psk, psklen, port, via) != 0)
+        finish_lost(j, why);
+    snprintf(msg, sizeof msg, "%s; post-copy had switched, but %s never ran the domain", why,
+             j->host);
+    if (j->eng->rename(j->e, j->dom.domid, j->away, j->dom.name, err, sizeof err) ||
+        j->eng->resume(j->e, j->dom.domid, err, sizeof err)) {
+        snprintf(msg + strlen(msg), sizeof msg - strlen(msg), "; resuming it here failed: %s",
+                 err);
+        peer.stream_started = false;
+        finish_failed(j, msg, true);
+    }
+    snprintf(msg + strlen(msg), sizeof msg - strlen(msg), ": resumed here");
+    peer.stream_started = false;
+    finish_failed(j, msg, false);
+}
+
 /* Post-copy's commit point, called by the engine once the first pass is
  * over and before it switches: a hold that arrived meanwhile still wins;
  * then the copy here is renamed and COMMIT goes out inside the stream.
@@ -1294,8 +1327,8 @@ static int send_main(int argc, char **argv)
     pthread_join(monitor, NULL);
     if (!j.final_seen)
         clock_gettime(CLOCK_MONOTONIC, &j.t_suspend);
-    if (save_rc && j.switched)
-        finish_lost(&j, e2);
+    if (j.switched && (save_rc || j.pump_rc))
+        switched_failed(&j, save_rc ? e2 : j.pump_err, psk, psklen, port, via);
     if (save_rc || j.pump_rc || cancelled) {
         /* Nothing is committed: the domain stays (or runs again) here.
          * Post-copy's commit without a switch left the destination unable
@@ -1407,7 +1440,7 @@ static int send_main(int argc, char **argv)
             strlcpy0(result, "failed", sizeof result);
             snprintf(reason, sizeof reason, "%s (it does not run the domain)", err);
         } else if (j.switched) {
-            finish_lost(&j, err);
+            switched_failed(&j, err, psk, psklen, port, via);
         } else {
             char why[600];
             snprintf(why, sizeof why,
@@ -1421,7 +1454,7 @@ static int send_main(int argc, char **argv)
         snprintf(err, sizeof err, "%s could not activate the domain: %s", j.host,
                  reason[0] ? reason : "no reason given");
         if (j.switched)
-            finish_lost(&j, err);
+            switched_failed(&j, err, psk, psklen, port, via);
         fail_here(&j, err, sizeof err, away, false);
     }
     if (j.eng->destroy(j.e, j.dom.domid, e2, sizeof e2))
