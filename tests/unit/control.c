@@ -990,6 +990,11 @@ static void test_group(void)
     struct domain *web = ctl_find(&c, "web1"), *domr = ctl_find(&c, "domr-web1"),
                   *db = ctl_find(&c, "db");
     is_int(wp(&c, web, "domr-web1", err), 0, "web1 and domr-web1 form a group");
+    int calls0 = mock_req.calls;
+    is_int(wm(&c, web, "hostB algo=postcopy", err), -EINVAL, "algo= for a group: EINVAL");
+    ok(strstr(err, "algo= applies to a domain alone"), "  says why: %s", err);
+    ok(mock_req.calls == calls0 && !strcmp(web->migration, "idle"), "  nothing started");
+    ok(events_have(&c, "algo= applies to a domain alone"), "  events has it");
 
     /* A hold on the peer refuses the group, written to either member. */
     strcpy(mock_node[1], "1 reason=console session");
