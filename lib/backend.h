@@ -35,6 +35,7 @@ struct mig_request {
     unsigned port;         /* tcp port of the destination agent */
     unsigned timeout_s;    /* longest silence from the peer */
     bool recover;          /* settle the domain after an agent that died (send --recover) */
+    const char *algorithm; /* precopy, postcopy, stopcopy; NULL or "": the agent's default */
     /* A peer group moved by one command (vmmig comigrate): the domids, the
      * domain asked for first; nmembers 0 or 1 moves vm alone (vmmig send). */
     const uint32_t *members;

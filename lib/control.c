@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "control.h"
+#include "migjob.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -826,9 +827,10 @@ static bool host_valid(const char *h)
     return true;
 }
 
-/* A write to the migrate file: "HOST [wait[=SECONDS]|force]" or "cancel". */
+/* A write to the migrate file: "HOST [wait[=SECONDS]|force] [algo=NAME]" or "cancel". */
 struct mig_mode {
     char host[256];
+    char algo[MIG_ALGO_MAX];
     bool cancel, wait, force;
     long wait_s; /* 0: no limit */
 };
@@ -858,7 +860,8 @@ static int mig_mode_parse(const char *buf, size_t len, struct mig_mode *m, char 
         if (n == 0) {
             if (!strcmp(tok, "cancel")) {
                 m->cancel = true;
-            } else if (!strcmp(tok, "wait") || !strcmp(tok, "force") || !strncmp(tok, "wait=", 5)) {
+            } else if (!strcmp(tok, "wait") || !strcmp(tok, "force") || !strncmp(tok, "wait=", 5) ||
+                       !strncmp(tok, "algo=", 5)) {
                 snprintf(err, errlen, "'%s' needs a host before it (HOST %s)", tok, tok);
                 return -EINVAL;
             } else if (!host_valid(tok)) {
@@ -889,10 +892,21 @@ static int mig_mode_parse(const char *buf, size_t len, struct mig_mode *m, char 
                          tok, POLICY_MAX_SECONDS);
                 return -EINVAL;
             }
+        } else if (!strncmp(tok, "algo=", 5)) {
+            if (m->algo[0]) {
+                snprintf(err, errlen, "'algo=' given twice");
+                return -EINVAL;
+            }
+            if (!mig_algo_known(tok + 5)) {
+                snprintf(err, errlen, "unknown algorithm '%.32s' (algo=precopy, algo=postcopy or "
+                                      "algo=stopcopy)", tok + 5);
+                return -EINVAL;
+            }
+            strlcpy0(m->algo, tok + 5, sizeof m->algo);
         } else {
             snprintf(err, errlen,
-                     "unexpected word '%.64s' after the host (expected wait, wait=SECONDS or force)",
-                     tok);
+                     "unexpected word '%.64s' after the host (expected wait, wait=SECONDS, force "
+                     "or algo=NAME)", tok);
             return -EINVAL;
         }
     }
@@ -1016,6 +1030,7 @@ static int job_spawn(struct ctl *c, struct domain *lead, bool force, bool recove
         .host = lead->mig_host,
         .force = force,
         .recover = recover,
+        .algorithm = lead->mig_algo,
         .transport = c->pol.transport,
         .port = (unsigned)c->pol.port,
         .timeout_s = (unsigned)c->pol.migrate_timeout,
@@ -1062,9 +1077,9 @@ static int job_start(struct ctl *c, struct domain *lead, const char *host, bool 
     for (int i = 0; i < n; i++) {
         struct domain *m = ms[i];
         snprintf(m->migration, sizeof m->migration, "running %s", m->mig_host);
-        events_emit(&c->ev, m->vm.name, "migrate-started", "to=%s by=%s uid=%u domid=%u%s%s",
+        events_emit(&c->ev, m->vm.name, "migrate-started", "to=%s by=%s uid=%u domid=%u%s%s%s%s",
                     m->mig_host, user, (unsigned)uid, m->vm.domid, force ? " force=yes" : "",
-                    group);
+                    lead->mig_algo[0] ? " algorithm=" : "", lead->mig_algo, group);
         touch(c, m);
     }
     return 0;
@@ -1272,6 +1287,15 @@ int ctl_migrate_write(struct ctl *c, struct domain *d, const char *buf, size_t l
         goto out;
     }
     bool group = n > 1;
+    if (group && m.algo[0]) {
+        /* a group moves with vmmig comigrate, whose commit point is
+         * stop-and-copy's */
+        snprintf(err, errlen, "algo= applies to a domain alone; %s moves with its peer group",
+                 d->vm.name);
+        ctl_reject(c, d->vm.name, "migrate", who, err);
+        rc = -EINVAL;
+        goto out;
+    }
     for (int i = 0; i < n; i++) {
         struct domain *lead = job_lead(ms[i]);
         if (lead->mig_pid <= 0 && !lead->waiting)
@@ -1322,6 +1346,7 @@ int ctl_migrate_write(struct ctl *c, struct domain *d, const char *buf, size_t l
         memcpy(d->grp, ms, sizeof *ms * (size_t)n);
         d->ngrp = n;
     }
+    strlcpy0(d->mig_algo, m.algo, sizeof d->mig_algo);
     if (m.wait && locked) {
         char text[600], limit[32] = "none";
         job_prepare(c, d, m.host);
@@ -1404,7 +1429,7 @@ static void mig_parse_line(struct ctl *c, struct domain *d, char *line)
     long long stage = -1, round = -1, sent = -1, pages = -1, rate = -1, member = -1;
     long long new_domid = -1, total = -1, downtime = -1, rounds = -1, stop = -1, resume = -1,
               stop_skew = -1, resume_skew = -1;
-    char name[32] = "", where[32] = "", why[300];
+    char name[32] = "", where[32] = "", why[300], algo[16] = "";
     bool result = false, ok = false, have_why = false;
     char *p;
 
@@ -1489,6 +1514,8 @@ static void mig_parse_line(struct ctl *c, struct domain *d, char *line)
             take_num(&resume_skew, val);
         else if (!strcmp(key, "domain"))
             take_word(where, sizeof where, val);
+        else if (!strcmp(key, "algorithm"))
+            take_word(algo, sizeof algo, val);
     }
     if (d->ngrp) {
         to = NULL;
@@ -1503,6 +1530,8 @@ static void mig_parse_line(struct ctl *c, struct domain *d, char *line)
         stage = -1;
     if (sent >= 0)
         np.sent = sent;
+    if (algo[0])
+        strlcpy0(np.algorithm, algo, sizeof np.algorithm);
     if (result) {
         np.result = true;
         np.ok = ok;
@@ -1671,6 +1700,9 @@ static void job_settle(struct ctl *c, struct domain *d, struct domain *lead)
     if (!strcmp(own->where, "left-suspended-here"))
         strlcpy0(why + strlen(why), " (the domain is left suspended here)",
                  sizeof why - strlen(why));
+    else if (!strcmp(own->where, "lost"))
+        strlcpy0(why + strlen(why), " (the domain is LOST: post-copy had switched, its memory is "
+                 "split between the hosts)", sizeof why - strlen(why));
     job_fail(c, d, why);
 }
 
@@ -1853,6 +1885,12 @@ void ctl_format_migration(struct ctl *c, struct domain *d, struct strbuf *sb)
         if (p->dirty_rate >= 0)
             sb_printf(sb, " dirty_rate=%lld", p->dirty_rate);
     }
+    if (job_running(d) || !strncmp(d->migration, "waiting ", 8)) {
+        if (p->algorithm[0])
+            sb_printf(sb, " algorithm=%s", p->algorithm);
+        else if (d->mig_algo[0])
+            sb_printf(sb, " algorithm=%s", d->mig_algo);
+    }
     sb_printf(sb, "\n");
 }
 
@@ -1888,6 +1926,13 @@ static void format_job(const struct domain *d, struct strbuf *sb)
         if (p->resume_ms >= 0)
             sb_printf(sb, "resume_ms: %lld\n", p->resume_ms);
     }
+    if (p->algorithm[0])
+        sb_printf(sb, "algorithm: %s\n", p->algorithm);
+    else if (d->mig_algo[0] && strcmp(d->migration, "idle"))
+        sb_printf(sb, "algorithm: %s (asked for)\n", d->mig_algo);
+    if (!strcmp(p->where, "lost"))
+        sb_printf(sb, "domain: lost (post-copy had switched when it failed: the guest's memory is "
+                      "split between the hosts; neither copy can run without the other)\n");
     /* A co-migration's members, and how close together they stopped and resumed. */
     if (d->mig_group[0]) {
         sb_printf(sb, "group: %s\n", d->mig_group);

@@ -25,12 +25,13 @@ struct caller {
 struct mig_progress {
     int stage;                /* 0..5, -1 before the first progress line */
     char stage_name[32];
+    char algorithm[16];       /* algorithm=: the one the destination chose */
     long long round, sent, dirty_pages, dirty_rate;
     bool result;              /* a result line came */
     bool ok;                  /* result ok */
     int fail_stage;           /* result failed stage=N */
     char why[300];            /* result failed why="..." */
-    char where[32];           /* result failed domain=running-here|left-suspended-here */
+    char where[32];           /* result failed domain=running-here|left-suspended-here|lost */
     long long new_domid, total_ms, downtime_ms, rounds;
     long long stop_ms, resume_ms;            /* epoch ms: paused here, resumed there */
     long long stop_skew_ms, resume_skew_ms;  /* the group's ("result ok group=...") */
@@ -49,6 +50,7 @@ struct domain {
     char last_refusal[512];
     char mig_host[256];
     char mig_name[64];                   /* the name the job started with (xl renames) */
+    char mig_algo[16];                   /* algo= asked for ("": the agent's default) */
     pid_t mig_pid;
     int mig_fd;                          /* the migration command's output */
     struct strbuf mig_out;               /* its last output, raw (explains a failure) */

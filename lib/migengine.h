@@ -58,6 +58,25 @@ struct mig_engine_ops {
     /* Undo a suspend: the domain runs again where it was. */
     int (*resume)(struct mig_engine *e, uint32_t domid, char *err, size_t errlen);
 
+    /* Post-copy (only engines whose algorithms list "postcopy"; NULL
+     * otherwise).  fd is a socket: the destination's requests for pages come
+     * back on it.  Source: pre-copy until the first pass is over, then
+     * commit(arg), the caller's commit point (non-zero: the migration is
+     * cancelled and the domain runs on here), then the switch; *switched
+     * says whether the switch was made: from then on the domain's memory is
+     * split and it cannot run here again, whatever fails.  Returns 0 once
+     * the destination has every page (or, when the stream converged before
+     * commit() was called, as save() does). */
+    int (*save_postcopy)(struct mig_engine *e, uint32_t domid, int fd, int (*commit)(void *arg),
+                         void *arg, bool *switched, char *err, size_t errlen);
+    /* Destination: restore() ready for post-copy.  When the source switches,
+     * run(arg) says whether the domain may run (non-zero: no) and it runs
+     * here while its memory arrives; *running tells whether it was started
+     * (its memory is then here and on the source: never destroy it). */
+    int (*restore_postcopy)(struct mig_engine *e, const char *native, const char *name, int fd,
+                            int (*run)(void *arg), void *arg, uint32_t *domid, bool *running,
+                            char *err, size_t errlen);
+
     /* Destination: create a paused domain from native config and the stream on fd. */
     int (*restore)(struct mig_engine *e, const char *native, const char *name, int fd,
                    uint32_t *domid, char *err, size_t errlen);

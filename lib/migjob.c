@@ -25,6 +25,93 @@ const char *mig_stage_name(enum mig_stage s)
     return (unsigned)s < ARRAY_SIZE(names) ? names[s] : "unknown";
 }
 
+/* The element of list at *pos into buf (cut at size), advancing *pos; false at the end. */
+static bool algo_next(const char **pos, char *buf, size_t size)
+{
+    const char *p = *pos;
+    if (!p)
+        return false;
+    size_t n = strcspn(p, ",");
+    snprintf(buf, size, "%.*s", (int)n, p);
+    *pos = p[n] ? p + n + 1 : NULL;
+    return true;
+}
+
+bool mig_algo_listed(const char *list, const char *name)
+{
+    char one[64];
+
+    for (const char *p = list; algo_next(&p, one, sizeof one);)
+        if (!strcmp(one, name))
+            return true;
+    return false;
+}
+
+bool mig_algo_known(const char *name)
+{
+    return *name && mig_algo_listed(MIG_ALGORITHMS, name);
+}
+
+int mig_algo_list_check(const char *list, const char *allowed, char *err, size_t errlen)
+{
+    char one[64], seen[256] = "";
+    size_t n = 0;
+
+    if (!*list) {
+        snprintf(err, errlen, "empty list of algorithms (%s)", allowed ? allowed : MIG_ALGORITHMS);
+        return -EINVAL;
+    }
+    for (const char *p = list; algo_next(&p, one, sizeof one);) {
+        if (!mig_algo_known(one)) {
+            snprintf(err, errlen, "unknown algorithm '%.20s' (known: " MIG_ALGORITHMS ")", one);
+            return -EINVAL;
+        }
+        if (allowed && !mig_algo_listed(allowed, one)) {
+            snprintf(err, errlen, "%s: not one this engine can do (%s)", one, allowed);
+            return -EINVAL;
+        }
+        if (mig_algo_listed(seen, one)) {
+            snprintf(err, errlen, "%s listed twice", one);
+            return -EINVAL;
+        }
+        n += (size_t)snprintf(seen + n, sizeof seen - n, "%s%s", n ? "," : "", one);
+    }
+    return 0;
+}
+
+int mig_algo_choose(const char *theirs, const char *want, const char *mine, char *out,
+                    size_t outlen, char *err, size_t errlen)
+{
+    char one[64];
+
+    out[0] = 0;
+    if (want && *want) {
+        if (!mig_algo_known(want)) {
+            snprintf(err, errlen, "unknown algorithm '%.20s' asked for", want);
+            return -ENOTSUP;
+        }
+        if (!mig_algo_listed(mine, want)) {
+            snprintf(err, errlen, "%s is not supported here (this host does %s)", want, mine);
+            return -ENOTSUP;
+        }
+        if (!mig_algo_listed(theirs, want)) {
+            snprintf(err, errlen, "%s asked for, but the source does not list it (%s)", want,
+                     theirs);
+            return -ENOTSUP;
+        }
+        snprintf(out, outlen, "%s", want);
+        return 0;
+    }
+    for (const char *p = mine; algo_next(&p, one, sizeof one);)
+        if (mig_algo_known(one) && mig_algo_listed(theirs, one)) {
+            snprintf(out, outlen, "%s", one);
+            return 0;
+        }
+    snprintf(err, errlen, "no algorithm in common (the source does %s, this host %s)",
+             *theirs ? theirs : "none", mine);
+    return -ENOTSUP;
+}
+
 static int connect_tcp(const char *host, unsigned port, int timeout_ms, int *fdp, char *err,
                        size_t errlen)
 {

@@ -17,6 +17,25 @@ enum mig_stage {
 };
 const char *mig_stage_name(enum mig_stage s);
 
+/* Migration algorithms (vmmig-protocol(7), ALGORITHMS), as comma-separated
+ * lists of names: every name vmmig knows, best first.  An engine lists the
+ * ones it can do (mig_engine_ops.algorithms). */
+#define MIG_ALGORITHMS "precopy,postcopy,stopcopy"
+#define MIG_ALGO_MAX 16 /* a name's buffer */
+/* Is name one of MIG_ALGORITHMS? */
+bool mig_algo_known(const char *name);
+/* Is name an element of list? */
+bool mig_algo_listed(const char *list, const char *name);
+/* A list to use: non-empty, every element known and listed in allowed (if
+ * not NULL), none twice.  0, or -EINVAL with err. */
+int mig_algo_list_check(const char *list, const char *allowed, char *err, size_t errlen);
+/* The destination's choice for a request: the source can do theirs and asks
+ * for want ("" for no preference); mine is what this side can do.  want
+ * must be in both; without it, the first of mine that theirs lists.  0 with
+ * the name in out, or -ENOTSUP with the reason in err. */
+int mig_algo_choose(const char *theirs, const char *want, const char *mine, char *out,
+                    size_t outlen, char *err, size_t errlen);
+
 /* Connect to the destination agent: TCP to host:port when via is NULL or
  * "tcp", else run via (an exec transport: %h is replaced by host, %% by %)
  * through /bin/sh with a socket as its stdin and stdout.  *pid is the

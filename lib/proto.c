@@ -44,6 +44,7 @@ static const struct msg_info {
     {MSG_CHUNK, FROM_SOURCE, false, "CHUNK"},
     {MSG_STREAM_END, FROM_SOURCE, false, "STREAM_END"},
     {MSG_PROGRESS, FROM_SOURCE, false, "PROGRESS"},
+    {MSG_RETURN, FROM_DEST, false, "RETURN"},
     {MSG_RECEIVED, FROM_DEST, false, "RECEIVED"},
     {MSG_COMMIT, FROM_SOURCE, false, "COMMIT"},
     {MSG_ACTIVATED, FROM_DEST, false, "ACTIVATED"},

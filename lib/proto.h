@@ -87,6 +87,9 @@ enum msg_type {
     MSG_CHUNK = 32,
     MSG_STREAM_END = 33,
     MSG_PROGRESS = 34,
+    /* post-copy's return path: what the destination's hypervisor writes
+     * back on its stream descriptor (page requests), raw; empty: it ended */
+    MSG_RETURN = 35,
     /* the hand-over */
     MSG_RECEIVED = 48,
     MSG_COMMIT = 49,
@@ -112,6 +115,10 @@ enum msg_type {
     MSG_DISK_FAIL = 82,    /* destination: vdev=, reason= */
     MSG_DISKS_SYNCED = 83, /* source: disks=N, every one in sync; the memory follows */
 };
+
+/* RETURN's first byte says what it is: bytes of the return path follow,
+ * the return path ended, or nothing (a keep-alive while it is quiet). */
+enum { RETURN_DATA = 'D', RETURN_END = 'E', RETURN_KEEPALIVE = 'K' };
 
 /* "HELLO", ...; "unknown" for a type not in the table. */
 const char *msg_type_name(int type);

@@ -160,20 +160,76 @@ static int qm_get_config(struct mig_engine *e, uint32_t domid, struct strbuf *ne
     return 0;
 }
 
+/* Post-copy's two decisions, taken by the agent from inside the follow
+ * loop: the source's commit point, before the switch, and the
+ * destination's "may it run here". */
+struct postcopy {
+    int (*commit)(void *arg); /* source */
+    long after_ms;            /* switch after this much pre-copy; -1: after the first pass */
+    int (*run)(void *arg);    /* destination */
+    void *arg;
+    bool switched, running;
+};
+
+static const char postcopy_cap[] =
+    "{\"capabilities\": [{\"capability\": \"events\", \"state\": true},"
+    " {\"capability\": \"postcopy-ram\", \"state\": true}]}";
+static const char events_cap[] =
+    "{\"capabilities\": [{\"capability\": \"events\", \"state\": true}]}";
+
 static int exec_simple(struct qmp *q, const char *cmd, const char *args, char *err, size_t errlen)
 {
     return qmp_execute(q, cmd, args, -1, NULL, QMP_TIMEOUT_MS, err, errlen);
 }
 
+/* The source's switch: the agent commits, then migrate-start-postcopy.  A
+ * refused commit or a failed switch cancels the migration: pre-copy never
+ * stopped the guest, so it runs on here. */
+static int postcopy_switch(struct qmp *q, struct postcopy *pc, char *err, size_t errlen)
+{
+    char e2[300];
+    struct json *info = NULL;
+    int rc;
+
+    if (pc->commit(pc->arg)) {
+        exec_simple(q, "migrate_cancel", NULL, e2, sizeof e2);
+        snprintf(err, errlen, "cancelled before the post-copy switch");
+        return -ECANCELED;
+    }
+    rc = exec_simple(q, "migrate-start-postcopy", NULL, err, errlen);
+    if (!rc) {
+        pc->switched = true;
+        return 0;
+    }
+    /* A lost reply must not hide a switch that happened; a pre-copy that
+     * completed meanwhile has handed everything over, committed: the same. */
+    if (!qmp_execute(q, "query-migrate", NULL, -1, &info, QMP_TIMEOUT_MS, e2, sizeof e2)) {
+        const char *st = json_str(info, "status", "");
+        if (!strncmp(st, "postcopy", 8) || !strcmp(st, "completed"))
+            pc->switched = true;
+        if (!strcmp(st, "completed"))
+            rc = 0;
+    }
+    json_free(info);
+    if (!pc->switched)
+        exec_simple(q, "migrate_cancel", NULL, e2, sizeof e2);
+    return rc;
+}
+
 /* Follow a migration until QEMU says completed or failed: from MIGRATION
  * events, with query-migrate every 100 ms for progress (and in case an
  * event was missed).  Source side: STOP marks the switchover, and the RAM
- * sync count is the pre-copy round. */
-static int follow_migration(struct mig_engine *e, struct qmp *q, bool source, char *err,
-                            size_t errlen)
+ * sync count is the pre-copy round.  With pc, post-copy: the source
+ * switches once the first pass is over (the second RAM sync), the
+ * destination runs the domain once QEMU is in postcopy-active. */
+static int follow_migration(struct mig_engine *e, struct qmp *q, bool source,
+                            struct postcopy *pc, char *err, size_t errlen)
 {
     unsigned last_round = 0;
+    bool commit_asked = false;
+    struct timespec t0;
 
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
         struct json *ev = NULL, *info = NULL;
         int rc = qmp_next_event(q, &ev, 100, err, errlen);
@@ -183,7 +239,16 @@ static int follow_migration(struct mig_engine *e, struct qmp *q, bool source, ch
             const char *name = json_str(ev, "event", "");
             if (source && !strcmp(name, "STOP"))
                 atomic_store(&e->saving_stopped, true);
+            /* The second RAM sync ends the first pass: switch at once.
+             * Every further pass is one more chance for QEMU 7.2's TCG
+             * dirty-tracking defect (vmmig-create(1)) to lose a write. */
+            bool pass_over = !strcmp(name, "MIGRATION_PASS") && json_int(ev, "data.pass", 0) >= 2;
             json_free(ev);
+            if (source && pc && !commit_asked && pass_over && pc->after_ms < 0) {
+                commit_asked = true;
+                if ((rc = postcopy_switch(q, pc, err, errlen)))
+                    return rc;
+            }
             continue; /* drain the queue before asking */
         }
         rc = qmp_execute(q, "query-migrate", NULL, -1, &info, QMP_TIMEOUT_MS, err, errlen);
@@ -200,7 +265,39 @@ static int follow_migration(struct mig_engine *e, struct qmp *q, bool source, ch
             json_free(info);
             return -EIO;
         }
+        if (!strcmp(status, "postcopy-paused")) {
+            /* QEMU keeps both halves for a recovery vmmig does not do. */
+            snprintf(err, errlen, "post-copy broke off (QEMU: postcopy-paused): the stream "
+                     "between the hosts ended after the switch");
+            json_free(info);
+            return -EIO;
+        }
         unsigned round = (unsigned)json_int(info, "ram.dirty-sync-count", 0);
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long ms = (long)(now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+        bool due = pc && (pc->after_ms >= 0 ? ms >= pc->after_ms : round >= 2);
+        if (source && pc && !commit_asked && due &&
+            (!strcmp(status, "active") || !strcmp(status, "setup"))) {
+            commit_asked = true;
+            json_free(info);
+            if ((rc = postcopy_switch(q, pc, err, errlen)))
+                return rc;
+            continue;
+        }
+        if (!source && pc && !pc->running && !strcmp(status, "postcopy-active")) {
+            json_free(info);
+            if (pc->run(pc->arg)) {
+                snprintf(err, errlen, "the source switched to post-copy without a commit");
+                return -EPROTO;
+            }
+            /* Still loading the device state, cont only sets autostart:
+             * either way it runs as soon as QEMU can. */
+            if ((rc = exec_simple(q, "cont", NULL, err, errlen)))
+                return rc;
+            pc->running = true;
+            continue;
+        }
         if (source && e->progress && round && round != last_round &&
             !atomic_load(&e->saving_stopped)) {
             last_round = round;
@@ -212,8 +309,8 @@ static int follow_migration(struct mig_engine *e, struct qmp *q, bool source, ch
     }
 }
 
-static int qm_save(struct mig_engine *e, uint32_t domid, int fd, bool live, char *err,
-                   size_t errlen)
+static int save_common(struct mig_engine *e, uint32_t domid, int fd, bool live,
+                       struct postcopy *pc, char *err, size_t errlen)
 {
     struct qemu_dom d;
     struct qmp *q = NULL;
@@ -228,16 +325,19 @@ static int qm_save(struct mig_engine *e, uint32_t domid, int fd, bool live, char
         return rc;
     atomic_store(&e->saving_stopped, false);
     atomic_store(&e->saving_domid, domid);
-    rc = exec_simple(q, "migrate-set-capabilities",
-                     "{\"capabilities\": [{\"capability\": \"events\", \"state\": true}]}", err,
-                     errlen);
-    if (rc)
+    if ((rc = exec_simple(q, "migrate-set-capabilities", pc ? postcopy_cap : events_cap, err,
+                          errlen)))
         goto out;
     sb_printf(&params, "{\"max-bandwidth\": " QEMU_MAX_BANDWIDTH);
-    /* A downtime limit the guest's dirty rate fits in converges after one
-     * pass: see vmmig-create(1) on QEMU 7.2's multi-pass TCG defect. */
-    if (downtime && *downtime)
+    if (pc) {
+        /* Post-copy switches after the first pass; a pre-copy that
+         * converged before that would make it a plain pre-copy. */
+        sb_printf(&params, ", \"downtime-limit\": 1");
+    } else if (downtime && *downtime) {
+        /* A downtime limit the guest's dirty rate fits in converges after
+         * one pass: see vmmig-create(1) on QEMU 7.2's multi-pass TCG defect. */
         sb_printf(&params, ", \"downtime-limit\": %ld", strtol(downtime, NULL, 10));
+    }
     sb_printf(&params, "}");
     if ((rc = exec_simple(q, "migrate-set-parameters", params.s, err, errlen)))
         goto out;
@@ -252,7 +352,7 @@ static int qm_save(struct mig_engine *e, uint32_t domid, int fd, bool live, char
         goto out;
     if ((rc = exec_simple(q, "migrate", "{\"uri\": \"fd:vmmig-out\"}", err, errlen)))
         goto out;
-    rc = follow_migration(e, q, true, err, errlen);
+    rc = follow_migration(e, q, true, pc, err, errlen);
     if (!rc && e->progress)
         e->progress(e->progress_arg, 0, true, 0, 0);
 out:
@@ -260,11 +360,37 @@ out:
         char e2[200];
         exec_simple(q, "cont", NULL, e2, sizeof e2);
     }
-    if (rc)
+    /* After a switch the guest is stopped here for good. */
+    if (rc && !(pc && pc->switched))
         atomic_store(&e->saving_stopped, false);
     atomic_store(&e->saving_domid, MIG_NO_DOMID);
     sb_free(&params);
     qmp_close(q);
+    return rc;
+}
+
+static int qm_save(struct mig_engine *e, uint32_t domid, int fd, bool live, char *err,
+                   size_t errlen)
+{
+    return save_common(e, domid, fd, live, NULL, err, errlen);
+}
+
+static int qm_save_postcopy(struct mig_engine *e, uint32_t domid, int fd,
+                            int (*commit)(void *arg), void *arg, bool *switched, char *err,
+                            size_t errlen)
+{
+    /* When to switch: after the first pass, or VMMIG_QEMU_POSTCOPY_AFTER_MS
+     * of pre-copy (0: at once, what the tests use on TCG, see vmmig-send(8)). */
+    const char *after = getenv("VMMIG_QEMU_POSTCOPY_AFTER_MS");
+    long after_ms = -1;
+    if (after && *after && parse_long(after, 0, 86400000L, &after_ms)) {
+        snprintf(err, errlen, "bad VMMIG_QEMU_POSTCOPY_AFTER_MS '%s' (milliseconds, 0-86400000)",
+                 after);
+        return -EINVAL;
+    }
+    struct postcopy pc = {.commit = commit, .arg = arg, .after_ms = after_ms};
+    int rc = save_common(e, domid, fd, true, &pc, err, errlen);
+    *switched = pc.switched;
     return rc;
 }
 
@@ -307,8 +433,8 @@ static int qm_resume(struct mig_engine *e, uint32_t domid, char *err, size_t err
     return run_cont(domid, "resuming", err, errlen);
 }
 
-static int qm_restore(struct mig_engine *e, const char *native, const char *name, int fd,
-                      uint32_t *domid, char *err, size_t errlen)
+static int restore_common(struct mig_engine *e, const char *native, const char *name, int fd,
+                          struct postcopy *pc, uint32_t *domid, char *err, size_t errlen)
 {
     struct qemu_dom d;
     struct qmp *q = NULL;
@@ -322,19 +448,35 @@ static int qm_restore(struct mig_engine *e, const char *native, const char *name
         return rc;
     if ((rc = connect_dom(&d, &q, err, errlen)))
         goto out;
-    rc = exec_simple(q, "migrate-set-capabilities",
-                     "{\"capabilities\": [{\"capability\": \"events\", \"state\": true}]}", err,
-                     errlen);
-    if (rc)
+    /* post-copy-ram before migrate-incoming, as QEMU wants it */
+    if ((rc = exec_simple(q, "migrate-set-capabilities", pc ? postcopy_cap : events_cap, err,
+                          errlen)))
         goto out;
     if ((rc = qmp_getfd(q, fd, "vmmig-in", err, errlen)))
         goto out;
     if ((rc = exec_simple(q, "migrate-incoming", "{\"uri\": \"fd:vmmig-in\"}", err, errlen)))
         goto out;
-    /* QEMU exits when an incoming stream breaks: that is an EOF here. */
-    rc = follow_migration(e, q, false, err, errlen);
+    /* QEMU exits when an incoming stream breaks (before a post-copy
+     * switch): that is an EOF here. */
+    rc = follow_migration(e, q, false, pc, err, errlen);
 out:
     qmp_close(q);
+    return rc;
+}
+
+static int qm_restore(struct mig_engine *e, const char *native, const char *name, int fd,
+                      uint32_t *domid, char *err, size_t errlen)
+{
+    return restore_common(e, native, name, fd, NULL, domid, err, errlen);
+}
+
+static int qm_restore_postcopy(struct mig_engine *e, const char *native, const char *name,
+                               int fd, int (*run)(void *arg), void *arg, uint32_t *domid,
+                               bool *running, char *err, size_t errlen)
+{
+    struct postcopy pc = {.run = run, .arg = arg, .after_ms = -1};
+    int rc = restore_common(e, native, name, fd, &pc, domid, err, errlen);
+    *running = pc.running;
     return rc;
 }
 
@@ -438,7 +580,7 @@ static int qm_console_path(struct mig_engine *e, uint32_t domid, char *buf, size
 
 const struct mig_engine_ops qemu_mig_engine = {
     .name = "qemu",
-    .algorithms = "precopy,stopcopy",
+    .algorithms = "precopy,postcopy,stopcopy",
     .open = qm_open,
     .close = qm_close,
     .lookup = qm_lookup,
@@ -446,6 +588,8 @@ const struct mig_engine_ops qemu_mig_engine = {
     .free_kib = qm_free_kib,
     .get_config = qm_get_config,
     .save = qm_save,
+    .save_postcopy = qm_save_postcopy,
+    .restore_postcopy = qm_restore_postcopy,
     .is_suspended = qm_is_suspended,
     .resume = qm_resume,
     .restore = qm_restore,

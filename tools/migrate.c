@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "applet.h"
+#include "migjob.h"
 #include "mountclient.h"
 #include "state.h"
 #include "util.h"
@@ -19,7 +20,7 @@
 #define GROUP_MAX (PEERS_MAX + 1)
 
 static const char migrate_help[] =
-    "usage: vmmig migrate [-n] [-m DIR] DOMAIN HOST [wait[=SECONDS]|force]\n"
+    "usage: vmmig migrate [-n] [-a ALG] [-m DIR] DOMAIN HOST [wait[=SECONDS]|force]\n"
     "       vmmig migrate [-m DIR] DOMAIN cancel\n"
     "\n"
     "Live-migrate DOMAIN to HOST through vmmigfs (as 'echo HOST > DOMAIN/migrate'),\n"
@@ -31,6 +32,8 @@ static const char migrate_help[] =
     "or waiting migration.  HOST 'localhost' migrates within this host.\n"
     "\n"
     "  -n, --no-wait         return once the migration has started (or is waiting)\n"
+    "  -a, --algorithm ALG   precopy, postcopy or stopcopy (algo=ALG; default: the\n"
+    "                        agents' choice, precopy); HOST must support it\n"
     "  -m, --mount DIR       vmmigfs mount (default $VMMIG_MOUNT or " DEFAULT_MOUNT ")\n"
     "  -h, --help            show this help\n"
     "\n"
@@ -331,16 +334,24 @@ static bool mode_word_ok(const char *w)
 static int migrate_main(int argc, char **argv)
 {
     static const struct option longopts[] = {{"no-wait", no_argument, 0, 'n'},
+                                             {"algorithm", required_argument, 0, 'a'},
                                              {"mount", required_argument, 0, 'm'},
                                              {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
     const char *mnt = env_default("VMMIG_MOUNT", DEFAULT_MOUNT);
+    const char *algo = NULL;
     bool wait = true;
     int opt, rc;
 
-    while ((opt = getopt_long(argc, argv, "nm:h", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "na:m:h", longopts, NULL)) != -1) {
         switch (opt) {
         case 'n': wait = false; break;
+        case 'a':
+            if (!mig_algo_known(optarg))
+                usage_exit(&applet_migrate, "unknown algorithm '%s' (precopy, postcopy or stopcopy)",
+                           optarg);
+            algo = optarg;
+            break;
         case 'm': mnt = optarg; break;
         case 'h': help_exit_ok(&applet_migrate);
         default: usage_exit(&applet_migrate, "unknown option");
@@ -352,8 +363,8 @@ static int migrate_main(int argc, char **argv)
     const char *dom = argv[optind], *host = argv[optind + 1];
     const char *mode = nargs == 3 ? argv[optind + 2] : NULL;
     bool cancel = !strcmp(host, "cancel");
-    if (cancel && mode)
-        usage_exit(&applet_migrate, "cancel takes no other word");
+    if (cancel && (mode || algo))
+        usage_exit(&applet_migrate, "cancel takes no other word or --algorithm");
     if (mode && !mode_word_ok(mode))
         usage_exit(&applet_migrate, "'%s': expected wait, wait=SECONDS (1 to 31536000) or force",
                    mode);
@@ -361,7 +372,8 @@ static int migrate_main(int argc, char **argv)
         error_exit("no vmmigfs mounted at %s (start it with: vmmigfs %s)", mnt, mnt);
 
     char req[400];
-    snprintf(req, sizeof req, "%s%s%s\n", host, mode ? " " : "", mode ? mode : "");
+    snprintf(req, sizeof req, "%s%s%s%s%s\n", host, mode ? " " : "", mode ? mode : "",
+             algo ? " algo=" : "", algo ? algo : "");
     char *mark = mount_events_mark(mnt);
     rc = mount_write(mnt, dom, "migrate", req);
     if (rc == -ENOENT)

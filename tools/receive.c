@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,9 @@ static const char receive_help[] =
     "  -P, --policy FILE     default $VMMIG_POLICY or " DEFAULT_POLICY "\n"
     "  -D, --disk-dir DIR    where the local disks of incoming domains go (default\n"
     "                        $VMMIG_DISK_DIR or STATE_DIR/disks)\n"
+    "  -A, --algorithms LIST the migration algorithms to accept, comma-separated\n"
+    "                        (default $VMMIG_ALGORITHMS, else all the engine can do:\n"
+    "                        precopy,postcopy,stopcopy for QEMU, precopy,stopcopy for Xen)\n"
     "  -h, --help            show this help\n"
     "\n"
     "It refuses a domain whose name or UUID is taken here, that needs more memory\n"
@@ -81,6 +85,16 @@ struct rjob {
     const char *state_dir;
     char name[64], uuid[37], peer[64];
     int pipe_w;
+    /* post-copy: pipe_w is our end of a socket, which also carries the
+     * return path; COMMIT comes inside the stream, before the switch */
+    bool sock;
+    atomic_bool commit_seen;
+    atomic_bool renamed;
+    bool running;
+    uint32_t *domidp;
+    char incoming[128];
+    long long resumed_ms;
+    int ret_rc;
     uint64_t chunks, bytes;
     int pump_rc;
     char pump_err[300];
@@ -175,6 +189,20 @@ static int lock_incoming(struct rjob *r, bool wait)
     return 0;
 }
 
+/* A test seam: VMMIG_TEST_DELAY=running:SECONDS holds the incoming stream
+ * once a post-copy domain runs here (its missing pages wait), so that a
+ * test can kill this agent after the switch. */
+static void test_delay_running(struct rjob *r)
+{
+    static bool done;
+    const char *v = getenv("VMMIG_TEST_DELAY");
+    if (done || !r->renamed || !v || strncmp(v, "running:", 8))
+        return;
+    done = true;
+    say("test delay at running");
+    sleep((unsigned)atoi(v + 8));
+}
+
 /* The stream comes in through a short queue: the pump receives the next
  * chunk while the writer thread checks the previous one against its
  * content id and hands it to the hypervisor, so that the check and the
@@ -262,6 +290,7 @@ static void *writer_main(void *arg)
             return NULL;
         r->chunks++;
         r->bytes += dlen;
+        test_delay_running(r);
     }
 }
 
@@ -292,6 +321,20 @@ static void *pump_main(void *arg)
             break;
         }
         if (type == MSG_PROGRESS) {
+            free(pl);
+            continue;
+        }
+        if (type == MSG_COMMIT && r->sock && !atomic_load(&r->commit_seen)) {
+            /* post-copy's commit point: the switch follows */
+            say("%s committed %s; post-copy follows", r->peer, r->name);
+            atomic_store(&r->commit_seen, true);
+            free(pl);
+            continue;
+        }
+        if (type == MSG_COMMIT && r->sock && !atomic_load(&r->commit_seen)) {
+            /* post-copy's commit point: the switch follows */
+            say("%s committed %s; post-copy follows", r->peer, r->name);
+            atomic_store(&r->commit_seen, true);
             free(pl);
             continue;
         }
@@ -347,10 +390,84 @@ static void *pump_main(void *arg)
         rpump_fail(r, -EBADMSG,
                    "stream incomplete: %s chunks / %s bytes announced, %llu / %llu received", n, b,
                    (unsigned long long)r->chunks, (unsigned long long)r->bytes);
-    /* EOF for libxl: at the end record it has stopped reading anyway. */
-    close(r->pipe_w);
-    r->pipe_w = -1;
+    /* EOF for libxl: at the end record it has stopped reading anyway.  The
+     * socket's other direction is the return path: only this one ends. */
+    if (r->sock) {
+        shutdown(r->pipe_w, SHUT_WR);
+    } else {
+        close(r->pipe_w);
+        r->pipe_w = -1;
+    }
     return NULL;
+}
+
+static int send_return(struct rjob *r, char kind, const uint8_t *data, size_t n)
+{
+    uint8_t buf[1 + 65536];
+
+    buf[0] = (uint8_t)kind;
+    if (n)
+        memcpy(buf + 1, data, n);
+    return proto_send(&r->conn, MSG_RETURN, buf, (uint32_t)(n + 1));
+}
+
+/* Post-copy's return path: what QEMU writes back on the stream socket
+ * (page requests) goes to the source as RETURN messages, a keep-alive
+ * when it is quiet (the source reads nothing else), and an end marker
+ * once QEMU closes it or the restore is over (the caller shuts it). */
+static void *return_main(void *arg)
+{
+    struct rjob *r = arg;
+    uint8_t buf[65536];
+    int tick_ms = r->conn.timeout_ms > 0 ? r->conn.timeout_ms / 3 : 10000;
+
+    for (;;) {
+        struct pollfd p = {.fd = r->pipe_w, .events = POLLIN};
+        int n = poll(&p, 1, tick_ms);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0) {
+            if ((r->ret_rc = send_return(r, RETURN_KEEPALIVE, NULL, 0)))
+                break;
+            continue;
+        }
+        ssize_t got = read(r->pipe_w, buf, sizeof buf);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        if ((r->ret_rc = send_return(r, RETURN_DATA, buf, (size_t)got)))
+            break;
+    }
+    if (!r->ret_rc)
+        r->ret_rc = send_return(r, RETURN_END, NULL, 0);
+    return NULL;
+}
+
+static void disks_commit(struct rjob *r);
+
+/* QEMU is in post-copy: the source has committed and switched, so the
+ * domain is ours and runs here while its memory still arrives.  Without a
+ * COMMIT first it must not run. */
+static int postcopy_run(void *arg)
+{
+    struct rjob *r = arg;
+    char e2[300];
+
+    if (!atomic_load(&r->commit_seen))
+        return -1;
+    signal(SIGTERM, SIG_IGN);
+    disks_commit(r);
+    /* Never as NAME--incoming: a later QUERY would take that for an
+     * orphan, and the source would run it again. */
+    if (r->eng->rename(r->e, *r->domidp, r->incoming, r->name, e2, sizeof e2)) {
+        say("activating %s failed: %s", r->name, e2);
+        return -1;
+    }
+    r->renamed = true;
+    r->resumed_ms = epoch_ms();
+    say("%s runs here in post-copy; its memory still arrives from %s", r->name, r->peer);
+    return 0;
 }
 
 /* QUERY: after a lost ACTIVATED the source asks whether we run the domain. */
@@ -402,9 +519,9 @@ static int refuse(struct rjob *r, const char *code, const char *fmt, ...)
 
 /* The request: 0 accepted (state record written), 1 refused (answered). */
 static int judge_request(struct rjob *r, const struct policy *pol, const uint8_t *pl, uint32_t len,
-                         bool *stopcopy)
+                         const char *mine, char *algo, size_t algolen)
 {
-    char v[64], algs[128] = "", bootid[64] = "", mybootid[64], srcdomid[16] = "";
+    char want[64] = "", v[64], algs[128] = "", bootid[64] = "", mybootid[64], srcdomid[16] = "";
     struct domstate st;
     struct mig_dom d;
     uint64_t need, freekib = 0;
@@ -427,6 +544,11 @@ static int judge_request(struct rjob *r, const struct policy *pol, const uint8_t
         goto out;
     }
     kv_get(pl, len, "algorithms", algs, sizeof algs);
+    kv_get(pl, len, "algorithm", want, sizeof want);
+    if (mig_algo_choose(algs, want, mine, algo, algolen, err, sizeof err)) {
+        rc = refuse(r, "algorithm", "%s", err);
+        goto out;
+    }
     kv_get(pl, len, "boot_id", bootid, sizeof bootid);
     kv_get(pl, len, "domid", srcdomid, sizeof srcdomid);
     mig_boot_id(mybootid, sizeof mybootid);
@@ -478,7 +600,6 @@ static int judge_request(struct rjob *r, const struct policy *pol, const uint8_t
     }
     if (kv_get(pl, len, "guest_hold", r->guest_hold, sizeof r->guest_hold))
         r->guest_hold[0] = 0;
-    *stopcopy = !strstr(algs, "precopy");
     rc = 0;
 out:
     free(stext);
@@ -813,11 +934,12 @@ static int receive_main(int argc, char **argv)
         {"fd", required_argument, 0, 'F'},        {"timeout", required_argument, 0, 't'},
         {"key", required_argument, 0, 'k'},       {"state-dir", required_argument, 0, 'd'},
         {"policy", required_argument, 0, 'P'},    {"help", no_argument, 0, 'h'},
-        {"disk-dir", required_argument, 0, 'D'},
+        {"disk-dir", required_argument, 0, 'D'},  {"algorithms", required_argument, 0, 'A'},
         {0, 0, 0, 0},
     };
     const char *policy_path = env_default("VMMIG_POLICY", DEFAULT_POLICY);
     const char *key_file = proto_key_file();
+    const char *algos = getenv("VMMIG_ALGORITHMS");
     struct rjob r = {.pipe_w = -1, .lock_fd = -1, .first_type = -1};
     char disk_dir[4200];
     int rfd = 0, wfd = 1, timeout_ms = PROTO_DEFAULT_TIMEOUT_MS, opt, type, rc = 1;
@@ -833,7 +955,7 @@ static int receive_main(int argc, char **argv)
     toolname = "vmmig receive";
     r.state_dir = env_default("VMMIG_STATE_DIR", DEFAULT_STATE_DIR);
     r.disk_dir = getenv("VMMIG_DISK_DIR");
-    while ((opt = getopt_long(argc, argv, "F:t:k:d:P:D:h", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "F:t:k:d:P:D:A:h", longopts, NULL)) != -1) {
         switch (opt) {
         case 'F':
             if (parse_long(optarg, 0, 65535, &v) || fcntl((int)v, F_GETFD) < 0)
@@ -852,6 +974,11 @@ static int receive_main(int argc, char **argv)
             if (optarg[0] != '/')
                 usage_exit(&applet_receive, "bad --disk-dir '%s' (an absolute path)", optarg);
             r.disk_dir = optarg;
+            break;
+        case 'A':
+            if (mig_algo_list_check(optarg, NULL, err, sizeof err))
+                usage_exit(&applet_receive, "bad --algorithms '%s': %s", optarg, err);
+            algos = optarg;
             break;
         case 'h': help_exit_ok(&applet_receive);
         default: usage_exit(&applet_receive, "unknown option");
@@ -899,6 +1026,7 @@ static int receive_main(int argc, char **argv)
         reply(&r, MSG_ABORT, "reason", err, NULL, NULL);
         return 1;
     }
+
     if (proto_recv(&r.conn, &type, &pl, &len, e2, sizeof e2)) {
         say("%s: %s", r.peer, e2);
         goto out;
@@ -919,13 +1047,25 @@ static int receive_main(int argc, char **argv)
         reply(&r, MSG_ABORT, "reason", "expected MIG_REQ, QUERY or CONSOLE", NULL, NULL);
         goto out;
     }
-    bool stopcopy = false;
-    if (judge_request(&r, &pol, pl, len, &stopcopy))
+    /* What this host accepts: all the engine can do, or fewer (a QUERY
+     * is answered all the same). */
+    if (!algos || !*algos)
+        algos = r.eng->algorithms;
+    if (mig_algo_list_check(algos, r.eng->algorithms, e2, sizeof e2)) {
+        snprintf(err, sizeof err, "this host's algorithms (--algorithms or VMMIG_ALGORITHMS): %s",
+                 e2);
+        say("%s", err);
+        reply(&r, MSG_ABORT, "reason", err, NULL, NULL);
+        goto out;
+    }
+    char algo[MIG_ALGO_MAX];
+    if (judge_request(&r, &pol, pl, len, algos, algo, sizeof algo))
         goto out;
     free(pl);
     pl = NULL;
-    say("accepted %s (%s) from %s", r.name, r.uuid, r.peer);
-    reply(&r, MSG_REQ_OK, "algorithm", stopcopy ? "stopcopy" : "precopy", "reservation", r.uuid);
+    r.sock = !strcmp(algo, "postcopy");
+    say("accepted %s (%s) from %s, %s", r.name, r.uuid, r.peer, algo);
+    reply(&r, MSG_REQ_OK, "algorithm", algo, "reservation", r.uuid);
 
     /* the configuration */
     char *json = NULL;
@@ -948,21 +1088,53 @@ static int receive_main(int argc, char **argv)
     }
 
     /* the stream */
-    int pfd[2];
-    if (pipe2(pfd, O_CLOEXEC)) {
-        say("pipe: %s", strerror(errno));
+    /* Post-copy needs a socket: QEMU's return path goes back on it. */
+    int pfd[2], qfd;
+    if (r.sock ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pfd) : pipe2(pfd, O_CLOEXEC)) {
+        say("%s: %s", r.sock ? "socketpair" : "pipe", strerror(errno));
+        free(json);
         goto fail_state;
     }
-    fcntl(pfd[1], F_SETPIPE_SZ, PROTO_CHUNK_MAX);
+    if (!r.sock)
+        fcntl(pfd[1], F_SETPIPE_SZ, PROTO_CHUNK_MAX);
     r.pipe_w = pfd[1];
-    pthread_t pump;
+    qfd = pfd[0];
+    pthread_t pump, ret;
     pthread_create(&pump, NULL, pump_main, &r);
-    char incoming[128];
-    snprintf(incoming, sizeof incoming, "%s" MIG_INCOMING_SUFFIX, r.name);
-    int xrc = r.eng->restore(r.e, json, incoming, pfd[0], &domid, e2, sizeof e2);
-    close(pfd[0]);
+    if (r.sock)
+        pthread_create(&ret, NULL, return_main, &r);
+    char *incoming = r.incoming;
+    snprintf(r.incoming, sizeof r.incoming, "%s" MIG_INCOMING_SUFFIX, r.name);
+    r.domidp = &domid;
+    int xrc;
+    if (r.sock)
+        xrc = r.eng->restore_postcopy(r.e, json, incoming, qfd, postcopy_run, &r, &domid,
+                                      &r.running, e2, sizeof e2);
+    else
+        xrc = r.eng->restore(r.e, json, incoming, qfd, &domid, e2, sizeof e2);
+    close(qfd);
+    if (r.sock && xrc)
+        shutdown(r.pipe_w, SHUT_RDWR); /* the pump stops writing to a QEMU that failed */
     pthread_join(pump, NULL);
+    if (r.sock) {
+        /* what QEMU wrote back last is still read, then the end marker */
+        shutdown(r.pipe_w, SHUT_RD);
+        pthread_join(ret, NULL);
+        close(r.pipe_w);
+        r.pipe_w = -1;
+    }
     free(json);
+    if ((xrc || r.pump_rc) && r.running) {
+        /* The source switched and it ran here: its memory is split
+         * between the hosts.  Destroying it would lose the pages that did
+         * arrive; QEMU keeps it (postcopy-paused) as it is. */
+        say("post-copy of %s broke off after it started here: %s; it is kept paused as %s "
+            "(lost unless post-copy is recovered)", r.name, r.pump_rc ? r.pump_err : e2,
+            r.renamed ? r.name : r.incoming);
+        reply(&r, MSG_ACTIVATED, "result", "failed", "reason", r.pump_rc ? r.pump_err : e2);
+        rc = 1;
+        goto out;
+    }
     if (xrc || r.pump_rc) {
         say("receiving %s failed: %s", r.name, r.pump_rc ? r.pump_err : e2);
         if (!r.pump_rc)
@@ -974,41 +1146,50 @@ static int receive_main(int argc, char **argv)
         say("could not restore the guest's hold node for %s", r.name);
     say("received %s as %s (domid %u), %llu bytes", r.name, incoming, domid,
         (unsigned long long)r.bytes);
-    reply(&r, MSG_RECEIVED, NULL, NULL, NULL, NULL);
+    bool later = false;
+    if (!atomic_load(&r.commit_seen)) {
+        reply(&r, MSG_RECEIVED, NULL, NULL, NULL, NULL);
 
-    /* the commit point; a source waiting for its group says it is there */
-    int crc;
-    while (!(crc = proto_recv(&r.conn, &type, &pl, &len, e2, sizeof e2)) && type == MSG_PROGRESS) {
+        /* the commit point; a source waiting for its group says it is there */
+        int crc;
+        while (!(crc = proto_recv(&r.conn, &type, &pl, &len, e2, sizeof e2)) &&
+               type == MSG_PROGRESS) {
+            free(pl);
+            pl = NULL;
+        }
+        if (crc || type != MSG_COMMIT) {
+            say("no COMMIT for %s (%s): dropping the copy", r.name,
+                type == MSG_ABORT ? "the source aborted" : e2);
+            goto fail_domain;
+        }
+        char when[16] = "";
+        later = !kv_get(pl, len, "activate", when, sizeof when) && !strcmp(when, "later");
         free(pl);
         pl = NULL;
     }
-    if (crc || type != MSG_COMMIT) {
-        say("no COMMIT for %s (%s): dropping the copy", r.name,
-            type == MSG_ABORT ? "the source aborted" : e2);
-        goto fail_domain;
-    }
-    char when[16] = "";
-    bool later = !kv_get(pl, len, "activate", when, sizeof when) && !strcmp(when, "later");
-    free(pl);
-    pl = NULL;
-    /* Ours now, whatever happens to the link. */
+    /* Ours now, whatever happens to the link.  (Post-copy: committed in
+     * the stream, and running already unless it converged before the
+     * switch.) */
     signal(SIGTERM, SIG_IGN);
-    disks_commit(&r);
-    if (r.eng->rename(r.e, domid, incoming, r.name, e2, sizeof e2)) {
+    if (!r.committed)
+        disks_commit(&r);
+    if (!r.renamed && r.eng->rename(r.e, domid, incoming, r.name, e2, sizeof e2)) {
         say("activating %s failed: %s", r.name, e2);
         reply(&r, MSG_ACTIVATED, "result", "failed", "reason", e2);
+        if (r.running)
+            goto out; /* it runs as NAME--incoming: never destroy it */
         goto fail_domain;
     }
     if (later)
         await_resume(&r);
-    if (r.eng->unpause(r.e, domid, e2, sizeof e2)) {
+    if (!r.running && r.eng->unpause(r.e, domid, e2, sizeof e2)) {
         say("activating %s failed: %s", r.name, e2);
         reply(&r, MSG_ACTIVATED, "result", "failed", "reason", e2);
         goto fail_domain;
     }
     char ds[16], resumed[24];
     snprintf(ds, sizeof ds, "%u", domid);
-    snprintf(resumed, sizeof resumed, "%lld", epoch_ms());
+    snprintf(resumed, sizeof resumed, "%lld", r.running ? r.resumed_ms : epoch_ms());
     reply3(&r, MSG_ACTIVATED, "result", "ok", "domid", ds, "resumed_ms", resumed);
     say("%s runs here as domid %u", r.name, domid);
     if (!proto_recv(&r.conn, &type, &pl, &len, e2, sizeof e2) && type == MSG_DONE)

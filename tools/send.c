@@ -40,7 +40,9 @@ static const char send_help[] =
     "  -p, --port N          destination agent's TCP port (default 8123)\n"
     "  -s, --via CMD         exec transport instead of TCP: run CMD through /bin/sh,\n"
     "                        %h replaced by HOST, e.g. 'ssh %h vmmig receive'\n"
-    "  -a, --algorithm A     precopy (live, default) or stopcopy (paused copy)\n"
+    "  -a, --algorithm A     precopy (live, default), postcopy (live, then the\n"
+    "                        destination runs it and pulls the rest; QEMU only) or\n"
+    "                        stopcopy (paused copy); HOST must support it\n"
     "  -f, --force           go ahead over a guest hold that is past its quota\n"
     "  -t, --timeout S       longest silence from the peer (default 30)\n"
     "  -R, --recover         settle DOMAIN after a job whose agent died: resume it\n"
@@ -55,7 +57,8 @@ static const char send_help[] =
     "Output: 'progress stage=N name=... ' lines while it runs, then one\n"
     "'result ok ...' or 'result failed stage=N why=\"...\" domain=...' line.\n"
     "Exit status: 0 migrated, 1 failed (the domain still runs here unless the\n"
-    "result says domain=left-suspended-here), 2 usage.\n";
+    "result says domain=left-suspended-here, or domain=lost: post-copy had\n"
+    "switched, the guest's memory is split between the hosts), 2 usage.\n";
 
 struct job {
     struct proto_conn conn;
@@ -69,6 +72,26 @@ struct job {
     enum mig_stage stage;
     bool live;
     int timeout_ms;
+    char algo[MIG_ALGO_MAX]; /* the one the destination chose */
+    /* post-copy: the stream is a socket, the return path comes back on
+     * it; the commit point is taken inside save_postcopy() */
+    bool sock;
+    pthread_mutex_t send_lock; /* the pump and the commit both send */
+    atomic_bool committed;      /* COMMIT went out */
+    bool renamed, switched;
+    char away[128];
+    char commit_err[400];
+    int back_rc;
+    char back_err[300];
+
+    /* what the commit point checks again */
+    const struct vm_info *vm;
+    const struct policy *pol;
+    const char *state_dir;
+    bool force;
+    struct domstate *st;
+    char *guest_raw;
+    size_t rawlen;
     /* the stream pump */
     int pipe_r;
     atomic_ullong sent;
@@ -103,7 +126,8 @@ static void on_cancel(int sig)
 /* A test seam: VMMIG_TEST_DELAY=POINT:SECONDS sleeps at POINT (reserved:
  * after REQ_OK, in stage 1; stopped: in stage 3, the domain suspended and
  * its last pages on their way; received: after RECEIVED, before the
- * commit; committed: after COMMIT was sent), so that the fault tests can
+ * commit; committed: after COMMIT was sent; switch: post-copy's commit
+ * point), so that the fault tests can
  * kill an agent or cut the link at exactly that point. */
 static void test_delay(const char *point)
 {
@@ -144,6 +168,8 @@ static void on_progress(void *arg, unsigned round, bool final, unsigned long don
 
     (void)done;
     j->engine_rounds = true;
+    if (atomic_load(&j->committed))
+        return; /* post-copy: the rounds are over */
     if (final && !j->final_seen) {
         j->final_seen = true;
         clock_gettime(CLOCK_MONOTONIC, &j->t_suspend);
@@ -174,14 +200,11 @@ static void on_progress(void *arg, unsigned round, bool final, unsigned long don
  * too); "event POINT ..." lines only inform.  See vmmig-comigrate(1). */
 static int sync_fd = -1;
 static pthread_mutex_t sync_lock = PTHREAD_MUTEX_INITIALIZER;
-/* The connection is written by the pump and by a thread waiting at a
- * synchronization point (keepalives): one frame at a time. */
-static pthread_mutex_t conn_lock = PTHREAD_MUTEX_INITIALIZER;
 /* While the stream runs and until the commit, a member waiting for the
  * group says every second that it is still there, so that the
  * destination's silence timeout does not end a wait at a barrier (a
  * member ready to stop waits for the others' last rounds). */
-static struct proto_conn *keepalive_conn;
+static struct job *keepalive_job;
 static int keepalive_stage;
 static pthread_mutex_t sync_wait_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -219,14 +242,15 @@ static int sync_point(const char *point, char *why, size_t whylen)
         char ch;
         struct pollfd pf = {.fd = sync_fd, .events = POLLIN};
         int pr = poll(&pf, 1, 1000);
-        if (pr == 0 && keepalive_conn) {
+        if (pr == 0 && keepalive_job) {
             struct strbuf ka = {0};
             kv_add(&ka, "stage", "%d", keepalive_stage);
             kv_add(&ka, "waiting", "%s", point);
-            pthread_mutex_lock(&conn_lock);
-            /* A failure shows in the next real frame. */
-            (void)proto_send(keepalive_conn, MSG_PROGRESS, ka.s, (uint32_t)ka.len);
-            pthread_mutex_unlock(&conn_lock);
+            /* The job's send lock: the pump's sender writes the same
+             * connection.  A failure shows in the next real frame. */
+            pthread_mutex_lock(&keepalive_job->send_lock);
+            (void)proto_send(&keepalive_job->conn, MSG_PROGRESS, ka.s, (uint32_t)ka.len);
+            pthread_mutex_unlock(&keepalive_job->send_lock);
             sb_free(&ka);
             continue;
         }
@@ -342,7 +366,7 @@ static void *sender_main(void *arg)
         pthread_mutex_unlock(&pq.m);
 
         int rc;
-        pthread_mutex_lock(&conn_lock);
+        pthread_mutex_lock(&j->send_lock);
         if (sl->end) {
             struct strbuf sb = {0};
             kv_add(&sb, "chunks", "%llu", (unsigned long long)sl->index);
@@ -352,7 +376,7 @@ static void *sender_main(void *arg)
         } else {
             rc = proto_send_chunk_id(&j->conn, sl->index, sl->id, sl->buf, sl->len);
         }
-        pthread_mutex_unlock(&conn_lock);
+        pthread_mutex_unlock(&j->send_lock);
         if (rc) {
             if (sl->end)
                 pump_fail(j, rc, "sending STREAM_END: %s", strerror(-rc));
@@ -429,9 +453,14 @@ static void *pump_main(void *arg)
                 break;
         }
     }
-    /* Closing our end makes libxl's writer fail fast when we gave up. */
-    close(j->pipe_r);
-    j->pipe_r = -1;
+    /* Closing our end makes libxl's writer fail fast when we gave up.  A
+     * socket also carries the return path: shut it, the caller closes it. */
+    if (!j->sock) {
+        close(j->pipe_r);
+        j->pipe_r = -1;
+    } else if (j->pump_rc) {
+        shutdown(j->pipe_r, SHUT_RDWR);
+    }
     pthread_mutex_lock(&pq.m);
     pq.stop = true;           /* after a good end the end marker is queued */
     pq.drop = !!j->pump_rc;   /* after a failure what is queued is not sent */
@@ -442,6 +471,63 @@ static void *pump_main(void *arg)
         free(pq.slot[i].buf);
         pq.slot[i].buf = NULL;
     }
+    return NULL;
+}
+
+/* Post-copy's return path, destination to source: RETURN messages carry
+ * what the destination's QEMU wrote back (vmmig-protocol(7), POST-COPY);
+ * their bytes go into our end of the stream socket, where the source's
+ * QEMU reads them.  Ends at the destination's end marker, an ABORT or a
+ * broken link (then the socket is shut, so that QEMU notices). */
+static void *back_main(void *arg)
+{
+    struct job *j = arg;
+    char perr[200];
+
+    for (;;) {
+        int type;
+        uint8_t *pl;
+        uint32_t len;
+        int rc = proto_recv(&j->conn, &type, &pl, &len, perr, sizeof perr);
+        if (rc) {
+            j->back_rc = rc;
+            snprintf(j->back_err, sizeof j->back_err, "%s: %s", j->host, perr);
+            break;
+        }
+        if (type == MSG_ABORT) {
+            char why[200] = "no reason given";
+            kv_get(pl, len, "reason", why, sizeof why);
+            snprintf(j->back_err, sizeof j->back_err, "%s aborted: %s", j->host, why);
+            j->back_rc = -ECANCELED;
+            free(pl);
+            break;
+        }
+        if (type != MSG_RETURN || !len) {
+            snprintf(j->back_err, sizeof j->back_err, "%s sent %s%s during the stream", j->host,
+                     msg_type_name(type), type == MSG_RETURN ? " without a kind" : "");
+            j->back_rc = -EPROTO;
+            free(pl);
+            break;
+        }
+        if (pl[0] == RETURN_END) {
+            free(pl);
+            break;
+        }
+
+        /* keep-alives carry nothing; a QEMU that stopped reading has failed
+         * its migration already, so what cannot be written is dropped */
+        for (uint32_t off = 1; pl[0] == RETURN_DATA && off < len;) {
+            ssize_t w = send(j->pipe_r, pl + off, len - off, MSG_NOSIGNAL);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                break;
+            off += (uint32_t)w;
+        }
+        free(pl);
+    }
+    /* The return path is over: QEMU sees its end (or the failure). */
+    shutdown(j->pipe_r, j->back_rc ? SHUT_RDWR : SHUT_WR);
     return NULL;
 }
 
@@ -468,8 +554,10 @@ static void *monitor_main(void *arg)
             clock_gettime(CLOCK_MONOTONIC, &j->t_suspend);
             j->stop_ms = epoch_ms();
             sync_event("event stopped %lld", j->stop_ms);
-            j->stage = STAGE_STOPCOPY;
-            progress_line(j, NULL);
+            /* Post-copy: stopped here means switched; it runs there now. */
+            bool pc = atomic_load(&j->committed);
+            j->stage = pc ? STAGE_ACTIVATE : STAGE_STOPCOPY;
+            progress_line(j, pc ? "postcopy=active" : NULL);
         } else if (++ticks % 100 == 0) {
             progress_line(j, NULL);
         }
@@ -987,6 +1075,103 @@ static int recover(struct job *j, const char *what, const uint8_t *psk, size_t p
     return 1;
 }
 
+/* Post-copy once the source has switched: the guest's memory is split
+ * between the hosts and it can run here no more.  QEMU keeps both halves
+ * (postcopy-paused) for a recovery vmmig does not do; say so and stop. */
+static _Noreturn void finish_lost(struct job *j, const char *why)
+{
+    printf("result failed stage=%d domain=lost algorithm=%s why=\"%s; post-copy had switched, "
+           "so the guest cannot run on %s again: it is lost unless %s runs it (both halves are "
+           "left as they are)\"\n",
+           j->stage, j->algo, why, j->myhost, j->host);
+    fflush(stdout);
+    if (j->transport > 0)
+        kill(j->transport, SIGTERM);
+    j->eng->close(j->e);
+    exit(1);
+}
+
+/* A post-copy that failed after the switch.  If the destination holds no
+ * copy (QUERY: absent), the guest never ran there and its memory here is
+ * whole: run it here again.  Otherwise it is lost. */
+static _Noreturn void switched_failed(struct job *j, const char *why, const uint8_t *psk,
+                                      size_t psklen, unsigned port, const char *via)
+{
+    char err[300], msg[600];
+
+    if (j->transport > 0) {
+        kill(j->transport, SIGTERM);
+        waitpid(j->transport, NULL, 0);
+        j->transport = 0;
+    }
+    if (query_destination(j, psk, psklen, port, via) != 0)
+        finish_lost(j, why);
+    snprintf(msg, sizeof msg, "%s; post-copy had switched, but %s never ran the domain", why,
+             j->host);
+    if (j->eng->rename(j->e, j->dom.domid, j->away, j->dom.name, err, sizeof err) ||
+        j->eng->resume(j->e, j->dom.domid, err, sizeof err)) {
+        snprintf(msg + strlen(msg), sizeof msg - strlen(msg), "; resuming it here failed: %s",
+                 err);
+        peer.stream_started = false;
+        finish_failed(j, msg, true);
+    }
+    snprintf(msg + strlen(msg), sizeof msg - strlen(msg), ": resumed here");
+    peer.stream_started = false;
+    finish_failed(j, msg, false);
+}
+
+/* Post-copy's commit point, called by the engine once the first pass is
+ * over and before it switches: a hold that arrived meanwhile still wins;
+ * then the copy here is renamed and COMMIT goes out inside the stream.
+ * Non-zero: no switch, the guest runs on here (commit_err says why). */
+static int postcopy_commit(void *arg)
+{
+    struct job *j = arg;
+    char e2[300];
+
+    set_stage(j, STAGE_COMMIT);
+    test_delay("switch");
+    if (cancelled) {
+        snprintf(j->commit_err, sizeof j->commit_err, "cancelled");
+        return -1;
+    }
+    if (j->pump_rc || j->back_rc) {
+        snprintf(j->commit_err, sizeof j->commit_err, "%s", j->pump_rc ? j->pump_err : j->back_err);
+        return -1;
+    }
+    if (check_holds(j, j->vm, j->pol, j->state_dir, j->force, j->st, j->guest_raw, j->rawlen,
+                    j->commit_err, sizeof j->commit_err))
+        return -1;
+    /* From here on the job is not cancellable: exactly one side must run it. */
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigprocmask(SIG_BLOCK, &block, NULL);
+    snprintf(j->away, sizeof j->away, "%s" MIG_AWAY_SUFFIX, j->dom.name);
+    if (j->eng->rename(j->e, j->dom.domid, j->dom.name, j->away, e2, sizeof e2)) {
+        snprintf(j->commit_err, sizeof j->commit_err, "%s", e2);
+        return -1;
+    }
+    j->renamed = true;
+    struct strbuf commit = {0};
+    kv_add(&commit, "postcopy", "1");
+    pthread_mutex_lock(&j->send_lock);
+    int rc = proto_send(&j->conn, MSG_COMMIT, commit.s, (uint32_t)commit.len);
+    pthread_mutex_unlock(&j->send_lock);
+    sb_free(&commit);
+    if (rc) {
+        /* Without the switch the destination cannot run it. */
+        snprintf(j->commit_err, sizeof j->commit_err, "%s: the link failed before COMMIT was sent",
+                 j->host);
+        return -1;
+    }
+    atomic_store(&j->committed, true);
+    fprintf(stderr, "%s: committed %s to %s; switching to post-copy\n", toolname, j->dom.name,
+            j->host);
+    return 0;
+}
+
 static int send_main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -1006,7 +1191,8 @@ static int send_main(int argc, char **argv)
     bool force = false;
     long v;
     int opt;
-    struct job j = {.fd = -1, .pipe_r = -1, .live = true};
+    struct job j = {.fd = -1, .pipe_r = -1, .live = true,
+                    .send_lock = PTHREAD_MUTEX_INITIALIZER};
     char err[400], e2[300];
     static uint8_t psk[PROTO_KEY_MAX];
     size_t psklen;
@@ -1022,8 +1208,9 @@ static int send_main(int argc, char **argv)
             break;
         case 's': via = optarg; break;
         case 'a':
-            if (strcmp(optarg, "precopy") && strcmp(optarg, "stopcopy"))
-                usage_exit(&applet_send, "unknown algorithm '%s' (precopy or stopcopy)", optarg);
+            if (!mig_algo_known(optarg))
+                usage_exit(&applet_send, "unknown algorithm '%s' (precopy, postcopy or stopcopy)",
+                           optarg);
             algorithm = optarg;
             break;
         case 'f': force = true; break;
@@ -1075,6 +1262,16 @@ static int send_main(int argc, char **argv)
         int rrc = recover(&j, argv[optind], psk, psklen, port, via, state_dir);
         j.eng->close(j.e);
         return rrc;
+    }
+    if (!mig_algo_listed(j.eng->algorithms, algorithm)) {
+        snprintf(err, sizeof err, "this host's %s engine cannot do %s (it does %s)", j.eng->name,
+                 algorithm, j.eng->algorithms);
+        finish_failed(&j, err, false);
+    }
+    if (!strcmp(algorithm, "postcopy") && sync_fd >= 0) {
+        /* the group's barriers assume the stop-and-copy commit point */
+        snprintf(err, sizeof err, "post-copy is not available in a co-migration");
+        finish_failed(&j, err, false);
     }
     if (j.eng->lookup(j.e, argv[optind], &j.dom)) {
         snprintf(err, sizeof err, "no domain '%s' here", argv[optind]);
@@ -1164,7 +1361,8 @@ static int send_main(int argc, char **argv)
     kv_add(&req, "memory_kib", "%llu", (unsigned long long)j.dom.mem_kib);
     kv_add(&req, "vcpus", "%u", j.dom.vcpus);
     kv_add(&req, "backend", "%s", j.eng->name);
-    kv_add(&req, "algorithms", "%s", strcmp(algorithm, "stopcopy") ? j.eng->algorithms : "stopcopy");
+    kv_add(&req, "algorithms", "%s", j.eng->algorithms);
+    kv_add(&req, "algorithm", "%s", algorithm);
     kv_add(&req, "source_host", "%s", j.myhost);
     kv_add(&req, "boot_id", "%s", bootid);
     state_format(&st, &stext);
@@ -1191,7 +1389,17 @@ static int send_main(int argc, char **argv)
     }
     kv_get(pl, len, "algorithm", alg, sizeof alg);
     free(pl);
+    if (strcmp(alg, algorithm)) {
+        /* an agent that ignores the request's algorithm= chose for itself */
+        snprintf(err, sizeof err, "%s chose %s, not %s", j.host, alg[0] ? alg : "nothing",
+                 algorithm);
+        fail_here(&j, err, sizeof err, NULL, true);
+    }
+    strlcpy0(j.algo, alg, sizeof j.algo);
     j.live = strcmp(alg, "stopcopy") != 0;
+    j.sock = !strcmp(alg, "postcopy");
+    snprintf(e2, sizeof e2, "algorithm=%s", j.algo);
+    progress_line(&j, e2);
     test_delay("reserved");
 
     if (j.eng->get_config(j.e, j.dom.domid, &neutral, &native, e2, sizeof e2)) {
@@ -1225,6 +1433,11 @@ static int send_main(int argc, char **argv)
     free(config_text);
     if (drc)
         fail_here(&j, err, sizeof err, NULL, true);
+    if (j.sock && disks.n) {
+        /* the disks switch with a suspended domain, post-copy has none */
+        snprintf(err, sizeof err, "post-copy with local disks is not supported");
+        fail_here(&j, err, sizeof err, NULL, true);
+    }
     test_delay("disksynced");
     /* Co-migration: every member's destination has accepted it before any
      * memory moves. */
@@ -1234,89 +1447,122 @@ static int send_main(int argc, char **argv)
     /* ---- stages 2 and 3: the hypervisor's stream ---- */
     peer.psk = psk, peer.psklen = psklen, peer.port = port, peer.via = via;
     peer.stream_started = true;
+    /* Post-copy needs a socket: QEMU's return path comes back on it. */
     int pfd[2];
-    if (pipe2(pfd, O_CLOEXEC)) {
-        snprintf(err, sizeof err, "pipe: %s", strerror(errno));
+    if (j.sock ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pfd) : pipe2(pfd, O_CLOEXEC)) {
+        snprintf(err, sizeof err, "%s: %s", j.sock ? "socketpair" : "pipe", strerror(errno));
         finish_failed(&j, err, false);
     }
-    fcntl(pfd[0], F_SETPIPE_SZ, PROTO_CHUNK_MAX);
+    if (!j.sock)
+        fcntl(pfd[0], F_SETPIPE_SZ, PROTO_CHUNK_MAX);
     j.pipe_r = pfd[0];
     xcs_init(&j.xcs);
     j.stage = j.live ? STAGE_PRECOPY : STAGE_STOPCOPY;
     progress_line(&j, j.live ? "round=1" : NULL);
-    pthread_t pump, monitor;
+    pthread_t pump, monitor, back;
     keepalive_stage = j.stage;
-    keepalive_conn = &j.conn;
+    keepalive_job = &j;
     pthread_create(&pump, NULL, pump_main, &j);
     pthread_create(&monitor, NULL, monitor_main, &j);
-    int save_rc = cancelled ? -ECANCELED : j.eng->save(j.e, j.dom.domid, pfd[1], j.live, e2, sizeof e2);
+    if (j.sock) {
+        j.vm = &vm, j.pol = &pol, j.state_dir = state_dir, j.force = force, j.st = &st;
+        j.guest_raw = guest_raw, j.rawlen = sizeof guest_raw;
+        pthread_create(&back, NULL, back_main, &j);
+    }
+    int save_rc;
+    if (cancelled)
+        save_rc = -ECANCELED;
+    else if (j.sock)
+        save_rc = j.eng->save_postcopy(j.e, j.dom.domid, pfd[1], postcopy_commit, &j, &j.switched,
+                                       e2, sizeof e2);
+    else
+        save_rc = j.eng->save(j.e, j.dom.domid, pfd[1], j.live, e2, sizeof e2);
     close(pfd[1]);
+    if (save_rc && j.sock)
+        shutdown(j.pipe_r, SHUT_RDWR); /* QEMU may keep its end: the pump must see an end */
     pthread_join(pump, NULL);
     atomic_store(&monitor_stop, true);
     pthread_join(monitor, NULL);
     if (!j.final_seen)
         clock_gettime(CLOCK_MONOTONIC, &j.t_suspend);
+    if (j.switched && (save_rc || j.pump_rc))
+        switched_failed(&j, save_rc ? e2 : j.pump_err, psk, psklen, port, via);
     if (save_rc || j.pump_rc || cancelled) {
-        /* Nothing is committed: the domain stays (or runs again) here. */
-        if (cancelled)
+        /* Nothing is committed: the domain stays (or runs again) here.
+         * Post-copy's commit without a switch left the destination unable
+         * to run it (no device state), so that holds too. */
+        if (j.commit_err[0])
+            snprintf(err, sizeof err, "%s", j.commit_err);
+        else if (cancelled)
             snprintf(err, sizeof err, "cancelled");
         else if (j.pump_rc)
             snprintf(err, sizeof err, "%s", j.pump_err);
+        else if (j.back_rc)
+            snprintf(err, sizeof err, "%s", j.back_err);
         else
             snprintf(err, sizeof err, "%s", e2);
-        fail_here(&j, err, sizeof err, NULL, true);
+        fail_here(&j, err, sizeof err, j.renamed ? j.away : NULL, true);
+    }
+    if (j.sock) {
+        /* the destination ends the return path before it answers */
+        pthread_join(back, NULL);
+        close(j.pipe_r);
+        j.pipe_r = -1;
     }
 
-    /* ---- stage 4: commitment ---- */
-    set_stage(&j, STAGE_COMMIT);
-    if (expect(&j, MSG_RECEIVED, MSG_RECEIVED, &type, &pl, &len, err, sizeof err) || cancelled) {
-        if (cancelled)
-            snprintf(err, sizeof err, "cancelled");
-        fail_here(&j, err, sizeof err, NULL, true);
-    }
-    free(pl);
-    test_delay("received");
-    /* A hold that arrived while the memory was copied still wins. */
-    if (check_holds(&j, &vm, &pol, state_dir, force, &st, guest_raw, sizeof guest_raw, err,
-                    sizeof err)) {
-        fail_here(&j, err, sizeof err, NULL, true);
-    }
-    /* Co-migration: nobody commits until every member's destination holds
-     * its copy; a member that failed before this point takes them all back. */
-    keepalive_stage = STAGE_COMMIT;
-    if (sync_point("received", err, sizeof err) || cancelled) {
-        keepalive_conn = NULL;
-        if (cancelled)
-            snprintf(err, sizeof err, "cancelled");
-        fail_here(&j, err, sizeof err, NULL, true);
-    }
-    keepalive_conn = NULL;
-    /* From here on the job is not cancellable: exactly one side must run it. */
+    /* ---- stage 4: commitment (post-copy: done before the switch) ---- */
+    char away[128];
     sigset_t block;
+    snprintf(away, sizeof away, "%s" MIG_AWAY_SUFFIX, j.dom.name);
     sigemptyset(&block);
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGINT);
-    sigprocmask(SIG_BLOCK, &block, NULL);
-    char away[128];
-    snprintf(away, sizeof away, "%s" MIG_AWAY_SUFFIX, j.dom.name);
-    if (j.eng->rename(j.e, j.dom.domid, j.dom.name, away, e2, sizeof e2)) {
-        fail_here(&j, e2, sizeof e2, NULL, true);
+    if (!atomic_load(&j.committed)) {
+        set_stage(&j, STAGE_COMMIT);
+        if (expect(&j, MSG_RECEIVED, MSG_RECEIVED, &type, &pl, &len, err, sizeof err) || cancelled) {
+            if (cancelled)
+                snprintf(err, sizeof err, "cancelled");
+            fail_here(&j, err, sizeof err, NULL, true);
+        }
+        free(pl);
+        test_delay("received");
+        /* A hold that arrived while the memory was copied still wins. */
+        if (check_holds(&j, &vm, &pol, state_dir, force, &st, guest_raw, sizeof guest_raw, err,
+                        sizeof err)) {
+            fail_here(&j, err, sizeof err, NULL, true);
+        }
+        /* Co-migration: nobody commits until every member's destination holds
+         * its copy; a member that failed before this point takes them all back. */
+        keepalive_stage = STAGE_COMMIT;
+        if (sync_point("received", err, sizeof err) || cancelled) {
+            keepalive_job = NULL;
+            if (cancelled)
+                snprintf(err, sizeof err, "cancelled");
+            fail_here(&j, err, sizeof err, NULL, true);
+        }
+        keepalive_job = NULL;
+        /* From here on the job is not cancellable: exactly one side must run it. */
+        sigprocmask(SIG_BLOCK, &block, NULL);
+        if (j.eng->rename(j.e, j.dom.domid, j.dom.name, away, e2, sizeof e2)) {
+            fail_here(&j, e2, sizeof e2, NULL, true);
+        }
+        /* The disks at the commit point: after this the destination holds
+         * every write, and only COMMIT lets the domain run there. */
+        if (disks_switch(&j, err, sizeof err))
+            fail_here(&j, err, sizeof err, away, true);
+        peer.stream_started = false; /* from here on query_destination() decides */
+        struct strbuf commit = {0};
+        if (sync_fd >= 0)
+            kv_add(&commit, "activate", "later"); /* a group resumes together */
+        int crc = proto_send(&j.conn, MSG_COMMIT, commit.s, (uint32_t)commit.len);
+        sb_free(&commit);
+        if (crc) {
+            /* COMMIT may not have left: the destination will not run it. */
+            snprintf(err, sizeof err, "%s: the link failed before COMMIT was sent", j.host);
+            fail_here(&j, err, sizeof err, away, false);
+        }
     }
-    /* The disks at the commit point: after this the destination holds
-     * every write, and only COMMIT lets the domain run there. */
-    if (disks_switch(&j, err, sizeof err))
-        fail_here(&j, err, sizeof err, away, true);
     peer.stream_started = false; /* from here on query_destination() decides */
-    struct strbuf commit = {0};
-    if (sync_fd >= 0)
-        kv_add(&commit, "activate", "later"); /* a group resumes together */
-    int crc = proto_send(&j.conn, MSG_COMMIT, commit.s, (uint32_t)commit.len);
-    sb_free(&commit);
-    if (crc) {
-        /* COMMIT may not have left: the destination will not run it. */
-        snprintf(err, sizeof err, "%s: the link failed before COMMIT was sent", j.host);
-        fail_here(&j, err, sizeof err, away, false);
-    }
 
     /* ---- stage 5: activation ---- */
     set_stage(&j, STAGE_ACTIVATE);
@@ -1354,6 +1600,8 @@ static int send_main(int argc, char **argv)
         } else if (q == 0) {
             strlcpy0(result, "failed", sizeof result);
             snprintf(reason, sizeof reason, "%s (it does not run the domain)", err);
+        } else if (j.switched) {
+            switched_failed(&j, err, psk, psklen, port, via);
         } else {
             char why[600];
             snprintf(why, sizeof why,
@@ -1366,12 +1614,17 @@ static int send_main(int argc, char **argv)
     if (strcmp(result, "ok")) {
         snprintf(err, sizeof err, "%s could not activate the domain: %s", j.host,
                  reason[0] ? reason : "no reason given");
+        if (j.switched)
+            switched_failed(&j, err, psk, psklen, port, via);
         fail_here(&j, err, sizeof err, away, false);
     }
     if (j.eng->destroy(j.e, j.dom.domid, e2, sizeof e2))
         error_msg("the old copy %s: %s", away, e2);
     proto_send(&j.conn, MSG_DONE, NULL, 0);
     long long downtime = ms_since(&j.t_suspend);
+    /* Post-copy: stopped here until it ran there, not the whole copy. */
+    if (j.switched && j.stop_ms > 0 && atoll(resumed) > 0)
+        downtime = atoll(resumed) > j.stop_ms ? atoll(resumed) - j.stop_ms : 0;
     long long total = ms_since(&j.t0);
     proto_wipe(&j.conn);
     close(j.fd);
@@ -1381,9 +1634,10 @@ static int send_main(int argc, char **argv)
     sigprocmask(SIG_UNBLOCK, &block, NULL);
     mig_run_hooks("source", j.dom.name, j.dom.uuid, j.myhost, j.host);
     printf("result ok host=%s domid=%s total_ms=%lld downtime_ms=%lld sent=%llu rounds=%u "
-           "stop_ms=%lld resume_ms=%s stop_request_ms=%lld\n",
+           "stop_ms=%lld resume_ms=%s stop_request_ms=%lld algorithm=%s%s\n",
            j.host, newdomid, total, downtime, (unsigned long long)atomic_load(&j.sent),
-           j.round ? j.round : 1, j.stop_ms, resumed[0] ? resumed : "0", j.stop_req_ms);
+           j.round ? j.round : 1, j.stop_ms, resumed[0] ? resumed : "0", j.stop_req_ms, j.algo,
+           j.switched ? " postcopy=switched" : "");
     return 0;
 }
 

@@ -82,6 +82,7 @@ on() {
     VMMIG_QEMU_DIR=$QDIR/$h/run VMMIG_STATE_DIR=$QDIR/$h/state VMMIG_POLICY=$QDIR/$h/policy \
         VMMIG_KEY_FILE=$QDIR/key VMMIG_MOUNT=$QDIR/$h/mnt VMMIG_HOOKS_DIR=$QDIR/$h/hooks \
         VMMIG_QEMU_DOWNTIME_MS=${VMMIG_QEMU_DOWNTIME_MS:-5000} \
+        VMMIG_QEMU_POSTCOPY_AFTER_MS=${VMMIG_QEMU_POSTCOPY_AFTER_MS-0} \
         nice -n 10 nsenter --net=/run/netns/$ns "$@"
 }
 

@@ -32,6 +32,7 @@ static struct {
     char host[256];
     bool force, recover;
     char transport[200];
+    char algorithm[32];
     unsigned port, timeout_s;
     uint32_t members[GROUP_MAX];
     size_t nmembers;
@@ -120,6 +121,8 @@ static int m_argv(struct backend *b, const struct vm_info *vm, const struct mig_
     mock_req.calls++;
     snprintf(mock_req.host, sizeof mock_req.host, "%s", req->host);
     mock_req.force = req->force;
+    snprintf(mock_req.algorithm, sizeof mock_req.algorithm, "%s",
+             req->algorithm ? req->algorithm : "");
     snprintf(mock_req.transport, sizeof mock_req.transport, "%s", req->transport);
     mock_req.port = req->port;
     mock_req.timeout_s = req->timeout_s;
@@ -362,7 +365,9 @@ static void test_requests(void)
         "hostB wait=-1", "hostB wait=", "hostB wait=1e3", "hostB wait=99999999999", "hostB wait wait",
         "hostB force force", "hostB now", "hostB wait 5", "hostB force extra", "wait", "force hostB",
         "wait=5", "cancel now", "cancel hostB", "-oProxyCommand=x", "host/b", "hostB\x01",
-        "hostB\nwait",
+        "hostB\nwait", "hostB algo=turbo", "hostB algo=", "hostB algo=PRECOPY",
+        "hostB algo=postcopy algo=precopy", "algo=postcopy", "hostB algo=postcopy,stopcopy",
+        "cancel algo=postcopy",
     };
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
         uint64_t gen = d->gen;
@@ -382,6 +387,9 @@ static void test_requests(void)
     wm(&c, d, "hostB wait=abc", err);
     ok(strstr(err, "number of seconds"), "wait=abc says why: %s", err);
     ok(events_have(&c, "web1 write-rejected file=migrate"), "rejections are in events");
+    wm(&c, d, "hostB algo=turbo", err);
+    ok(strstr(err, "unknown algorithm 'turbo'"), "algo=turbo says why: %s", err);
+    ok(events_have(&c, "unknown algorithm 'turbo'"), "  and events has it");
     is_int(wm(&c, d, "cancel", err), -ESRCH, "cancel with nothing running or waiting: ESRCH");
     ok(strstr(err, "no migration"), "says so: %s", err);
 
@@ -393,6 +401,24 @@ static void test_requests(void)
     is_str(mock_req.transport, "tcp", "request: transport tcp by default");
     is_int(mock_req.port, 8123, "request: port 8123 by default");
     is_int(mock_req.timeout_s, 30, "request: timeout 30 by default");
+    is_str(mock_req.algorithm, "", "request: no algorithm asked for by default");
+    finish_migration(&c, d);
+    for (int k = 0; k < 3; k++) {
+        static const char *const algs[] = {"precopy", "postcopy", "stopcopy"};
+        char line[64];
+        snprintf(line, sizeof line, "hostB algo=%s", algs[k]);
+        is_int(wm(&c, d, line, err), 0, "'%s' starts: %s", line, err);
+        is_str(mock_req.algorithm, algs[k], "  the request asks for %s", algs[k]);
+        ok(strstr(mig_of(&c, d), "algorithm=") && strstr(mig_of(&c, d), algs[k]),
+           "  migrate shows it: %s", mig_of(&c, d));
+        ok(strstr(status_of(&c, d), "algorithm: ") && strstr(status_of(&c, d), algs[k]),
+           "  status too");
+        ok(events_have(&c, "migrate-started to=hostB") && events_have(&c, line + 6),
+           "  and the migrate-started event");
+        finish_migration(&c, d);
+    }
+    is_int(wm(&c, d, "hostB force algo=stopcopy", err), 0, "force with algo=: %s", err);
+    is_str(mock_req.algorithm, "stopcopy", "  both reach the request");
     finish_migration(&c, d);
     is_str(d->migration, "done hostB", "exit 0 without a result line: done");
     struct caller me = {.pid = getpid()};
@@ -408,6 +434,38 @@ static void test_requests(void)
     ok(strstr(err, "already running"), "says so: %s", err);
     finish_migration(&c, d);
     is_int(mock_stray, 0, "no backend call for an unknown domain");
+    close_fresh(&c, dir);
+}
+
+/* The algorithm the agent reports, and post-copy's lost outcome. */
+static void test_algorithm_report(void)
+{
+    char dir[64], policy[128], err[300];
+    struct ctl c;
+    const char *u = "00000000-0000-0000-0000-0000000000b7";
+
+    mock_reset();
+    add_vm(27, "web1", u);
+    open_fresh(&c, dir, policy, sizeof policy);
+    struct domain *d = ctl_find(&c, "web1");
+
+    mock_cmd = "echo 'progress stage=1 name=reservation sent=0 algorithm=stopcopy'; exec sleep 30";
+    is_int(wm(&c, d, "hostB", err), 0, "migration starts");
+    ok(pump_until(&c, d, "algorithm=stopcopy"), "the chosen algorithm shows in migrate: %s",
+       mig_of(&c, d));
+    ok(strstr(status_of(&c, d), "algorithm: stopcopy\n"), "and in status");
+    wm(&c, d, "cancel", err);
+    finish_migration(&c, d);
+
+    mock_cmd = "echo 'progress stage=4 name=commitment sent=9 algorithm=postcopy'; "
+               "echo 'result failed stage=5 domain=lost algorithm=postcopy why=\"link cut\"'; "
+               "exit 1";
+    is_int(wm(&c, d, "hostB algo=postcopy", err), 0, "post-copy starts");
+    finish_migration(&c, d);
+    ok(strstr(d->migration, "failed hostB: stage 5: link cut") && strstr(d->migration, "LOST"),
+       "a lost domain says so in migrate: %s", d->migration);
+    ok(strstr(status_of(&c, d), "domain: lost"), "and in status");
+    ok(strstr(status_of(&c, d), "algorithm: postcopy"), "with the algorithm");
     close_fresh(&c, dir);
 }
 
@@ -932,6 +990,11 @@ static void test_group(void)
     struct domain *web = ctl_find(&c, "web1"), *domr = ctl_find(&c, "domr-web1"),
                   *db = ctl_find(&c, "db");
     is_int(wp(&c, web, "domr-web1", err), 0, "web1 and domr-web1 form a group");
+    int calls0 = mock_req.calls;
+    is_int(wm(&c, web, "hostB algo=postcopy", err), -EINVAL, "algo= for a group: EINVAL");
+    ok(strstr(err, "algo= applies to a domain alone"), "  says why: %s", err);
+    ok(mock_req.calls == calls0 && !strcmp(web->migration, "idle"), "  nothing started");
+    ok(events_have(&c, "algo= applies to a domain alone"), "  events has it");
 
     /* A hold on the peer refuses the group, written to either member. */
     strcpy(mock_node[1], "1 reason=console session");
@@ -1432,6 +1495,7 @@ int main(void)
 
     test_requests();
     test_progress();
+    test_algorithm_report();
     test_wait_force();
     test_forwarding();
     test_guest_since();

@@ -928,6 +928,20 @@ static void test_send_refusals(void)
     is_int(proto_send(&c, 99, NULL, 0), -EPROTO, "send: unknown type refused");
     is_int(proto_send(&c, MSG_AUTH_OK, NULL, 0), -EPROTO, "send: handshake type after auth");
     is_int(proto_send(&c, MSG_CHUNK, NULL, 0), -EPROTO, "send: destination may not send CHUNK");
+    /* post-copy's return path goes one way only */
+    is_str(msg_type_name(MSG_RETURN), "RETURN", "type 35 is RETURN");
+    uint8_t ret[3] = {RETURN_DATA, 1, 2};
+    is_int(proto_send(&c, MSG_RETURN, ret, sizeof ret), 0, "send: the destination sends RETURN");
+    {
+        struct proto_conn s2;
+        int sv2[2];
+        sockpair(sv2);
+        authed(&s2, sv2[0], sv2[0], PROTO_ROLE_SOURCE, 1000);
+        is_int(proto_send(&s2, MSG_RETURN, ret, sizeof ret), -EPROTO,
+               "send: the source may not send RETURN");
+        close(sv2[0]);
+        close(sv2[1]);
+    }
     is_int(proto_send(&c, MSG_ABORT, "reason=x\n", 9), 0, "send: either side may send ABORT");
     is_int(proto_send(&c, MSG_REQ_FAIL, b, PROTO_MAX_PAYLOAD + 1), -EMSGSIZE,
            "send: oversized payload refused");
