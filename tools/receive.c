@@ -203,121 +203,26 @@ static void test_delay_running(struct rjob *r)
     sleep((unsigned)atoi(v + 8));
 }
 
-/* The stream comes in through a short queue: the pump receives the next
- * chunk while the writer thread checks the previous one against its
- * content id and hands it to the hypervisor, so that the check and the
- * network use two CPUs where there are two.  No byte reaches the
- * hypervisor before its chunk is checked. */
-#define RPUMP_SLOTS 4
-
-struct rpump_queue {
-    pthread_mutex_t m;
-    pthread_cond_t cv;
-    struct {
-        uint8_t *pl;
-        uint32_t len;
-    } item[RPUMP_SLOTS];
-    unsigned head, count;
-    bool end;    /* the pump is done: the writer drains the queue and leaves */
-    bool drop;   /* the stream failed: the writer writes nothing more */
-    bool failed; /* the writer failed: the pump stops */
-};
-
-static struct rpump_queue rq = {.m = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-
-static void rpump_fail(struct rjob *r, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void rpump_fail(struct rjob *r, int rc, const char *fmt, ...)
-{
-    va_list ap;
-    pthread_mutex_lock(&rq.m);
-    if (!r->pump_rc) {
-        r->pump_rc = rc;
-        va_start(ap, fmt);
-        vsnprintf(r->pump_err, sizeof r->pump_err, fmt, ap);
-        va_end(ap);
-    }
-    pthread_mutex_unlock(&rq.m);
-}
-
-static void *writer_main(void *arg)
-{
-    struct rjob *r = arg;
-    char perr[200];
-
-    for (;;) {
-        pthread_mutex_lock(&rq.m);
-        while (!rq.count && !rq.end && !rq.drop)
-            pthread_cond_wait(&rq.cv, &rq.m);
-        if (rq.drop || !rq.count) {
-            pthread_mutex_unlock(&rq.m);
-            return NULL;
-        }
-        uint8_t *pl = rq.item[rq.head].pl;
-        uint32_t len = rq.item[rq.head].len;
-        pthread_mutex_unlock(&rq.m);
-
-        uint64_t index;
-        const uint8_t *data;
-        uint32_t dlen;
-        int rc = proto_chunk_parse(pl, len, &index, &data, &dlen, perr, sizeof perr);
-        if (!rc && index != r->chunks) {
-            snprintf(perr, sizeof perr, "chunk %llu where %llu was due",
-                     (unsigned long long)index, (unsigned long long)r->chunks);
-            rc = -EBADMSG;
-        }
-        if (rc)
-            rpump_fail(r, rc, "bad chunk: %s", perr);
-        for (uint32_t off = 0; !rc && off < dlen;) {
-            ssize_t w = write(r->pipe_w, data + off, dlen - off);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w < 0) {
-                rc = -errno;
-                rpump_fail(r, rc, "libxl stopped reading the stream: %s", strerror(errno));
-                break;
-            }
-            off += (uint32_t)w;
-        }
-        free(pl);
-        pthread_mutex_lock(&rq.m);
-        rq.head = (rq.head + 1) % RPUMP_SLOTS;
-        rq.count--;
-        if (rc)
-            rq.failed = true;
-        pthread_cond_broadcast(&rq.cv);
-        pthread_mutex_unlock(&rq.m);
-        if (rc)
-            return NULL;
-        r->chunks++;
-        r->bytes += dlen;
-        test_delay_running(r);
-    }
-}
-
 static void *pump_main(void *arg)
 {
     struct rjob *r = arg;
-    pthread_t writer;
-    unsigned tail = 0;
     int type;
     uint8_t *pl;
-    uint32_t len;
-    char perr[200], n[32] = "", b[32] = "";
-    bool ended = false;
+    uint32_t len, dlen;
+    const uint8_t *data;
+    uint64_t index;
+    char perr[200];
 
-    r->conn.defer_chunk_check = true; /* the writer checks each chunk */
-    pthread_create(&writer, NULL, writer_main, r);
     for (;;) {
-        int rc;
         if (r->first_type >= 0) {
             type = r->first_type, pl = r->first_pl, len = r->first_len;
             r->first_type = -1, r->first_pl = NULL;
-            rc = 0;
+            r->pump_rc = 0;
         } else {
-            rc = proto_recv(&r->conn, &type, &pl, &len, perr, sizeof perr);
+            r->pump_rc = proto_recv(&r->conn, &type, &pl, &len, perr, sizeof perr);
         }
-        if (rc) {
-            rpump_fail(r, rc, "%s: %s", r->peer, perr);
+        if (r->pump_rc) {
+            snprintf(r->pump_err, sizeof r->pump_err, "%s: %s", r->peer, perr);
             break;
         }
         if (type == MSG_PROGRESS) {
@@ -331,65 +236,64 @@ static void *pump_main(void *arg)
             free(pl);
             continue;
         }
-        if (type == MSG_COMMIT && r->sock && !atomic_load(&r->commit_seen)) {
-            /* post-copy's commit point: the switch follows */
-            say("%s committed %s; post-copy follows", r->peer, r->name);
-            atomic_store(&r->commit_seen, true);
-            free(pl);
-            continue;
-        }
         if (type == MSG_ABORT) {
             char why[200] = "no reason given";
             kv_get(pl, len, "reason", why, sizeof why);
-            rpump_fail(r, -ECANCELED, "the source aborted: %s", why);
+            snprintf(r->pump_err, sizeof r->pump_err, "the source aborted: %s", why);
+            r->pump_rc = -ECANCELED;
             free(pl);
             break;
         }
         if (type == MSG_STREAM_END) {
+            char n[32] = "", b[32] = "";
             kv_get(pl, len, "chunks", n, sizeof n);
             kv_get(pl, len, "bytes", b, sizeof b);
             free(pl);
-            ended = true;
+            if (strtoull(n, NULL, 10) != r->chunks || strtoull(b, NULL, 10) != r->bytes) {
+                snprintf(r->pump_err, sizeof r->pump_err,
+                         "stream incomplete: %s chunks / %s bytes announced, %llu / %llu received",
+                         n, b, (unsigned long long)r->chunks, (unsigned long long)r->bytes);
+                r->pump_rc = -EBADMSG;
+            }
             break;
         }
         if (type != MSG_CHUNK) {
-            rpump_fail(r, -EPROTO, "%s sent %s inside the stream", r->peer, msg_type_name(type));
+            snprintf(r->pump_err, sizeof r->pump_err, "%s sent %s inside the stream", r->peer,
+                     msg_type_name(type));
+            r->pump_rc = -EPROTO;
             free(pl);
             break;
         }
-        pthread_mutex_lock(&rq.m);
-        while (rq.count == RPUMP_SLOTS && !rq.failed)
-            pthread_cond_wait(&rq.cv, &rq.m);
-        if (rq.failed) {
-            pthread_mutex_unlock(&rq.m);
+        r->pump_rc = proto_chunk_split(pl, len, &index, &data, &dlen, perr, sizeof perr);
+        if (!r->pump_rc && index != r->chunks) {
+            snprintf(perr, sizeof perr, "chunk %llu where %llu was due",
+                     (unsigned long long)index, (unsigned long long)r->chunks);
+            r->pump_rc = -EBADMSG;
+        }
+        if (r->pump_rc) {
+            snprintf(r->pump_err, sizeof r->pump_err, "bad chunk: %s", perr);
             free(pl);
             break;
         }
-        rq.item[tail].pl = pl;
-        rq.item[tail].len = len;
-        tail = (tail + 1) % RPUMP_SLOTS;
-        rq.count++;
-        pthread_cond_broadcast(&rq.cv);
-        pthread_mutex_unlock(&rq.m);
+        for (uint32_t off = 0; off < dlen;) {
+            ssize_t w = write(r->pipe_w, data + off, dlen - off);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0) {
+                r->pump_rc = -errno;
+                snprintf(r->pump_err, sizeof r->pump_err, "libxl stopped reading the stream: %s",
+                         strerror(errno));
+                break;
+            }
+            off += (uint32_t)w;
+        }
+        free(pl);
+        if (r->pump_rc)
+            break;
+        r->chunks++;
+        r->bytes += dlen;
+        test_delay_running(r);
     }
-    pthread_mutex_lock(&rq.m);
-    rq.end = true;
-    rq.drop = !!r->pump_rc; /* after a failure nothing more reaches libxl */
-    pthread_cond_broadcast(&rq.cv);
-    pthread_mutex_unlock(&rq.m);
-    pthread_join(writer, NULL);
-    /* What the writer did not take is freed here. */
-    while (rq.count) {
-        free(rq.item[rq.head].pl);
-        rq.head = (rq.head + 1) % RPUMP_SLOTS;
-        rq.count--;
-    }
-    r->conn.defer_chunk_check = false;
-    if (ended && !r->pump_rc &&
-        (strtoull(n, NULL, 10) != r->chunks || strtoull(b, NULL, 10) != r->bytes))
-        rpump_fail(r, -EBADMSG,
-                   "stream incomplete: %s chunks / %s bytes announced, %llu / %llu received", n, b,
-                   (unsigned long long)r->chunks, (unsigned long long)r->bytes);
     /* EOF for libxl: at the end record it has stopped reading anyway.  The
      * socket's other direction is the return path: only this one ends. */
     if (r->sock) {

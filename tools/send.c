@@ -1139,6 +1139,15 @@ static int postcopy_commit(void *arg)
         snprintf(j->commit_err, sizeof j->commit_err, "%s", j->pump_rc ? j->pump_err : j->back_err);
         return -1;
     }
+    /* A destination agent that died has closed its end; only a reader
+     * would notice the FIN, and the return path's reader may be done: a
+     * COMMIT written now would still "succeed" into the socket. */
+    struct pollfd pf = {.fd = j->conn.rfd, .events = POLLRDHUP};
+    if (poll(&pf, 1, 0) > 0 && (pf.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+        snprintf(j->commit_err, sizeof j->commit_err, "%s: the destination agent closed the connection",
+                 j->host);
+        return -1;
+    }
     if (check_holds(j, j->vm, j->pol, j->state_dir, j->force, j->st, j->guest_raw, j->rawlen,
                     j->commit_err, sizeof j->commit_err))
         return -1;
