@@ -112,7 +112,7 @@ int diskmig_prep_parse(const uint8_t *pl, uint32_t len, struct diskmig *d, char 
  * after its first read and closes must not leave half a request behind,
  * and a server gone early is EPIPE here, never SIGPIPE for the caller
  * (vmmigfs, whose other threads must go on). */
-static int send_line(int fd, const char *req)
+int bmctl_send_line(int fd, const char *req)
 {
     struct strbuf line = {0};
     size_t done = 0;
@@ -147,7 +147,7 @@ int bmctl_call(const char *path, const char *req, struct strbuf *out, char *err,
     }
     strcpy(sa.sun_path, path);
     if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
-        connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || (rc = send_line(fd, req))) {
+        connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || (rc = bmctl_send_line(fd, req))) {
         rc = fd >= 0 && rc ? rc : -errno;
         snprintf(err, errlen, "blockmirror control %s: %s", path, strerror(-rc));
         if (fd >= 0)

@@ -49,6 +49,9 @@ int diskmig_prep_parse(const uint8_t *pl, uint32_t len, struct diskmig *d, char 
 /* One request on a blockmirror control socket: the answer's lines before
  * the verdict go to out (may be NULL).  0 "ok", 1 "fail:"/"error:" (the
  * reason in err), -errno when the socket cannot be used. */
+/* REQ and its newline in one send(MSG_NOSIGNAL): 0 or -errno (EPIPE when
+ * the control socket's server hung up, never SIGPIPE). */
+int bmctl_send_line(int fd, const char *req);
 int bmctl_call(const char *path, const char *req, struct strbuf *out, char *err, size_t errlen);
 /* The value of "key: value" in an answer, or -ENOENT. */
 int bmctl_field(const struct strbuf *answer, const char *key, char *out, size_t size);

@@ -26,6 +26,7 @@
 
 #include "applet.h"
 #include "blockmirror.h"
+#include "diskmig.h"
 #include "nbd.h"
 #include "nbddev.h"
 #include "util.h"
@@ -872,8 +873,11 @@ static int control_call(const struct bm_args *a, const char *req)
         perror_exit("socket");
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
         perror_exit("%s (is 'vmmig blockmirror serve' running?)", path);
-    if (nbd_write_full(fd, req, strlen(req)) || nbd_write_full(fd, "\n", 1))
+    int src = bmctl_send_line(fd, req);
+    if (src) {
+        errno = -src;
         perror_exit("%s", path);
+    }
     for (;;) {
         ssize_t r = read(fd, buf, sizeof buf);
         if (r < 0 && errno == EINTR)
