@@ -189,18 +189,61 @@ static int lock_incoming(struct rjob *r, bool wait)
     return 0;
 }
 
-/* A test seam: VMMIG_TEST_DELAY=running:SECONDS holds the incoming stream
- * once a post-copy domain runs here (its missing pages wait), so that a
- * test can kill this agent after the switch. */
-static void test_delay_running(struct rjob *r)
+/* Test seams: VMMIG_TEST_DELAY=POINT:SECONDS sleeps once at POINT, so
+ * that a test can kill this agent there: running (a post-copy domain runs
+ * here and its missing pages wait) or activating (committed and renamed,
+ * not yet unpaused). */
+static void test_delay(const char *point)
 {
     static bool done;
     const char *v = getenv("VMMIG_TEST_DELAY");
-    if (done || !r->renamed || !v || strncmp(v, "running:", 8))
+    size_t n = strlen(point);
+    if (done || !v || strncmp(v, point, n) || v[n] != ':')
         return;
     done = true;
-    say("test delay at running");
-    sleep((unsigned)atoi(v + 8));
+    say("test delay at %s", point);
+    sleep((unsigned)atoi(v + n + 1));
+}
+
+/* Committed here, not yet activated: a marker beside the incoming lock, so
+ * that when this agent dies in between (killed), a later QUERY from the
+ * source knows the paused domain is ours to run rather than an admin's
+ * `xl pause`. */
+static void committed_marker_path(const char *state_dir, const char *uuid, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s/incoming/%s.committed", state_dir, uuid);
+}
+
+static void committed_marker_set(struct rjob *r, uint32_t domid)
+{
+    char path[600], text[32];
+    committed_marker_path(r->state_dir, r->uuid, path, sizeof path);
+    int n = snprintf(text, sizeof text, "%u\n", domid);
+    int rc = atomic_write_mkdir(path, text, (size_t)n, 0600);
+    if (rc)
+        say("could not record that %s is committed here: %s", r->name, strerror(-rc));
+}
+
+static void committed_marker_clear(struct rjob *r)
+{
+    char path[600];
+    committed_marker_path(r->state_dir, r->uuid, path, sizeof path);
+    unlink(path);
+}
+
+/* The domain id the marker names, or MIG_NO_DOMID when there is none. */
+static uint32_t committed_marker_domid(struct rjob *r)
+{
+    char path[600], *text = NULL;
+    long v = -1;
+    committed_marker_path(r->state_dir, r->uuid, path, sizeof path);
+    if (!read_file(path, &text, NULL)) {
+        text[strcspn(text, "\n")] = 0;
+        if (parse_long(text, 1, (long)UINT32_MAX - 1, &v))
+            v = -1;
+    }
+    free(text);
+    return v < 0 ? MIG_NO_DOMID : (uint32_t)v;
 }
 
 static void *pump_main(void *arg)
@@ -292,7 +335,8 @@ static void *pump_main(void *arg)
             break;
         r->chunks++;
         r->bytes += dlen;
-        test_delay_running(r);
+        if (r->renamed)
+            test_delay("running");
     }
     /* EOF for libxl: at the end record it has stopped reading anyway.  The
      * socket's other direction is the return path: only this one ends. */
@@ -400,6 +444,21 @@ static int answer_query(struct rjob *r, const uint8_t *pl, uint32_t len)
             say("removed the orphaned copy %s (domid %u)", d.name, d.domid);
         reply(r, MSG_STATE, "state", "absent", NULL, NULL);
         return 0;
+    }
+    if (d.paused && committed_marker_domid(r) == d.domid) {
+        /* Committed here but not activated: its agent is still at it, or
+         * it died (killed) in between and the domain is ours to run. */
+        if (lock_incoming(r, false)) {
+            reply(r, MSG_STATE, "state", "busy", NULL, NULL);
+            return 0;
+        }
+        if (r->eng->unpause(r->e, d.domid, err, sizeof err)) {
+            say("activating the orphaned %s (domid %u): %s", d.name, d.domid, err);
+        } else {
+            say("activated %s (domid %u): committed here, its agent had gone", d.name, d.domid);
+            committed_marker_clear(r);
+            d.paused = false;
+        }
     }
     char domid[16];
     snprintf(domid, sizeof domid, "%u", d.domid);
@@ -1075,6 +1134,8 @@ static int receive_main(int argc, char **argv)
      * the stream, and running already unless it converged before the
      * switch.) */
     signal(SIGTERM, SIG_IGN);
+    if (!r.running)
+        committed_marker_set(&r, domid);
     if (!r.committed)
         disks_commit(&r);
     if (!r.renamed && r.eng->rename(r.e, domid, incoming, r.name, e2, sizeof e2)) {
@@ -1086,11 +1147,14 @@ static int receive_main(int argc, char **argv)
     }
     if (later)
         await_resume(&r);
+    if (!r.running)
+        test_delay("activating");
     if (!r.running && r.eng->unpause(r.e, domid, e2, sizeof e2)) {
         say("activating %s failed: %s", r.name, e2);
         reply(&r, MSG_ACTIVATED, "result", "failed", "reason", e2);
         goto fail_domain;
     }
+    committed_marker_clear(&r);
     char ds[16], resumed[24];
     snprintf(ds, sizeof ds, "%u", domid);
     snprintf(resumed, sizeof resumed, "%lld", r.running ? r.resumed_ms : epoch_ms());
@@ -1121,6 +1185,7 @@ fail_domain:
     }
     if (domid != MIG_NO_DOMID && r.eng->destroy(r.e, domid, e2, sizeof e2))
         say("destroying the incoming copy: %s", e2);
+    committed_marker_clear(&r);
 fail_state:
     disks_drop(&r);
     state_rollback(&r);

@@ -3,8 +3,9 @@
 # both, a real guest (Debian kernel, busybox) under TCG with a self-checking
 # memory writer (memcheck), holds that refuse (admin, guest over
 # virtio-serial, static), a live migration through the migrate file, a
-# stop-and-copy back with vmmig send, and a fault: the destination's agent
-# killed in stop-and-copy.  One boot for the whole file.
+# stop-and-copy back with vmmig send, and two faults: the destination's agent
+# killed in stop-and-copy, and after COMMIT before it resumed the guest.
+# One boot for the whole file.
 #
 # The guest rewrites 20000 pages/s; VMMIG_QEMU_DOWNTIME_MS=5000 lets QEMU
 # switch over after one pass: QEMU 7.2 under TCG loses guest writes in
@@ -79,4 +80,40 @@ ok $? "web1 runs on hostA again" || diag "$(cat "$MA/web1/status")"
 ok "$( [ ! -e "$MB/web1" ]; echo $? )" "no web1 on hostB"
 v=$(guest A web1 'memcheck verify')
 like "$v" 'bad=0' "memory verified after the fault: $v"
+# --- fault: the destination's agent killed after COMMIT, before it resumed
+# the guest.  hostB's agent is reached through an exec transport so that
+# the test sets its environment (VMMIG_TEST_DELAY=activating).
+cat > "$QDIR/viaB" <<EOF
+#!/bin/sh
+echo \$\$ >> "$QDIR/viaB.pids"
+exec env VMMIG_TEST_DELAY=\${DELAY:-} VMMIG_QEMU_DIR=$QDIR/B/run VMMIG_STATE_DIR=$QDIR/B/state \\
+    VMMIG_POLICY=$QDIR/B/policy VMMIG_KEY_FILE=$QDIR/key VMMIG_HOOKS_DIR=$QDIR/B/hooks \\
+    "$VMMIG" receive
+EOF
+chmod 755 "$QDIR/viaB"
+rm -f "$QDIR/viaB.pids"
+DELAY=activating:15 on A "$VMMIG" send --via "$QDIR/viaB %h" web1 hostB > "$QDIR/act.out" 2>&1 &
+send_pid=$!
+qwait 40 "grep -q 'test delay at activating' '$QDIR/act.out'"
+ok $? "committed: hostB's agent waits before it resumes web1" || diag "$(cat "$QDIR/act.out")"
+ok "$( [ -L "$QDIR/B/run/web1" ]; echo $? )" "  web1 renamed there"
+ok "$( [ -L "$QDIR/A/run/web1--migratedaway" ]; echo $? )" "  hostA keeps its copy as web1--migratedaway"
+out=$(DELAY= on A "$VMMIG" send --recover --via "$QDIR/viaB %h" web1--migratedaway hostB 2>&1)
+like "$out" 'result failed stage=4 domain=left-suspended-here' \
+    "  a recovery meanwhile: hostB's agent still owns the job (busy), nothing is touched" ||
+    diag "$out"
+ok "$( [ -L "$QDIR/A/run/web1--migratedaway" ] && [ -L "$QDIR/B/run/web1" ]; echo $? )" \
+    "  both copies as they were"
+kill -9 "$(head -n 1 "$QDIR/viaB.pids")"
+wait "$send_pid"
+like "$(cat "$QDIR/act.out")" 'result ok host=hostB' \
+    "destination agent killed after COMMIT: the source's QUERY settles it, done" ||
+    diag "$(cat "$QDIR/act.out")"
+like "$(cat "$QDIR/act.out")" 'activated web1 .*committed here, its agent had gone' \
+    "  the agent that answered the QUERY resumed the committed web1"
+ok "$( [ ! -e "$QDIR/A/run/web1--migratedaway" ]; echo $? )" "  hostA's copy is gone"
+qwait 5 "grep -q 'state: running' '$MB/web1/status'"
+ok $? "  web1 runs on hostB" || diag "$(cat "$MB/web1/status" 2>&1)"
+v=$(guest B web1 'memcheck verify')
+like "$v" 'bad=0' "memory verified after the recovered activation: $v"
 done_testing
