@@ -858,60 +858,21 @@ static int do_receive(const struct bm_args *a)
 
 static int control_call(const struct bm_args *a, const char *req)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    char path[4200], buf[4096];
-    struct strbuf out = {0};
-    int fd;
+    char path[4200], err[600];
+    struct strbuf body = {0};
 
     control_path(a, path, sizeof path);
-    if (strlen(path) >= sizeof sa.sun_path) {
-        errno = ENAMETOOLONG;
-        perror_exit("%s", path);
-    }
-    strcpy(sa.sun_path, path);
-    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
-        perror_exit("socket");
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
-        perror_exit("%s (is 'vmmig blockmirror serve' running?)", path);
-    int src = bmctl_send_line(fd, req);
-    if (src) {
-        errno = -src;
-        perror_exit("%s", path);
-    }
-    for (;;) {
-        ssize_t r = read(fd, buf, sizeof buf);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        sb_add(&out, buf, (size_t)r);
-    }
-    close(fd);
-    if (!out.len)
-        error_exit("%s: no answer", path);
-    /* Everything up to the last line is for stdout; the last line is the verdict. */
-    while (out.len && out.s[out.len - 1] == '\n')
-        out.s[--out.len] = 0;
-    char *last = strrchr(out.s, '\n');
-    char *verdict = last ? last + 1 : out.s;
-    if (last) {
-        *last = 0;
-        printf("%s\n", out.s);
-    }
+    int rc = bmctl_call(path, req, &body, err, sizeof err);
+    /* Everything before the verdict line is for stdout, also on failure. */
+    if (body.len)
+        fputs(body.s, stdout);
     fflush(stdout);
-    int rc = 0;
-    if (!strncmp(verdict, "error: ", 7)) {
-        error_msg("%s", verdict + 7);
-        rc = 1;
-    } else if (!strncmp(verdict, "fail: ", 6)) {
-        error_msg("%s", verdict + 6);
-        rc = 1;
-    } else if (strcmp(verdict, "ok")) {
-        error_msg("unexpected answer: %s", verdict);
-        rc = 1;
-    }
-    sb_free(&out);
-    return rc;
+    if (rc == -ENOENT || rc == -ECONNREFUSED)
+        error_msg("%s (is 'vmmig blockmirror serve' running?): %s", path, strerror(-rc));
+    else if (rc)
+        error_msg("%s", err);
+    sb_free(&body);
+    return rc ? 1 : 0;
 }
 
 /* ---- main ---- */
