@@ -15,6 +15,8 @@
 #   XEN_BOOT_TRIES    boots of the pair tried when a dom0 never came up (default 2);
 #                     a pair whose dom0s both came up is never retried
 #   SCENARIO_TIMEOUT  seconds per scenario inside hostA's dom0 (default 1800)
+#   BENCH_ROUNDS      rounds the bench/ scenarios run (default 2), passed into
+#                     both dom0s like SCENARIO_TIMEOUT
 #   XEN2_MEM          QEMU memory per machine in MiB (default 2048)
 #   XEN2_NIC          e1000 (default) or virtio
 #   XEN2_PORT         loopback TCP port of the socket network (default: a free
@@ -45,6 +47,8 @@ BOOT_TIMEOUT=${XEN_BOOT_TIMEOUT:-180}
 TOTAL_TIMEOUT=${XEN_TIMEOUT:-3600}
 TRIES=${XEN_BOOT_TRIES:-2}
 SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-1800}
+BENCH_ROUNDS=${BENCH_ROUNDS:-2}
+case $BENCH_ROUNDS in ''|*[!0-9]*|0) echo "run.sh: bad BENCH_ROUNDS '$BENCH_ROUNDS' (a positive number)" >&2; exit 2 ;; esac
 MEM=${XEN2_MEM:-2048}
 NIC=${XEN2_NIC:-e1000}
 # The emulated CPU: the one tests/xen/run.sh uses (read from it, so both
@@ -162,7 +166,7 @@ qemu_host() {
         -netdev "socket,id=n0,$net" -device "$NICDEV,netdev=n0,mac=$mac" \
         -kernel "$IMAGES/xen.elf" \
         -append "console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all dom0_mem=768M,max:768M dom0_max_vcpus=1 smap=0 bootscrub=0 $XEN_ARGS" \
-        -initrd "$IMAGES/vmlinuz console=hvc0 earlyprintk=xen loglevel=6 rdinit=/init SCENARIO_TIMEOUT=$SCENARIO_TIMEOUT XEN2_HOST=$h NET_MB=$NET_MB NC_MB=$NC_MB,$IMAGES/dom0-initrd-xen2" \
+        -initrd "$IMAGES/vmlinuz console=hvc0 earlyprintk=xen loglevel=6 rdinit=/init SCENARIO_TIMEOUT=$SCENARIO_TIMEOUT BENCH_ROUNDS=$BENCH_ROUNDS XEN2_HOST=$h NET_MB=$NET_MB NC_MB=$NC_MB,$IMAGES/dom0-initrd-xen2" \
         </dev/null 2>&1 || qrc=$?
     echo "VMMIG-HOST-QEMU-EXIT $qrc"
 }
