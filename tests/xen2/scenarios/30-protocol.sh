@@ -1,6 +1,6 @@
 # vmmig's own migration protocol between two real Xen hosts (issue 3):
 # vmmig send / vmmig receive (vmmigfs --listen), refusals, faults at
-# several stages (kill either agent, cut the link), cancel, force, wait,
+# every stage 0-5 (kill either agent or cut the link; stage 0: the link), cancel, force, wait,
 # holds travelling, hooks, the forwarding entry.  After every fault the
 # domain must run exactly once, and a retry must succeed.
 M=/run/vmmig
@@ -71,6 +71,13 @@ is "$rc" 1 "destination policy: refused"
 like "$out" "hostB refused \(policy\): this host does not accept migrations" "with hostB's reason"
 host_run B "echo 'accept_incoming = yes' > $M/policy" >/dev/null
 runs_once_on A && tap_ok "refusals: tiny still runs on hostA only" || tap_not_ok "refusals: tiny still runs on hostA only"
+ip link set eth0 down
+out=$(vmmig send --timeout=5 tiny hostB 2>&1); rc=$?
+ip link set eth0 up
+is "$rc" 1 "link cut in stage 0: vmmig send fails"
+like "$out" "result failed stage=0 domain=running-here" "before anything moved"
+wait_for "host_run B true >/dev/null 2>&1" 30
+runs_once_on A && tap_ok "link cut in stage 0: tiny runs on hostA only" || tap_not_ok "link cut in stage 0: tiny runs on hostA only"
 
 # ---- faults in pre-copy ----
 bg_send
@@ -158,6 +165,62 @@ is "$(cat /tmp/send.rc)" 1 "destination agent killed after RECEIVED: the job fai
 like "$(cat /tmp/send.out)" "domain=running-here" "and resumes the domain here"
 settle_once_on A 30 "destination agent killed before the commit"
 
+# ---- the rest of stage 4 (after RECEIVED, before COMMIT) ----
+bg_send VMMIG_TEST_DELAY=received:8
+wait_for "grep -q 'test delay at received' /tmp/send.out" 90
+killmatch "vmmig send"
+sleep 1
+like "$(xl list tiny 2>/dev/null | awk 'NR == 2 { print $5 }')" "s" \
+    "source agent killed in stage 4: tiny is left suspended on hostA"
+out=$(vmmig send --recover tiny hostB 2>&1)
+like "$out" "domain=running-here" "vmmig send --recover resumes it here (hostB drops its uncommitted copy)"
+settle_once_on A 30 "source agent killed in stage 4"
+
+# The link cut while the source waits before COMMIT: COMMIT then goes into
+# the cut link, and whether it gets through once the link is back decides
+# where tiny runs.  Either way the job's result must say where, and the
+# domain must run exactly there.
+bg_send VMMIG_TEST_DELAY=received:8 --timeout=5
+wait_for "grep -q 'test delay at received' /tmp/send.out" 90
+( ip link set eth0 down; sleep 12; ip link set eth0 up ) </dev/null >/dev/null 2>&1 &
+wait_send_end 90
+wait_for "host_run B true >/dev/null 2>&1" 30
+case "$(cat /tmp/send.out)" in
+*"result ok host=hostB"*) where=B ;;
+*"result failed stage="*" domain=running-here"*) where=A ;;
+*) where=none ;;
+esac
+if [ "$where" != none ]; then tap_ok "link cut in stage 4: the job's result says tiny runs on host$where"
+else tap_not_ok "link cut in stage 4: the job's result says where tiny runs"; diag "$(grep -v '^progress' /tmp/send.out)"; fi
+[ "$where" = none ] && where=A
+settle_once_on $where 40 "link cut in stage 4"
+if [ "$where" = B ]; then
+    out=$(host_run B "vmmig send tiny hostA" 2>&1)
+    like "$out" "result ok host=hostA" "and back to hostA"
+    settle_once_on A 30 "back after the link cut in stage 4"
+fi
+check "memory intact on hostA after the stage 4 faults" memcheck_verify tiny
+
+# ---- stage 5: the destination agent killed after COMMIT, before it
+# resumed tiny: the agent that answers the source's QUERY resumes it ----
+check "hostB: vmmigfs again, its agents pausing 10 s before they resume a committed domain" \
+    host_run B "fusermount3 -u $M && VMMIG_TEST_DELAY=activating:10 vmmigfs --listen 8123 $M"
+bg_send
+wait_for "host_run B 'xl list' | awk '\$1 == \"tiny\" { print \$5 }' | grep -q p" 120
+like "$(copies_on B)" "tiny:.*p" "committed: hostB holds tiny renamed and paused, its agent waiting"
+host_run B "$KILLFN; killmatch 'vmmig receive'" >/dev/null
+wait_send_end 90
+like "$(cat /tmp/send.out)" "result ok host=hostB" \
+    "destination agent killed in stage 5: the source's QUERY finds tiny committed there, done" ||
+    diag "$(grep -v '^progress' /tmp/send.out)"
+settle_once_on B 30 "destination agent killed in stage 5"
+check "memory intact on hostB" guest_run_on B tiny 'memcheck verify'
+check "hostB: vmmigfs again, without the delay" \
+    host_run B "fusermount3 -u $M && vmmigfs --listen 8123 $M"
+out=$(host_run B "vmmig send tiny hostA" 2>&1)
+like "$out" "result ok host=hostA" "and back to hostA"
+settle_once_on A 30 "back after the fault in stage 5"
+
 bg_send VMMIG_TEST_DELAY=committed:6
 wait_for "grep -q 'test delay at committed' /tmp/send.out" 90
 like "$(copies_on A)" "tiny--migratedaway" "after COMMIT hostA keeps its copy renamed tiny--migratedaway"
@@ -230,7 +293,7 @@ wait_for "host_run B 'cat $M/tiny/migrate' | grep -q '^done\|^failed\|^migrated'
 like "$(host_run B "cat $M/tiny/migrate")" "done hostA|migrated hostA" "then it migrates"
 settle_once_on A 30 "wait mode"
 out=$(memcheck_verify tiny); rc=$?
-is "$rc" 0 "memory intact after 4 migrations and 6 faults: $out"
+is "$rc" 0 "memory intact after all those migrations and faults: $out"
 
 # ---- vmmigfs recovers by itself when its agent dies after COMMIT ----
 fusermount3 -u $M
