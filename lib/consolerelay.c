@@ -6,6 +6,7 @@
  * and dropped (it would otherwise fill and make QEMU drop output). */
 #define _GNU_SOURCE
 #include "consolerelay.h"
+#include "consolehold.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -132,8 +133,8 @@ static bool moved_host(const char *mount, const char *name, char *host, size_t s
 
 enum client_event { CLIENT_IDLE, CLIENT_GONE, CLIENT_FAILED, CLIENT_RETURNED };
 
-/* Input carries the number of "running" states the client had been told
- * (big-endian 32 bits, then the bytes).  Input sent before the latest
+/* Input carries the number of "running" states the client had been told on
+ * this connection (big-endian 32 bits, then the bytes).  Input sent before the latest
  * "running" may have overtaken input handed back earlier: it is handed
  * back too, so the client sends everything again, in order. */
 static uint32_t epoch;
@@ -141,7 +142,7 @@ static uint32_t epoch;
 /* One message from the client, if one is waiting (within wait_ms).  Input
  * goes to the pty when the domain runs (pty >= 0) and it belongs to the
  * current epoch, else back to the client, to be sent again once it runs. */
-static enum client_event client_turn(struct proto_conn *c, int pty, int wait_ms)
+static enum client_event client_turn(struct proto_conn *c, int pty, int hold_fd, int wait_ms)
 {
     struct pollfd p = {.fd = c->rfd, .events = POLLIN};
     char err[200];
@@ -159,6 +160,10 @@ static enum client_event client_turn(struct proto_conn *c, int pty, int wait_ms)
         size_t off = 4;
         if (their != epoch)
             pty = -1;
+        /* Not while a send holds the input (it is stopping the domain). */
+        bool locked = pty >= 0 && hold_fd >= 0 && console_hold_write_begin(hold_fd);
+        if (pty >= 0 && hold_fd >= 0 && !locked)
+            pty = -1;
         while (pty >= 0 && off < len) {
             ssize_t w = write(pty, pl + off, len - off);
             if (w > 0) {
@@ -171,6 +176,8 @@ static enum client_event client_turn(struct proto_conn *c, int pty, int wait_ms)
             }
             break;
         }
+        if (locked)
+            console_hold_write_end(hold_fd);
         if (off < len)
             ev = proto_send(c, MSG_CONSOLE_RETURN, pl + off, len - off) ? CLIENT_FAILED
                                                                          : CLIENT_RETURNED;
@@ -183,49 +190,44 @@ static enum client_event client_turn(struct proto_conn *c, int pty, int wait_ms)
     return ev;
 }
 
-/* Must input wait (vmmigfs's NAME/migrate says "running ..." or
- * "recovering ...")?  A key that xenconsoled writes into the console ring
- * after libxc copied that page for the last time would be lost (seen: 1
- * key in 3040).  stop_announced: the engine says stage 3 before the guest
- * stops, and input waits from there only; else for the whole job. */
-bool console_migrate_holds_input(const char *migrate_line, bool stop_announced)
+/* Must input wait, by vmmigfs's NAME/migrate line?  "recovering ..."
+ * always; "running ..." (a job) only when the engine cannot drain the
+ * console before the stop: with console_drain (Xen) `vmmig send` holds
+ * input itself from the stop on (consolehold.h), and input flows during
+ * pre-copy. */
+bool console_migrate_holds_input(const char *migrate_line, bool engine_drains)
 {
     if (!strncmp(migrate_line, "recovering ", 11))
         return true;
     if (strncmp(migrate_line, "running ", 8))
         return false;
-    if (!stop_announced)
-        return true;
-    const char *st = strstr(migrate_line, " stage=");
-    return st && atoi(st + 7) >= 3;
+    return !engine_drains;
 }
 
-static bool moving(const char *mount, const char *name)
+static bool moving(const char *mount, const char *name, bool engine_drains)
 {
     char path[512], *text = NULL;
     bool busy = false;
     snprintf(path, sizeof path, "%s/%s/migrate", mount, name);
     if (!read_file(path, &text, NULL))
-        /* Not from stage 3 only, though the Xen engine announces it: with
-         * that rule 80 of 3875 keys typed every 50 ms were lost around a
-         * co-migration's switchover (xen2 40-comigrate), not yet explained;
-         * holding for the whole migration lost none of 2987. */
-        busy = console_migrate_holds_input(text, false);
+        busy = console_migrate_holds_input(text, engine_drains);
     free(text);
     return busy;
 }
 
 /* Does the domain run here under its own name (not arriving, not leaving,
- * not suspended or paused, not being migrated)?  Input is only written to
- * its pty then. */
+ * not suspended or paused, its input not held)?  Input is only written to
+ * its console then. */
 static bool runs(const struct mig_engine_ops *eng, struct mig_engine *e, uint32_t domid,
-                 const char *name, const char *mount)
+                 const char *name, const char *mount, int hold_fd)
 {
     char id[16];
     struct mig_dom d;
+    bool drains = eng->console_drain && hold_fd >= 0;
     snprintf(id, sizeof id, "%u", domid);
     return !eng->lookup(e, id, &d) && !d.paused && !d.suspended && !d.dying &&
-           !strcmp(d.name, name) && eng->is_suspended(e, domid) != 1 && !moving(mount, name);
+           !strcmp(d.name, name) && eng->is_suspended(e, domid) != 1 &&
+           !(drains && console_hold_held(hold_fd)) && !moving(mount, name, drains);
 }
 
 /* Everything the log has now, to the client.  -1 when the client is gone. */
@@ -243,7 +245,8 @@ static int log_drain(struct proto_conn *c, int fd)
 /* Relay between the console and the client until the console closes (the
  * domain is gone) or the client leaves.  true when the client is still there. */
 static bool relay(struct proto_conn *c, const struct mig_engine_ops *eng, struct mig_engine *e,
-                  struct console_io *io, uint32_t domid, const char *name, const char *mount)
+                  struct console_io *io, uint32_t domid, const char *name, const char *mount,
+                  int hold_fd)
 {
     int known = -1; /* the state the client was last told: 1 running, 0 paused */
     long long next_check = 0;
@@ -252,7 +255,7 @@ static bool relay(struct proto_conn *c, const struct mig_engine_ops *eng, struct
     for (;;) {
         long long t = now_ms();
         if (t >= next_check) {
-            int running = runs(eng, e, domid, name, mount);
+            int running = runs(eng, e, domid, name, mount, hold_fd);
             if (running != known) {
                 if (running)
                     epoch++;
@@ -281,7 +284,7 @@ static bool relay(struct proto_conn *c, const struct mig_engine_ops *eng, struct
             }
         }
         if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
-            enum client_event ev = client_turn(c, known == 1 ? io->in : -1, 0);
+            enum client_event ev = client_turn(c, known == 1 ? io->in : -1, hold_fd, 0);
             if (ev == CLIENT_RETURNED)
                 known = -1; /* a new "running" (and epoch) makes the client resend */
             else if (ev != CLIENT_IDLE)
@@ -291,10 +294,13 @@ static bool relay(struct proto_conn *c, const struct mig_engine_ops *eng, struct
 }
 
 int console_serve(struct proto_conn *c, const struct mig_engine_ops *eng, struct mig_engine *e,
-                  const uint8_t *payload, uint32_t len, const char *mount, int wait_ms)
+                  const uint8_t *payload, uint32_t len, const char *mount, const char *state_dir,
+                  int wait_ms)
 {
     char name[64], incoming[96], host[256], path[600];
     long long deadline = now_ms() + wait_ms;
+
+    epoch = 0; /* the client counts the "running" states of this connection */
 
     if (kv_get(payload, len, "name", name, sizeof name) || !name[0] || strchr(name, '/') ||
         !printable(name, strlen(name))) {
@@ -312,7 +318,11 @@ int console_serve(struct proto_conn *c, const struct mig_engine_ops *eng, struct
         struct console_io io;
         if (found && !eng->console_path(e, d.domid, path, sizeof path) &&
             !console_open(path, from_start, &io)) {
-            bool client_there = relay(c, eng, e, &io, d.domid, name, mount);
+            /* Without the lock file input waits for the whole migration. */
+            int hold_fd = eng->console_drain ? console_hold_open(state_dir, d.uuid) : -1;
+            bool client_there = relay(c, eng, e, &io, d.domid, name, mount, hold_fd);
+            if (hold_fd >= 0)
+                close(hold_fd);
             console_close(&io);
             if (!client_there)
                 return 0;
@@ -329,7 +339,7 @@ int console_serve(struct proto_conn *c, const struct mig_engine_ops *eng, struct
             return -ENOENT;
         }
         /* Not (yet) here: input waits with the client. */
-        enum client_event ev = client_turn(c, -1, 100);
+        enum client_event ev = client_turn(c, -1, -1, 100);
         if (ev != CLIENT_IDLE && ev != CLIENT_RETURNED)
             return ev == CLIENT_GONE ? 0 : -EPROTO;
     }

@@ -11,14 +11,18 @@
  * is gone from this host or the client leaves.  mount is vmmigfs's mount
  * point, where NAME/migrate says where a domain went; wait_ms how long to
  * wait for the domain to appear (it may still be arriving) or for its move
- * to be known.  0 when the client was served, -errno otherwise. */
+ * to be known; state_dir where the console hold's lock files are (the
+ * agents' $VMMIG_STATE_DIR).  0 when the client was served, -errno
+ * otherwise. */
 int console_serve(struct proto_conn *c, const struct mig_engine_ops *eng, struct mig_engine *e,
-                  const uint8_t *payload, uint32_t len, const char *mount, int wait_ms);
+                  const uint8_t *payload, uint32_t len, const char *mount, const char *state_dir,
+                  int wait_ms);
 
 /* Does a migrate file's line say input must wait (the domain is being
- * stopped for its switchover, or recovered)?  stop_announced: the engine
- * announces stage 3 before the guest stops (else any running job holds). */
-bool console_migrate_holds_input(const char *migrate_line, bool stop_announced);
+ * recovered; or migrated, when the engine cannot drain the console before
+ * the stop and `vmmig send` does not hold it from there: see
+ * consolehold.h)? */
+bool console_migrate_holds_input(const char *migrate_line, bool engine_drains);
 
 /* "done hostB" / "migrated hostB at ..." / "running hostB ..." -> hostB in
  * host when the line says the domain left (done/migrated); else false. */

@@ -10,9 +10,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
 #include <libxl.h>
 #include <libxl_utils.h>
+#define XC_WANT_COMPAT_MAP_FOREIGN_API /* xc_map_foreign_range: one page, read-only */
 #include <xenctrl.h>
+#include <xen/io/console.h>
 #include <xenstore.h>
 #include <xentoollog.h>
 
@@ -401,6 +407,65 @@ static int xm_guest_hold_put(struct mig_engine *e, uint32_t domid, const char *v
     return 0;
 }
 
+static long long mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Wait until the guest has read all the input in its console ring and no
+ * more has come for a while (xenconsoled may still be moving bytes from
+ * its pty into the ring).  Restore clears that page, so unread input would
+ * be lost across the migration. */
+static int xm_console_drain(struct mig_engine *e, uint32_t domid, int timeout_ms)
+{
+    enum { SETTLE_MS = 20, POLL_US = 2000 };
+    char path[96], *v;
+    unsigned len;
+    unsigned long gfn;
+    int rc;
+
+    if (!e->xch || !e->xsh)
+        return -ENODEV;
+    snprintf(path, sizeof path, "/local/domain/%u/console/ring-ref", domid);
+    v = xs_read(e->xsh, XBT_NULL, path, &len);
+    if (!v)
+        return -errno;
+    errno = 0;
+    char *end;
+    gfn = strtoul(v, &end, 10);
+    bool bad = errno || end == v || *end;
+    free(v);
+    if (bad)
+        return -EINVAL;
+    struct xencons_interface *ring =
+        xc_map_foreign_range(e->xch, domid, XC_PAGE_SIZE, PROT_READ, gfn);
+    if (!ring)
+        return -errno;
+    long long start = mono_ms(), quiet_since = start;
+    XENCONS_RING_IDX last_prod = __atomic_load_n(&ring->in_prod, __ATOMIC_ACQUIRE);
+    for (;;) {
+        XENCONS_RING_IDX prod = __atomic_load_n(&ring->in_prod, __ATOMIC_ACQUIRE);
+        XENCONS_RING_IDX cons = __atomic_load_n(&ring->in_cons, __ATOMIC_ACQUIRE);
+        long long now = mono_ms();
+        if (prod != last_prod || cons != prod) {
+            last_prod = prod;
+            quiet_since = now;
+        } else if (now - quiet_since >= SETTLE_MS) {
+            rc = 0;
+            break;
+        }
+        if (now - start >= timeout_ms) {
+            rc = (int)(XENCONS_RING_IDX)(prod - cons);
+            break;
+        }
+        usleep(POLL_US);
+    }
+    munmap(ring, XC_PAGE_SIZE);
+    return rc;
+}
+
 /* xenconsoled's pty for the domain's first console (what xl console opens). */
 static int xm_console_path(struct mig_engine *e, uint32_t domid, char *buf, size_t size)
 {
@@ -434,5 +499,6 @@ const struct mig_engine_ops xen_mig_engine = {
     .guest_hold_get = xm_guest_hold_get,
     .guest_hold_put = xm_guest_hold_put,
     .console_path = xm_console_path,
+    .console_drain = xm_console_drain,
     .set_stop_hook = xm_set_stop_hook,
 };

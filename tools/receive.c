@@ -1002,6 +1002,7 @@ static int receive_main(int argc, char **argv)
         /* vmmig console: relay the domain's console; never a migration */
         say("%s attaches to a console", r.peer);
         rc = console_serve(&r.conn, r.eng, r.e, pl, len, env_default("VMMIG_MOUNT", DEFAULT_MOUNT),
+                           r.state_dir,
                            60 * 1000) ? 1 : 0;
         goto out;
     }

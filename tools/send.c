@@ -20,6 +20,7 @@
 
 #include "applet.h"
 #include "backend.h"
+#include "consolehold.h"
 #include "diskmig.h"
 #include "lock.h"
 #include "migengine.h"
@@ -107,6 +108,8 @@ struct job {
     bool engine_rounds;    /* the engine reports rounds itself */
     long long stop_ms;     /* when the domain was seen suspended (epoch ms) */
     long long stop_req_ms; /* when libxl was let ask it to stop (0: no stop hook ran) */
+    int console_hold_fd;   /* held from the stop on (consolehold.h), or -1 */
+    long long console_drain_ms; /* how long the guest took to read its console input */
     struct xcstream xcs;   /* else they are read off the stream */
 };
 
@@ -565,6 +568,39 @@ static void *monitor_main(void *arg)
     return NULL;
 }
 
+/* Console input stops here, before the domain is asked to stop, and what
+ * the guest was given is read by it first: Xen's restore clears the console
+ * ring, so unread input would be lost (consolehold.h).  Until here it flowed
+ * (the relay writes only without this lock). */
+static void console_hold(struct job *j)
+{
+    if (!j->eng->console_drain || j->console_hold_fd >= 0)
+        return;
+    const char *dir = j->state_dir ? j->state_dir : env_default("VMMIG_STATE_DIR", DEFAULT_STATE_DIR);
+    long long t0 = epoch_ms();
+    int fd = console_hold_open(dir, j->dom.uuid);
+    if (fd < 0 || console_hold_take(fd)) {
+        error_msg("cannot hold %s's console input (%s/console): %s", j->dom.name, dir,
+                  strerror(fd < 0 ? -fd : errno));
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    j->console_hold_fd = fd; /* held until this process ends */
+    long long t1 = epoch_ms();
+    int unread = j->eng->console_drain(j->e, j->dom.domid, 1000);
+    j->console_drain_ms = epoch_ms() - t1;
+    if (t1 - t0 + j->console_drain_ms > 100)
+        error_msg("holding %s's console input took %lld ms (the lock %lld ms, the guest reading "
+                  "its ring %lld ms)", j->dom.name, t1 - t0 + j->console_drain_ms, t1 - t0,
+                  j->console_drain_ms);
+    if (unread > 0)
+        error_msg("%s has not read %d bytes of console input after 1 s: they may be lost",
+                  j->dom.name, unread);
+    else if (unread < 0)
+        error_msg("cannot see %s's console ring: %s", j->dom.name, strerror(-unread));
+}
+
 /* The engine is about to ask the domain to stop: say so (stage 3), and in
  * a group wait until every member is ready too (the stop barrier), so that
  * they are asked together. */
@@ -576,6 +612,7 @@ static int stop_barrier(void *arg, char *why, size_t whylen)
     progress_line(j, NULL);
     if (sync_point("stop", why, whylen))
         return 1;
+    console_hold(j);
     j->stop_req_ms = epoch_ms();
     atomic_store(&stop_released, true);
     return 0;
@@ -1200,7 +1237,7 @@ static int send_main(int argc, char **argv)
     bool force = false;
     long v;
     int opt;
-    struct job j = {.fd = -1, .pipe_r = -1, .live = true,
+    struct job j = {.fd = -1, .pipe_r = -1, .console_hold_fd = -1, .live = true,
                     .send_lock = PTHREAD_MUTEX_INITIALIZER};
     char err[400], e2[300];
     static uint8_t psk[PROTO_KEY_MAX];
@@ -1643,10 +1680,10 @@ static int send_main(int argc, char **argv)
     sigprocmask(SIG_UNBLOCK, &block, NULL);
     mig_run_hooks("source", j.dom.name, j.dom.uuid, j.myhost, j.host);
     printf("result ok host=%s domid=%s total_ms=%lld downtime_ms=%lld sent=%llu rounds=%u "
-           "stop_ms=%lld resume_ms=%s stop_request_ms=%lld algorithm=%s%s\n",
+           "stop_ms=%lld resume_ms=%s stop_request_ms=%lld console_drain_ms=%lld algorithm=%s%s\n",
            j.host, newdomid, total, downtime, (unsigned long long)atomic_load(&j.sent),
-           j.round ? j.round : 1, j.stop_ms, resumed[0] ? resumed : "0", j.stop_req_ms, j.algo,
-           j.switched ? " postcopy=switched" : "");
+           j.round ? j.round : 1, j.stop_ms, resumed[0] ? resumed : "0", j.stop_req_ms,
+           j.console_drain_ms, j.algo, j.switched ? " postcopy=switched" : "");
     return 0;
 }
 

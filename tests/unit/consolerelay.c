@@ -16,10 +16,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "consolehold.h"
 #include "consolerelay.h"
 #include "tap.h"
 
-static char dir[128], sockpath[200], logpath[200], mount[200];
+#define UUID "6f1c2a34-9b7e-4d21-8c55-0a1b2c3d4e5f"
+static char dir[128], sockpath[200], logpath[200], mount[200], state_dir[200];
 static bool dom_here = true;
 static const char *console_file = "con.sock";
 
@@ -31,6 +33,7 @@ static int fake_lookup(struct mig_engine *e, const char *what, struct mig_dom *o
     memset(out, 0, sizeof *out);
     out->domid = 7;
     strcpy(out->name, "web1");
+    strcpy(out->uuid, UUID);
     return 0;
 }
 
@@ -54,7 +57,23 @@ static const struct mig_engine_ops fake = {
     .console_path = fake_console_path,
 };
 
+static int fake_drain(struct mig_engine *e, uint32_t domid, int timeout_ms)
+{
+    (void)e, (void)domid, (void)timeout_ms;
+    return 0;
+}
+
+/* An engine that drains the console before the stop (as Xen's). */
+static const struct mig_engine_ops fake_draining = {
+    .name = "fake-draining",
+    .lookup = fake_lookup,
+    .is_suspended = fake_is_suspended,
+    .console_path = fake_console_path,
+    .console_drain = fake_drain,
+};
+
 struct serve {
+    const struct mig_engine_ops *eng; /* NULL: fake */
     struct proto_conn c;
     const char *req;
     int wait_ms;
@@ -64,8 +83,8 @@ struct serve {
 static void *serve_main(void *arg)
 {
     struct serve *s = arg;
-    s->rc = console_serve(&s->c, &fake, NULL, (const uint8_t *)s->req, (uint32_t)strlen(s->req),
-                          mount, s->wait_ms);
+    s->rc = console_serve(&s->c, s->eng ? s->eng : &fake, NULL, (const uint8_t *)s->req,
+                          (uint32_t)strlen(s->req), mount, state_dir, s->wait_ms);
     return NULL;
 }
 
@@ -129,6 +148,58 @@ static int accept_wait(int lfd)
     return poll(&p, 1, 2000) == 1 ? accept(lfd, NULL, NULL) : -1;
 }
 
+/* The first message of type want within ms: its payload in got (NUL-ended). */
+static bool await_msg(struct proto_conn *c, int want, int ms, char *got, size_t size)
+{
+    char err[200];
+    for (;;) {
+        struct pollfd p = {.fd = c->rfd, .events = POLLIN};
+        if (poll(&p, 1, ms) <= 0)
+            return false;
+        int type;
+        uint8_t *pl;
+        uint32_t len;
+        if (proto_recv(c, &type, &pl, &len, err, sizeof err))
+            return false;
+        bool match = type == want;
+        if (match)
+            snprintf(got, size, "%.*s", (int)len, (const char *)pl);
+        free(pl);
+        if (match)
+            return true;
+    }
+}
+
+/* A state message saying state=want within ms (others skipped). */
+static bool await_state(struct proto_conn *c, const char *want, int ms)
+{
+    char got[200], key[40];
+    snprintf(key, sizeof key, "state=%s", want);
+    for (int i = 0; i < 20; i++)
+        if (!await_msg(c, MSG_CONSOLE_STATE, ms, got, sizeof got) || strstr(got, key))
+            return strstr(got, key) != NULL;
+    return false;
+}
+
+static void set_line(const char *path, const char *line)
+{
+    atomic_write(path, line, strlen(line), 0644);
+}
+
+static void send_input(struct proto_conn *c, uint32_t epoch, char key)
+{
+    uint8_t msg[5] = {(uint8_t)(epoch >> 24), (uint8_t)(epoch >> 16), (uint8_t)(epoch >> 8),
+                      (uint8_t)epoch, (uint8_t)key};
+    proto_send(c, MSG_CONSOLE_DATA, msg, 5);
+}
+
+static bool socket_gets(int q, char want, int ms)
+{
+    char in[8] = "";
+    struct pollfd p = {.fd = q, .events = POLLIN};
+    return poll(&p, 1, ms) == 1 && read(q, in, sizeof in) == 1 && in[0] == want;
+}
+
 static void start(struct serve *s, int *client, pthread_t *t, const char *req, int wait_ms)
 {
     int sv[2];
@@ -143,7 +214,7 @@ static void start(struct serve *s, int *client, pthread_t *t, const char *req, i
 
 int main(void)
 {
-    struct serve s;
+    struct serve s = {0};
     struct proto_conn cl;
     struct strbuf out = {0};
     char state[80], path[300];
@@ -157,6 +228,7 @@ int main(void)
     snprintf(sockpath, sizeof sockpath, "%s/con.sock", dir);
     snprintf(logpath, sizeof logpath, "%s/con.log", dir);
     snprintf(mount, sizeof mount, "%s/mnt", dir);
+    snprintf(state_dir, sizeof state_dir, "%s/state", dir);
     snprintf(path, sizeof path, "%s/web1", mount);
     mkdir_p(path, 0755);
     snprintf(path, sizeof path, "%s/web1/migrate", mount);
@@ -213,6 +285,56 @@ int main(void)
     collect(&cl, 3000, &out, state, sizeof state);
     pthread_join(t, NULL);
     close(cfd);
+
+    /* During a migration: an engine without console_drain holds input for
+     * the whole job; one with it (Xen) lets it flow until `vmmig send`
+     * takes the console hold, before the stop. */
+    dom_here = true;
+    char got[200];
+    set_line(path, "running hostB stage=2 iterative-pre-copy round=2\n");
+    start(&s, &cfd, &t, "name=web1\n", 2000);
+    authed(&cl, cfd);
+    q = accept_wait(lfd);
+    ok(await_msg(&cl, MSG_CONSOLE_STATE, 1000, got, sizeof got) && strstr(got, "state=paused"),
+       "no drain, a job running: the client is told paused");
+    send_input(&cl, 0, 'x');
+    ok(await_msg(&cl, MSG_CONSOLE_RETURN, 1000, got, sizeof got) && !strcmp(got, "x"),
+       "  input is handed back");
+    ok(!socket_gets(q, 'x', 200), "  and never reaches the console");
+    close(cfd);
+    dom_here = false;
+    close(q);
+    pthread_join(t, NULL);
+
+    dom_here = true;
+    s.eng = &fake_draining;
+    start(&s, &cfd, &t, "name=web1\n", 2000);
+    authed(&cl, cfd);
+    q = accept_wait(lfd);
+    ok(await_msg(&cl, MSG_CONSOLE_STATE, 1000, got, sizeof got) && strstr(got, "state=running"),
+       "drain, pre-copy: the client is told running");
+    send_input(&cl, 1, 'a');
+    ok(socket_gets(q, 'a', 1000), "  input reaches the console during pre-copy");
+    int hold = console_hold_open(state_dir, UUID);
+    ok(hold >= 0 && !console_hold_take(hold), "send takes the console hold (before the stop)");
+    ok(await_msg(&cl, MSG_CONSOLE_STATE, 1000, got, sizeof got) && strstr(got, "state=paused"),
+       "  the client is told paused");
+    send_input(&cl, 1, 'b');
+    ok(await_msg(&cl, MSG_CONSOLE_RETURN, 1000, got, sizeof got) && !strcmp(got, "b"),
+       "  input sent meanwhile is handed back");
+    ok(!socket_gets(q, 'b', 200), "  and never reaches the console");
+    close(hold); /* send ended (failed: the domain runs here again) */
+    ok(await_state(&cl, "running", 1000), "the hold released: running again");
+    send_input(&cl, 2, 'b');
+    ok(socket_gets(q, 'b', 1000), "  the handed-back input is delivered");
+    set_line(path, "recovering hostB: stage 3: the agent was killed\n");
+    ok(await_state(&cl, "paused", 1000), "drain, recovering: paused");
+    close(cfd);
+    dom_here = false;
+    close(q);
+    pthread_join(t, NULL);
+    s.eng = NULL;
+    atomic_write(path, "idle\n", 5, 0644);
 
     /* Failure paths: no log; a socket not named .sock. */
     dom_here = true;

@@ -1,0 +1,35 @@
+/* The console input hold between `vmmig send` and the console relay on the
+ * same host.
+ *
+ * Xen's restore clears the guest's console ring page (libxc, as it does the
+ * xenstore page), so a key that reached the ring and that the guest had not
+ * read when it suspended is lost.  Input must therefore stop before the
+ * guest is asked to suspend, and what is in the ring must be read first.
+ * Both agents open STATE_DIR/console/UUID.lock: the relay writes to the
+ * console only under a shared flock taken without waiting; send takes the
+ * exclusive flock (waiting out a write in progress) before the domain is
+ * asked to stop, and keeps it until it exits, so a killed or failed send
+ * lets input flow again by itself. */
+#ifndef VMMIG_CONSOLEHOLD_H
+#define VMMIG_CONSOLEHOLD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* The lock file of the domain with this UUID (its directory created).
+ * An open fd, or -errno. */
+int console_hold_open(const char *state_dir, const char *uuid);
+
+/* send: hold the domain's console input from now until fd is closed (or
+ * the process ends).  Waits for a write in progress.  0 or -errno. */
+int console_hold_take(int fd);
+
+/* relay: may input be written now?  true with the shared lock taken (end
+ * with console_hold_write_end); false while a send holds it. */
+bool console_hold_write_begin(int fd);
+void console_hold_write_end(int fd);
+
+/* Is input held now (a send has the lock)?  Takes nothing. */
+bool console_hold_held(int fd);
+
+#endif
