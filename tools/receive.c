@@ -60,7 +60,8 @@ static const char receive_help[] =
     "and running here (or a query answered), 1 failed or refused, 2 usage.\n";
 
 /* A local disk arriving with the domain: its secondary, a `vmmig
- * blockmirror receive --nbd-device` child that also serves the device here
+ * blockmirror receive --nbd-device` (--disk for QEMU's blockmirror:NAME)
+ * child that also serves the device here
  * and becomes its primary at the switch. */
 struct rdisk {
     struct diskmig d;
@@ -616,12 +617,22 @@ static int disk_prep(struct rjob *r, const uint8_t *pl, uint32_t len)
         disk_fail(r, rd->d.vdev, "more than %d disks", DISKMIG_MAX);
         return -1;
     }
+    /* blockmirror:NAME: a QEMU domain's, served on a socket, no device */
+    const char *qemu_disk = diskmig_disk_name(rd->d.device);
     if (r->same_host) {
-        /* Within one host the disk is already where the domain goes. */
-        reply(r, MSG_DISK_READY, "vdev", rd->d.vdev, "same_host", "1");
-        return 0;
+        /* Within one host the disk is already where the domain goes; a
+         * QEMU disk only if its primary answers in this state directory
+         * (two "hosts" of one kernel have their own). */
+        struct strbuf ans = {0};
+        diskmig_control_path(r->state_dir, rd->d.device, dir, sizeof dir);
+        bool here = !qemu_disk || !bmctl_call(dir, "status", &ans, err, sizeof err);
+        sb_free(&ans);
+        if (here) {
+            reply(r, MSG_DISK_READY, "vdev", rd->d.vdev, "same_host", "1");
+            return 0;
+        }
     }
-    if (nbd_dev_check(rd->d.device, err, sizeof err)) {
+    if (!qemu_disk && nbd_dev_check(rd->d.device, err, sizeof err)) {
         disk_fail(r, rd->d.vdev, "%s (is the nbd module loaded here?)", err);
         return -1;
     }
@@ -652,7 +663,7 @@ static int disk_prep(struct rjob *r, const uint8_t *pl, uint32_t len)
     close(fd);
     snprintf(dir, sizeof dir, "%s/blockmirror", r->state_dir);
     mkdir_p(dir, 0700);
-    snprintf(logp, sizeof logp, "%s/%s.log", dir, diskmig_nbd_name(rd->d.device));
+    snprintf(logp, sizeof logp, "%s/%s.log", dir, diskmig_device_name(rd->d.device));
     listen_spec(r, spec, sizeof spec);
     ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
     if (sl <= 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
@@ -675,7 +686,8 @@ static int disk_prep(struct rjob *r, const uint8_t *pl, uint32_t len)
         signal(SIGTERM, SIG_DFL);
         signal(SIGPIPE, SIG_DFL);
         execl(self, "vmmig", "blockmirror", "receive", rd->image, "--listen", spec,
-              "--nbd-device", rd->d.device, "--agent-fd", "3", (char *)NULL);
+              qemu_disk ? "--disk" : "--nbd-device", qemu_disk ? qemu_disk : rd->d.device,
+              "--agent-fd", "3", (char *)NULL);
         fprintf(stderr, "vmmig receive: exec %s: %s\n", self, strerror(errno));
         _exit(127);
     }
@@ -890,6 +902,8 @@ static int receive_main(int argc, char **argv)
     }
     if (optind != argc)
         usage_exit(&applet_receive, "unexpected argument '%s'", argv[optind]);
+    /* The disks' secondaries and QEMU find blockmirror:NAME's sockets there. */
+    setenv("VMMIG_STATE_DIR", r.state_dir, 1);
     if (!r.disk_dir || !r.disk_dir[0]) {
         snprintf(disk_dir, sizeof disk_dir, "%s/disks", r.state_dir);
         r.disk_dir = disk_dir;

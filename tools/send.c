@@ -673,8 +673,8 @@ static int disks_mirror(struct job *j, const char *config, const char *state_dir
         d->size = strtoull(v, NULL, 10);
         if (!strcmp(state, "switched") || (peer[0] && strcmp(peer, "none"))) {
             snprintf(err, errlen, "disk %s (%s): its primary is %s%s%s; 'vmmig blockmirror "
-                     "detach %s' first", d->vdev, d->device, state, peer[0] ? " with peer " : "",
-                     peer, d->device);
+                     "detach -c %s' first", d->vdev, d->device, state, peer[0] ? " with peer " : "",
+                     peer, d->control);
             goto out;
         }
         struct strbuf prep = {0};
