@@ -144,6 +144,9 @@ int diskmig_prep_parse(const uint8_t *pl, uint32_t len, struct diskmig *d, char 
                  "1 PiB)", d->vdev);
         return -EBADMSG;
     }
+    /* optional: the source's control socket (the same primary on one kernel?) */
+    if (kv_get(pl, len, "control", d->control, sizeof d->control))
+        d->control[0] = 0;
     return 0;
 }
 

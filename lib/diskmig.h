@@ -61,8 +61,9 @@ void diskmig_control_path(const char *state_dir, const char *device, char *out, 
 int diskmig_find(const char *config, const char *state_dir, struct diskmig *out, int max,
                  struct strbuf *skipped, char *err, size_t errlen);
 
-/* DISK_PREP's payload: vdev=, device=, size=.  0, or -EBADMSG with a
- * sentence in err. */
+/* DISK_PREP's payload: vdev=, device=, size= and optionally control= (the
+ * source's control socket, into d->control; empty without).  0, or
+ * -EBADMSG with a sentence in err. */
 int diskmig_prep_parse(const uint8_t *pl, uint32_t len, struct diskmig *d, char *err,
                        size_t errlen);
 

@@ -621,12 +621,13 @@ static int disk_prep(struct rjob *r, const uint8_t *pl, uint32_t len)
     const char *qemu_disk = diskmig_disk_name(rd->d.device);
     if (r->same_host) {
         /* Within one host the disk is already where the domain goes; a
-         * QEMU disk only if its primary answers in this state directory
-         * (two "hosts" of one kernel have their own). */
-        struct strbuf ans = {0};
+         * QEMU disk only if the source's primary is the one of this state
+         * directory (two "hosts" of one kernel may each have their own). */
+        struct stat mine, theirs;
         diskmig_control_path(r->state_dir, rd->d.device, dir, sizeof dir);
-        bool here = !qemu_disk || !bmctl_call(dir, "status", &ans, err, sizeof err);
-        sb_free(&ans);
+        bool here = !qemu_disk || (rd->d.control[0] && !stat(dir, &mine) &&
+                                   !stat(rd->d.control, &theirs) && mine.st_dev == theirs.st_dev &&
+                                   mine.st_ino == theirs.st_ino);
         if (here) {
             reply(r, MSG_DISK_READY, "vdev", rd->d.vdev, "same_host", "1");
             return 0;

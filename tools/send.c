@@ -681,6 +681,7 @@ static int disks_mirror(struct job *j, const char *config, const char *state_dir
         kv_add(&prep, "vdev", "%s", d->vdev);
         kv_add(&prep, "device", "%s", d->device);
         kv_add(&prep, "size", "%llu", (unsigned long long)d->size);
+        kv_add(&prep, "control", "%s", d->control); /* one kernel: is it the same primary? */
         int src = proto_send(&j->conn, MSG_DISK_PREP, prep.s, (uint32_t)prep.len);
         sb_free(&prep);
         if (src) {

@@ -130,6 +130,10 @@ int main(void)
     is_int(prep("vdev=xvda\ndevice=blockmirror:web1.xvda\nsize=16777216\n", &d, err, sizeof err), 0,
            "a good DISK_PREP for a QEMU disk");
     is_str(d.device, "blockmirror:web1.xvda", "  ...device=blockmirror:NAME");
+    is_str(d.control, "", "  ...no control= (optional)");
+    is_int(prep("vdev=xvda\ndevice=blockmirror:w\nsize=512\ncontrol=/st/blockmirror/w.bmctl\n", &d,
+                err, sizeof err), 0, "DISK_PREP with control=");
+    is_str(d.control, "/st/blockmirror/w.bmctl", "  ...the source's control socket");
     static const char *const badq[] = {
         "vdev=xvda\ndevice=blockmirror:\nsize=512\n",
         "vdev=xvda\ndevice=blockmirror:../../x\nsize=512\n",
