@@ -794,6 +794,45 @@ static void disks_commit(struct rjob *r)
     }
 }
 
+/* While the memory arrives: a QEMU disk's secondary that dies (killed)
+ * has taken the incoming QEMU's NBD server with it, and that QEMU may stop
+ * reading its stream for good.  End the incoming copy at once: the stream
+ * fails, and the source keeps the domain and its disk. */
+struct disk_watch {
+    struct rjob *r;
+    atomic_bool stop;
+};
+
+static void *disk_watch_main(void *arg)
+{
+    struct disk_watch *w = arg;
+    struct rjob *r = w->r;
+    struct pollfd p[DISKMIG_MAX];
+    int n = 0;
+
+    for (int i = 0; i < r->ndisks; i++)
+        if (diskmig_disk_name(r->disks[i].d.device) && r->disks[i].agent_fd >= 0)
+            p[n++] = (struct pollfd){.fd = r->disks[i].agent_fd, .events = 0};
+    while (n && !atomic_load(&w->stop)) {
+        if (poll(p, (nfds_t)n, 200) <= 0)
+            continue;
+        /* nothing is written to the agent fd before the switch: a hangup */
+        for (int i = 0; i < n; i++) {
+            if (!(p[i].revents & (POLLHUP | POLLERR)))
+                continue;
+            struct mig_dom d;
+            char e2[300];
+            say("a disk secondary of %s went away while its memory arrived: ending the "
+                "incoming copy", r->name);
+            if (!r->eng->lookup(r->e, r->incoming, &d) &&
+                r->eng->destroy(r->e, d.domid, e2, sizeof e2))
+                say("ending the incoming copy: %s", e2);
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
 /* Between CFG_OK and the memory stream: the disks, if any.  0 with the
  * first message of the stream kept for the pump, or -1 (the migration is
  * over; the caller drops what was prepared). */
@@ -1025,12 +1064,17 @@ static int receive_main(int argc, char **argv)
     char *incoming = r.incoming;
     snprintf(r.incoming, sizeof r.incoming, "%s" MIG_INCOMING_SUFFIX, r.name);
     r.domidp = &domid;
+    struct disk_watch watch = {.r = &r};
+    pthread_t watcher;
+    pthread_create(&watcher, NULL, disk_watch_main, &watch);
     int xrc;
     if (r.sock)
         xrc = r.eng->restore_postcopy(r.e, json, incoming, qfd, postcopy_run, &r, &domid,
                                       &r.running, e2, sizeof e2);
     else
         xrc = r.eng->restore(r.e, json, incoming, qfd, &domid, e2, sizeof e2);
+    atomic_store(&watch.stop, true);
+    pthread_join(watcher, NULL);
     close(qfd);
     if (r.sock && xrc)
         shutdown(r.pipe_w, SHUT_RDWR); /* the pump stops writing to a QEMU that failed */
