@@ -103,7 +103,7 @@ grows A "the guest's disk writes go through"
 # (the delay is long: the guest answers slowly under TCG on a busy machine)
 VMMIG_TEST_DELAY=disksynced:30 on A "$VMMIG" send web1 hostB > "$QDIR/f1.out" 2>&1 &
 send_pid=$!
-qwait 60 "grep -q 'test delay at disksynced' '$QDIR/f1.out'"
+qwait 60 "grep -qs 'test delay at disksynced' '$QDIR/f1.out'"
 ok $? "send: the disk is in sync before the memory moves" || diag "$(cat "$QDIR/f1.out")"
 like "$(cat "$QDIR/f1.out")" "disk=xvda device=blockmirror:web1.xvda mirror=nbd://hostB:[0-9]+" \
     "  ...mirrored to hostB's secondary"
@@ -132,7 +132,7 @@ ok "$( [ ! -e "$QDIR/B/state/disks/web1.xvda.img" ]; echo $? )" "  ...hostB drop
 # --- fault: hostB's agent killed after RECEIVED, before the commit ---------
 VMMIG_TEST_DELAY=received:10 on A "$VMMIG" send web1 hostB > "$QDIR/f2.out" 2>&1 &
 send_pid=$!
-qwait 90 "grep -q 'test delay at received' '$QDIR/f2.out'"
+qwait 90 "grep -qs 'test delay at received' '$QDIR/f2.out'"
 ok $? "send: memory and disk on hostB, before the commit" || diag "$(cat "$QDIR/f2.out")"
 recv=$(procs_on B 'vmmig receive ')
 ok "$( [ -n "$recv" ]; echo $? )" "found hostB's agent ($recv)"
