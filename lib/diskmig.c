@@ -25,6 +25,42 @@ const char *diskmig_nbd_name(const char *device)
     return device + 5;
 }
 
+bool diskmig_disk_name_valid(const char *name)
+{
+    size_t n = strlen(name);
+
+    if (!n || n > DISKMIG_NAME_MAX || name[0] == '.')
+        return false;
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '.' || *p == '-' || *p == '_'))
+            return false;
+    /* nbdN.bmctl is /dev/nbdN's control socket */
+    if (!strncmp(name, "nbd", 3) && name[3] && strspn(name + 3, "0123456789") == n - 3)
+        return false;
+    return true;
+}
+
+const char *diskmig_disk_name(const char *device)
+{
+    size_t plen = strlen(DISKMIG_TARGET_PREFIX);
+
+    if (strncmp(device, DISKMIG_TARGET_PREFIX, plen) || !diskmig_disk_name_valid(device + plen))
+        return NULL;
+    return device + plen;
+}
+
+const char *diskmig_device_name(const char *device)
+{
+    const char *name = diskmig_nbd_name(device);
+    return name ? name : diskmig_disk_name(device);
+}
+
+void diskmig_socket_path(const char *state_dir, const char *name, char *out, size_t size)
+{
+    snprintf(out, size, "%s/blockmirror/%s.nbd", state_dir, name);
+}
+
 bool diskmig_vdev_valid(const char *vdev)
 {
     size_t n = strlen(vdev);
@@ -39,7 +75,7 @@ bool diskmig_vdev_valid(const char *vdev)
 
 void diskmig_control_path(const char *state_dir, const char *device, char *out, size_t size)
 {
-    const char *name = diskmig_nbd_name(device);
+    const char *name = diskmig_device_name(device);
     snprintf(out, size, "%s/blockmirror/%s.bmctl", state_dir, name ? name : "?");
 }
 
@@ -61,7 +97,8 @@ int diskmig_find(const char *config, const char *state_dir, struct diskmig *out,
             struct diskmig d = {0};
             if (target)
                 *target++ = 0;
-            if (target && diskmig_nbd_name(target) && diskmig_vdev_valid(buf)) {
+            if (target && diskmig_device_name(target) && strlen(target) < sizeof d.device &&
+                diskmig_vdev_valid(buf)) {
                 diskmig_control_path(state_dir, target, d.control, sizeof d.control);
                 if (!stat(d.control, &st) && S_ISSOCK(st.st_mode)) {
                     if (n == max) {
@@ -93,8 +130,10 @@ int diskmig_prep_parse(const uint8_t *pl, uint32_t len, struct diskmig *d, char 
         snprintf(err, errlen, "DISK_PREP without a valid vdev= (letters and digits)");
         return -EBADMSG;
     }
-    if (kv_get(pl, len, "device", d->device, sizeof d->device) || !diskmig_nbd_name(d->device)) {
-        snprintf(err, errlen, "DISK_PREP for %s without a valid device= (/dev/nbdN)", d->vdev);
+    if (kv_get(pl, len, "device", d->device, sizeof d->device) ||
+        !diskmig_device_name(d->device)) {
+        snprintf(err, errlen, "DISK_PREP for %s without a valid device= (/dev/nbdN or "
+                 "blockmirror:NAME)", d->vdev);
         return -EBADMSG;
     }
     errno = 0;
@@ -105,6 +144,9 @@ int diskmig_prep_parse(const uint8_t *pl, uint32_t len, struct diskmig *d, char 
                  "1 PiB)", d->vdev);
         return -EBADMSG;
     }
+    /* optional: the source's control socket (the same primary on one kernel?) */
+    if (kv_get(pl, len, "control", d->control, sizeof d->control))
+        d->control[0] = 0;
     return 0;
 }
 

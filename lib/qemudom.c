@@ -18,7 +18,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "applet.h"
 #include "backend.h"
+#include "diskmig.h"
 #include "qmp.h"
 
 static const char *env_or_default(const char *name, const char *def)
@@ -152,7 +154,15 @@ int qemu_cfg_parse(const char *text, struct qemu_cfg *cfg, char *err, size_t err
                         snprintf(err, errlen, "more than %d disks", QEMU_MAX_DISKS);
                         return -E2BIG;
                     }
-                    disk_target(val, cfg->disks[cfg->ndisks++], sizeof cfg->disks[0]);
+                    char *target = cfg->disks[cfg->ndisks++];
+                    disk_target(val, target, sizeof cfg->disks[0]);
+                    if (!strncmp(target, DISKMIG_TARGET_PREFIX, strlen(DISKMIG_TARGET_PREFIX)) &&
+                        !diskmig_disk_name(target)) {
+                        snprintf(err, errlen, "line %d: bad disk target '%s' (blockmirror:NAME, "
+                                 "NAME of letters, digits, '.', '-', '_', at most %d, not nbdN)",
+                                 r.line, target, DISKMIG_NAME_MAX);
+                        return -EINVAL;
+                    }
                 }
                 skip_space(&r, true);
                 if (*r.p == ',')
@@ -334,6 +344,11 @@ static void random_uuid(char *buf, size_t size)
              u[13], u[14], u[15]);
 }
 
+void qemu_disk_socket(const char *name, char *out, size_t size)
+{
+    diskmig_socket_path(env_or_default("VMMIG_STATE_DIR", DEFAULT_STATE_DIR), name, out, size);
+}
+
 /* QEMU splits option values at ',' (and keys at '='): such paths cannot be
  * passed safely. */
 static bool qemu_safe_path(const char *p)
@@ -414,10 +429,20 @@ static char **build_argv(const struct qemu_cfg *c, const struct qemu_dom *d, boo
         }
     }
     for (int i = 0; i < c->ndisks; i++) {
+        const char *bm = diskmig_disk_name(c->disks[i]);
+        char sock[600];
         add_arg(&argv, &n, "-drive");
         /* cache=none: nothing of the disk is left in this host's page
          * cache when the destination takes over. */
-        add_arg(&argv, &n, "file=%s,format=raw,if=virtio,cache=none", c->disks[i]);
+        if (bm) {
+            /* blockmirror:NAME, this host's primary (or, for an incoming
+             * domain, the secondary) of the disk, over NBD */
+            qemu_disk_socket(bm, sock, sizeof sock);
+            add_arg(&argv, &n, "format=raw,file.driver=nbd,file.server.type=unix,"
+                    "file.server.path=%s,if=virtio,cache=none", sock);
+        } else {
+            add_arg(&argv, &n, "file=%s,format=raw,if=virtio,cache=none", c->disks[i]);
+        }
     }
     add_arg(&argv, &n, "-pidfile");
     add_arg(&argv, &n, "%s/qemu.pid", d->dir);
@@ -480,11 +505,29 @@ int qemu_dom_start(const char *cfg_text, const char *name, bool incoming, struct
             snprintf(err, errlen, "QEMU cannot take the path '%s' (',' or '=')", paths[i]);
             return -EINVAL;
         }
-    for (int i = 0; i < cfg.ndisks; i++)
-        if (!qemu_safe_path(cfg.disks[i])) {
+    for (int i = 0; i < cfg.ndisks; i++) {
+        const char *bm = diskmig_disk_name(cfg.disks[i]);
+        char sock[600];
+        struct stat st;
+        if (bm) {
+            qemu_disk_socket(bm, sock, sizeof sock);
+            if (!qemu_safe_path(sock) ||
+                strlen(sock) >= sizeof ((struct sockaddr_un *)0)->sun_path) {
+                snprintf(err, errlen, "disk %s: its socket %s is too long or has ',' or '='",
+                         cfg.disks[i], sock);
+                return -EINVAL;
+            }
+            /* QEMU would only say it cannot connect */
+            if (stat(sock, &st) || !S_ISSOCK(st.st_mode)) {
+                snprintf(err, errlen, "disk %s is not served here (no %s): run 'vmmig "
+                         "blockmirror serve IMAGE --disk %s' first", cfg.disks[i], sock, bm);
+                return -ENOENT;
+            }
+        } else if (!qemu_safe_path(cfg.disks[i])) {
             snprintf(err, errlen, "QEMU cannot take the disk path '%s' (',' or '=')", cfg.disks[i]);
             return -EINVAL;
         }
+    }
     snprintf(path, sizeof path, "%s/" QEMU_INSTANCE_DIR, qemu_run_dir());
     if ((rc = mkdir_p(path, 0755))) {
         snprintf(err, errlen, "cannot create %s: %s", path, strerror(-rc));

@@ -42,6 +42,11 @@ struct qemu_cfg {
     char nomigrate_what[64];
 };
 
+/* The unix socket of the disk blockmirror:NAME on this host, where `vmmig
+ * blockmirror serve IMAGE --disk NAME` serves it ($VMMIG_STATE_DIR/
+ * blockmirror/NAME.nbd): QEMU attaches it over NBD. */
+void qemu_disk_socket(const char *name, char *out, size_t size);
+
 /* One domain found in the run directory. */
 struct qemu_dom {
     uint32_t domid;

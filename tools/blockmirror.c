@@ -32,13 +32,14 @@
 #include "util.h"
 
 static const char blockmirror_help[] =
-    "usage: vmmig blockmirror serve IMAGE (-s PATH | -l [ADDR:]PORT | -d DEV) [-p URL] [OPTIONS]\n"
+    "usage: vmmig blockmirror serve IMAGE (-s PATH | -l [ADDR:]PORT | -d DEV | --disk NAME)\n"
+    "                                 [-p URL] [OPTIONS]\n"
     "       vmmig blockmirror receive IMAGE (-s PATH | -l [ADDR:]PORT) [--size BYTES]\n"
-    "                                 [-d DEV [--agent-fd FD]]\n"
-    "       vmmig blockmirror attach URL [-w] [-c PATH | IMAGE]\n"
-    "       vmmig blockmirror detach|status [-c PATH | IMAGE]\n"
-    "       vmmig blockmirror verify [-r] [-c PATH | IMAGE]\n"
-    "       vmmig blockmirror switch [-t SECONDS] [-c PATH | IMAGE]\n"
+    "                                 [(-d DEV | --disk NAME) [--agent-fd FD]]\n"
+    "       vmmig blockmirror attach URL [-w] [-c PATH | --disk NAME | IMAGE]\n"
+    "       vmmig blockmirror detach|status [-c PATH | --disk NAME | IMAGE]\n"
+    "       vmmig blockmirror verify [-r] [-c PATH | --disk NAME | IMAGE]\n"
+    "       vmmig blockmirror switch [-t SECONDS] [-c PATH | --disk NAME | IMAGE]\n"
     "\n"
     "Serve a local disk image (raw file or block device) over NBD to a domain's\n"
     "disk backend and mirror it synchronously to a peer: a write is acknowledged\n"
@@ -47,8 +48,8 @@ static const char blockmirror_help[] =
     "\n"
     "serve     the primary: export IMAGE, mirror it to the --peer when given\n"
     "receive   the secondary: export IMAGE for a primary to mirror into; after a\n"
-    "          switch it exits and IMAGE is standalone (with --nbd-device it stays:\n"
-    "          the primary of DEV from then on)\n"
+    "          switch it exits and IMAGE is standalone (with --nbd-device or --disk\n"
+    "          it stays: the primary of DEV or NAME from then on)\n"
     "attach    start mirroring to the NBD server at URL (nbd+unix:///?socket=PATH,\n"
     "          nbd://HOST:PORT); a stale copy there is compared by block hashes\n"
     "detach    stop mirroring; writes are tracked for a later attach\n"
@@ -63,9 +64,13 @@ static const char blockmirror_help[] =
     "  -p, --peer URL         (serve) mirror to URL, reconnecting until detach\n"
     "  -d, --nbd-device DEV   connect the kernel's NBD device DEV (/dev/nbdN) to\n"
     "                         IMAGE: the disk of a Xen domain (phy:/dev/nbdN)\n"
+    "      --disk NAME        serve IMAGE to QEMU on the unix socket\n"
+    "                         $VMMIG_STATE_DIR/blockmirror/NAME.nbd: the disk of a\n"
+    "                         QEMU domain (target=blockmirror:NAME)\n"
     "      --agent-fd FD      (receive) report to the migration agent on FD\n"
-    "  -c, --control PATH     control socket (default IMAGE.bmctl; with\n"
-    "                         --nbd-device $VMMIG_STATE_DIR/blockmirror/nbdN.bmctl)\n"
+    "  -c, --control PATH     control socket (default IMAGE.bmctl; with --nbd-device\n"
+    "                         or --disk $VMMIG_STATE_DIR/blockmirror/nbdN.bmctl or\n"
+    "                         NAME.bmctl)\n"
     "  -n, --name NAME        export name (default: answer to any name)\n"
     "      --state FILE       (serve) dirty bitmap file (default IMAGE.bmstate)\n"
     "  -b, --block-size BYTES (serve) tracking and hashing block (default 64K)\n"
@@ -81,6 +86,8 @@ static const char blockmirror_help[] =
 
 struct bm_args {
     const char *sub, *image, *url, *socket, *listen, *peer, *control, *name, *state, *nbd_device;
+    const char *disk;     /* --disk NAME */
+    char disk_sock[4200]; /* its NBD socket, STATE_DIR/blockmirror/NAME.nbd */
     int agent_fd;
     uint32_t block_size;
     long timeout;
@@ -111,7 +118,8 @@ static int parse_size(const char *s, uint64_t *out)
 
 /* A block device's state and control files are named after it in
  * $VMMIG_STATE_DIR/blockmirror/; the migration agents find a domain's
- * phy:/dev/nbdN disk's primary there (nbdN.bmctl). */
+ * phy:/dev/nbdN disk's primary there (nbdN.bmctl), and a QEMU domain's
+ * blockmirror:NAME disk's (NAME.bmctl, see control_path()). */
 static void default_control(const char *image, char *out, size_t size)
 {
     struct stat st;
@@ -137,11 +145,21 @@ static int listen_unix(const char *path)
         return -1;
     }
     strcpy(sa.sun_path, path);
-    /* A socket left by a killed process: take its place. */
-    if (!lstat(path, &st) && S_ISSOCK(st.st_mode))
-        unlink(path);
     if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
         return -1;
+    /* A socket left by a killed process: take its place; one that a live
+     * server answers on is that server's. */
+    if (!lstat(path, &st) && S_ISSOCK(st.st_mode)) {
+        if (!connect(fd, (struct sockaddr *)&sa, sizeof sa)) {
+            close(fd);
+            errno = EADDRINUSE;
+            return -1;
+        }
+        close(fd);
+        unlink(path);
+        if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+            return -1;
+    }
     if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 16) < 0) {
         int e = errno;
         close(fd);
@@ -199,6 +217,23 @@ static int open_listener(const struct bm_args *a)
     return fd;
 }
 
+/* --disk: the domain's NBD socket, its directory made.  -1 with a message. */
+static int open_disk_listener(const struct bm_args *a)
+{
+    char dir[4200];
+    int fd;
+
+    snprintf(dir, sizeof dir, "%s/blockmirror", env_default("VMMIG_STATE_DIR", DEFAULT_STATE_DIR));
+    mkdir_p(dir, 0700);
+    if ((fd = listen_unix(a->disk_sock)) < 0) {
+        int e = errno;
+        perror_msg("--disk %s: %s%s", a->disk, a->disk_sock,
+                   e == EADDRINUSE ? " (served by another blockmirror)" : "");
+        errno = e;
+    }
+    return fd;
+}
+
 /* ---- the server loop shared by serve and receive ---- */
 
 static int stop_pipe[2] = {-1, -1};
@@ -221,62 +256,70 @@ static void request_stop(void)
     }
 }
 
-/* The open NBD connections, so that a stop can cut them. */
-static struct {
+/* The open NBD connections, so that a stop can cut them: those of the
+ * export (--socket, --listen: the primary's peers and clients) and those
+ * of the domain's socket (--disk: QEMU), which a secondary keeps across
+ * its switch to the primary. */
+struct conn_set {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int fds[256];
     int n;
-} conns = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, 0};
+};
+static struct conn_set conns = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, 0};
+static struct conn_set disk_conns = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, 0};
 
 struct nbd_conn {
     int fd;
     const struct nbd_export *exp;
+    struct conn_set *set;
 };
 
 static void *nbd_conn_main(void *arg)
 {
     struct nbd_conn *nc = arg;
+    struct conn_set *set = nc->set;
     int rc = nbd_serve(nc->fd, nc->fd, nc->exp, 4);
 
     if (rc && rc != -EPIPE && rc != -ECONNRESET)
         error_msg("NBD connection: %s", rc == -EPROTO ? "malformed request stream, closed"
                                                        : strerror(-rc));
-    pthread_mutex_lock(&conns.lock);
-    for (int i = 0; i < conns.n; i++)
-        if (conns.fds[i] == nc->fd) {
-            conns.fds[i] = conns.fds[--conns.n];
+    pthread_mutex_lock(&set->lock);
+    for (int i = 0; i < set->n; i++)
+        if (set->fds[i] == nc->fd) {
+            set->fds[i] = set->fds[--set->n];
             break;
         }
     close(nc->fd);
-    pthread_cond_broadcast(&conns.cond);
-    pthread_mutex_unlock(&conns.lock);
+    pthread_cond_broadcast(&set->cond);
+    pthread_mutex_unlock(&set->lock);
     free(nc);
     return NULL;
 }
 
-static void start_nbd_conn(int lfd, const struct nbd_export *exp)
+static void start_nbd_conn(struct conn_set *set, int lfd, const struct nbd_export *exp)
 {
     int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
     pthread_t t;
 
     if (fd < 0)
         return;
-    pthread_mutex_lock(&conns.lock);
-    if (conns.n == (int)ARRAY_SIZE(conns.fds)) {
-        pthread_mutex_unlock(&conns.lock);
+    pthread_mutex_lock(&set->lock);
+    if (set->n == (int)ARRAY_SIZE(set->fds)) {
+        pthread_mutex_unlock(&set->lock);
         close(fd);
         return;
     }
     struct nbd_conn *nc = xzalloc(sizeof *nc);
     nc->fd = fd;
     nc->exp = exp;
-    conns.fds[conns.n++] = fd;
-    pthread_mutex_unlock(&conns.lock);
+    nc->set = set;
+    set->fds[set->n++] = fd;
+    pthread_mutex_unlock(&set->lock);
     if (pthread_create(&t, NULL, nbd_conn_main, nc)) {
-        pthread_mutex_lock(&conns.lock);
-        conns.fds[--conns.n] = -1;
-        pthread_mutex_unlock(&conns.lock);
+        pthread_mutex_lock(&set->lock);
+        set->fds[--set->n] = -1;
+        pthread_mutex_unlock(&set->lock);
         close(fd);
         free(nc);
         return;
@@ -284,22 +327,22 @@ static void start_nbd_conn(int lfd, const struct nbd_export *exp)
     pthread_detach(t);
 }
 
-static int nbd_conn_count(void)
+static int nbd_conn_count(struct conn_set *set)
 {
-    pthread_mutex_lock(&conns.lock);
-    int n = conns.n;
-    pthread_mutex_unlock(&conns.lock);
+    pthread_mutex_lock(&set->lock);
+    int n = set->n;
+    pthread_mutex_unlock(&set->lock);
     return n;
 }
 
-static void close_nbd_conns(void)
+static void close_nbd_conns(struct conn_set *set)
 {
-    pthread_mutex_lock(&conns.lock);
-    for (int i = 0; i < conns.n; i++)
-        shutdown(conns.fds[i], SHUT_RDWR);
-    while (conns.n)
-        pthread_cond_wait(&conns.cond, &conns.lock);
-    pthread_mutex_unlock(&conns.lock);
+    pthread_mutex_lock(&set->lock);
+    for (int i = 0; i < set->n; i++)
+        shutdown(set->fds[i], SHUT_RDWR);
+    while (set->n)
+        pthread_cond_wait(&set->cond, &set->lock);
+    pthread_mutex_unlock(&set->lock);
 }
 
 static void setup_signals(void)
@@ -449,9 +492,10 @@ static void start_ctl_conn(int lfd)
     pthread_detach(t);
 }
 
-/* ---- the kernel's NBD device (--nbd-device) ---- */
+/* ---- the domain's disk: the kernel's NBD device (--nbd-device) or
+ * QEMU's unix socket (--disk) ---- */
 
-/* The device's backend: the secondary's image while this copy is the
+/* The disk's backend: the secondary's image while this copy is the
  * secondary (reads only: the incoming domain is paused, and a write before
  * the switch would be lost to the primary's copy, so writes wait), then
  * the primary.  The rwlock lets the handover swap it under no request. */
@@ -546,6 +590,10 @@ static const struct nbd_ops dev_ops = {
 static struct nbd_dev *the_dev;
 static struct nbd_export dev_exp = {.ops = &dev_ops};
 static pthread_t dev_thread;
+/* --disk: QEMU connects here (any export name), to the same backend */
+static int disk_lfd = -1;
+static const char *disk_sock;
+static struct nbd_export disk_exp = {.ops = &dev_ops};
 
 static void *dev_main(void *arg)
 {
@@ -592,35 +640,56 @@ static int dev_start(const char *path, uint64_t size)
     return rc;
 }
 
+/* --disk: listen on its socket for QEMU; 0 or -1 (said why). */
+static int disk_start(const struct bm_args *a, uint64_t size)
+{
+    if ((disk_lfd = open_disk_listener(a)) < 0)
+        return -1;
+    disk_sock = a->disk_sock;
+    disk_exp.size = size;
+    return 0;
+}
+
 static void dev_stop(void)
 {
-    if (!the_dev)
+    if (!the_dev && disk_lfd < 0)
         return;
     pthread_mutex_lock(&dev_be.lock);
     dev_be.stopping = true; /* a write waiting for the handover fails now */
     pthread_cond_broadcast(&dev_be.cond);
     pthread_mutex_unlock(&dev_be.lock);
-    nbd_dev_disconnect(the_dev);
-    pthread_join(dev_thread, NULL);
-    the_dev = NULL;
+    if (the_dev) {
+        nbd_dev_disconnect(the_dev);
+        pthread_join(dev_thread, NULL);
+        the_dev = NULL;
+    }
+    if (disk_lfd >= 0) {
+        close(disk_lfd);
+        unlink(disk_sock);
+        disk_lfd = -1;
+        close_nbd_conns(&disk_conns);
+    }
 }
 
 /* ---- serve ---- */
 
-/* The primary's loop: NBD connections on lfd (-1: none), control commands
- * on cfd, until a signal or a switch. */
+/* The primary's loop: NBD connections on lfd (-1: none) and on the
+ * --disk socket, control commands on cfd, until a signal or a switch. */
 static void primary_loop(int lfd, const struct nbd_export *exp, int cfd)
 {
-    struct pollfd p[3] = {{.fd = cfd, .events = POLLIN},
+    struct pollfd p[4] = {{.fd = cfd, .events = POLLIN},
                           {.fd = stop_pipe[0], .events = POLLIN},
+                          {.fd = disk_lfd, .events = POLLIN},
                           {.fd = lfd, .events = POLLIN}};
     while (!got_signal && !switched_away) {
-        if (poll(p, lfd >= 0 ? 3 : 2, 1000) < 0 && errno != EINTR)
+        if (poll(p, lfd >= 0 ? 4 : 3, 1000) < 0 && errno != EINTR)
             break;
         if (p[0].revents & POLLIN)
             start_ctl_conn(cfd);
-        if (lfd >= 0 && (p[2].revents & POLLIN))
-            start_nbd_conn(lfd, exp);
+        if (disk_lfd >= 0 && (p[2].revents & POLLIN))
+            start_nbd_conn(&disk_conns, disk_lfd, &disk_exp);
+        if (lfd >= 0 && (p[3].revents & POLLIN))
+            start_nbd_conn(&conns, lfd, exp);
     }
 }
 
@@ -628,6 +697,9 @@ static void control_path(const struct bm_args *a, char *out, size_t size)
 {
     if (a->control)
         snprintf(out, size, "%s", a->control);
+    else if (a->disk)
+        snprintf(out, size, "%s/blockmirror/%s.bmctl",
+                 env_default("VMMIG_STATE_DIR", DEFAULT_STATE_DIR), a->disk);
     else
         default_control(a->nbd_device ? a->nbd_device : a->image, out, size);
 }
@@ -638,13 +710,14 @@ static int open_control(const struct bm_args *a, char *ctl, size_t size)
     int cfd;
 
     control_path(a, ctl, size);
-    if (!a->control && a->nbd_device) {
+    if (!a->control && (a->nbd_device || a->disk)) {
         char dir[4200];
         snprintf(dir, sizeof dir, "%s/blockmirror", env_default("VMMIG_STATE_DIR", DEFAULT_STATE_DIR));
         mkdir_p(dir, 0700);
     }
     if ((cfd = listen_unix(ctl)) < 0)
-        perror_msg("control socket %s", ctl);
+        perror_msg("control socket %s%s", ctl,
+                   errno == EADDRINUSE ? " (another blockmirror answers there)" : "");
     return cfd;
 }
 
@@ -679,10 +752,12 @@ static int do_serve(const struct bm_args *a)
         .h = the_bm,
     };
     rc = 0;
-    if (a->nbd_device) {
+    if (a->nbd_device || a->disk)
         dev_set_backend(&bm_nbd_ops, the_bm, true);
+    if (a->nbd_device)
         rc = dev_start(a->nbd_device, bm_size(the_bm));
-    }
+    if (!rc && a->disk)
+        rc = disk_start(a, bm_size(the_bm));
     if (!rc)
         primary_loop(lfd, &exp, cfd);
     dev_stop();
@@ -690,7 +765,7 @@ static int do_serve(const struct bm_args *a)
         close(lfd);
     if (a->socket)
         unlink(a->socket);
-    close_nbd_conns();
+    close_nbd_conns(&conns);
     close(cfd);
     unlink(ctl);
     bm_close(the_bm);
@@ -731,8 +806,9 @@ static unsigned listen_port(int lfd)
     return 0;
 }
 
-/* --nbd-device after the switch: this copy is the primary of the device
- * from now on, as `serve IMAGE --nbd-device DEV` would be. */
+/* --nbd-device or --disk after the switch: this copy is the primary of the
+ * domain's disk from now on, as `serve IMAGE --nbd-device DEV` (--disk
+ * NAME) would be; QEMU's connections stay. */
 static int become_primary(const struct bm_args *a, struct bm_file *f)
 {
     struct bm_opts o = {
@@ -755,14 +831,16 @@ static int become_primary(const struct bm_args *a, struct bm_file *f)
         /* The device is served all the same; only the controls are missing. */
     }
     fprintf(stderr, "%s: %s: switched; the primary of %s now (control %s)\n", toolname, a->image,
-            a->nbd_device, ctl);
+            a->nbd_device ? a->nbd_device : a->disk_sock, ctl);
     agent_say(a, "primary control=%s", ctl);
     if (cfd >= 0) {
         primary_loop(-1, NULL, cfd);
     } else {
-        struct pollfd p = {.fd = stop_pipe[0], .events = POLLIN};
-        while (!got_signal && poll(&p, 1, 1000) >= 0) {
-        }
+        struct pollfd p[2] = {{.fd = stop_pipe[0], .events = POLLIN},
+                              {.fd = disk_lfd, .events = POLLIN}};
+        while (!got_signal && poll(p, 2, 1000) >= 0)
+            if (disk_lfd >= 0 && (p[1].revents & POLLIN))
+                start_nbd_conn(&disk_conns, disk_lfd, &disk_exp);
     }
     dev_stop();
     if (cfd >= 0) {
@@ -802,23 +880,30 @@ static int do_receive(const struct bm_args *a)
     lfd = open_listener(a);
 
     struct nbd_export exp = {.name = a->name, .size = f.size, .ops = &bm_file_ops, .h = &f};
-    if (a->nbd_device) {
+    if (a->nbd_device || a->disk)
         dev_set_backend(&bm_file_ops, &f, false);
-        if (dev_start(a->nbd_device, f.size)) {
-            agent_say(a, "error: cannot connect %s (see the log)", a->nbd_device);
-            return 1;
-        }
+    if (a->nbd_device && dev_start(a->nbd_device, f.size)) {
+        agent_say(a, "error: cannot connect %s (see the log)", a->nbd_device);
+        return 1;
+    }
+    if (a->disk && disk_start(a, f.size)) {
+        agent_say(a, "error: cannot serve %s: %s", a->disk_sock,
+                  errno == EADDRINUSE ? "another blockmirror serves it" : strerror(errno));
+        return 1;
     }
     agent_say(a, "ready port=%u", listen_port(lfd));
-    struct pollfd p[3] = {{.fd = lfd, .events = POLLIN},
+    struct pollfd p[4] = {{.fd = lfd, .events = POLLIN},
                           {.fd = stop_pipe[0], .events = POLLIN},
+                          {.fd = disk_lfd, .events = POLLIN},
                           {.fd = a->agent_fd, .events = POLLIN}};
     while (!got_signal) {
-        if (poll(p, a->agent_fd >= 0 && !agent_gone ? 3 : 2, 200) < 0 && errno != EINTR)
+        if (poll(p, a->agent_fd >= 0 && !agent_gone ? 4 : 3, 200) < 0 && errno != EINTR)
             break;
         if (p[0].revents & POLLIN)
-            start_nbd_conn(lfd, &exp);
-        if (a->agent_fd >= 0 && !agent_gone && (p[2].revents & (POLLIN | POLLHUP | POLLERR))) {
+            start_nbd_conn(&conns, lfd, &exp);
+        if (disk_lfd >= 0 && (p[2].revents & POLLIN))
+            start_nbd_conn(&disk_conns, disk_lfd, &disk_exp);
+        if (a->agent_fd >= 0 && !agent_gone && (p[3].revents & (POLLIN | POLLHUP | POLLERR))) {
             char buf[64];
             ssize_t r = read(a->agent_fd, buf, sizeof buf);
             if (r <= 0 && !(r < 0 && errno == EINTR)) {
@@ -834,14 +919,14 @@ static int do_receive(const struct bm_args *a)
             }
         }
         /* After the switch, once the old primary has let go: standalone. */
-        if (f.promoted && !nbd_conn_count())
+        if (f.promoted && !nbd_conn_count(&conns))
             break;
     }
     close(lfd);
     if (a->socket)
         unlink(a->socket);
-    close_nbd_conns();
-    if (f.promoted && a->nbd_device && !got_signal)
+    close_nbd_conns(&conns);
+    if (f.promoted && (a->nbd_device || a->disk) && !got_signal)
         return become_primary(a, &f);
     dev_stop();
     rc = fdatasync(f.fd) < 0 && errno != EINVAL ? 1 : 0;
@@ -887,7 +972,7 @@ static int blockmirror_main(int argc, char **argv)
         {"size", required_argument, 0, 'Z'},    {"wait", no_argument, 0, 'w'},
         {"resync", no_argument, 0, 'r'},        {"help", no_argument, 0, 'h'},
         {"nbd-device", required_argument, 0, 'd'}, {"agent-fd", required_argument, 0, 'A'},
-        {0, 0, 0, 0}};
+        {"disk", required_argument, 0, 'D'},    {0, 0, 0, 0}};
     const struct applet *me = &applet_blockmirror;
     struct bm_args a = {.timeout = -1, .agent_fd = -1};
     long fdv;
@@ -928,6 +1013,18 @@ static int blockmirror_main(int argc, char **argv)
             a.size = v;
             break;
         case 'd': a.nbd_device = optarg; break;
+        case 'D':
+            if (!diskmig_disk_name_valid(optarg))
+                usage_exit(me, "--disk: '%s' is not a disk name (1-%d letters, digits, '.', "
+                           "'-', '_', not starting with '.', not nbdN)", optarg,
+                           DISKMIG_NAME_MAX);
+            a.disk = optarg;
+            diskmig_socket_path(env_default("VMMIG_STATE_DIR", DEFAULT_STATE_DIR), a.disk,
+                                a.disk_sock, sizeof a.disk_sock);
+            if (strlen(a.disk_sock) >= sizeof ((struct sockaddr_un *)0)->sun_path - 2)
+                usage_exit(me, "--disk: its socket %s is too long for a unix socket "
+                           "(shorten NAME or VMMIG_STATE_DIR)", a.disk_sock);
+            break;
         case 'A':
             if (parse_long(optarg, 3, 1023, &fdv) || fcntl((int)fdv, F_GETFD) < 0)
                 usage_exit(me, "--agent-fd: '%s' is not an open descriptor from 3 to 1023", optarg);
@@ -952,12 +1049,15 @@ static int blockmirror_main(int argc, char **argv)
         bool receive = !strcmp(a.sub, "receive");
         if (a.socket && a.listen)
             usage_exit(me, "%s: --socket and --listen exclude each other", a.sub);
-        if (!a.socket && !a.listen && (receive || !a.nbd_device))
+        if (!a.socket && !a.listen && (receive || (!a.nbd_device && !a.disk)))
             usage_exit(me, "%s: needs one of --socket or --listen%s", a.sub,
-                       receive ? "" : " or --nbd-device");
-        if (receive && (a.peer || a.state || a.block_size || (a.control && !a.nbd_device)))
+                       receive ? "" : " or --nbd-device or --disk");
+        if (a.nbd_device && a.disk)
+            usage_exit(me, "%s: --nbd-device and --disk exclude each other", a.sub);
+        if (receive &&
+            (a.peer || a.state || a.block_size || (a.control && !a.nbd_device && !a.disk)))
             usage_exit(me, "receive: --peer, --state and --block-size are for serve, "
-                           "--control for serve or receive --nbd-device");
+                           "--control for serve or receive --nbd-device/--disk");
         if (a.agent_fd >= 0 && !receive)
             usage_exit(me, "serve: --agent-fd is for receive");
         if (a.nbd_device) {
@@ -973,7 +1073,9 @@ static int blockmirror_main(int argc, char **argv)
     }
     if (a.socket || a.listen || a.peer || a.name || a.state || a.block_size || a.size ||
         a.nbd_device || a.agent_fd >= 0)
-        usage_exit(me, "%s: takes only --control (and its own options)", a.sub);
+        usage_exit(me, "%s: takes only --control or --disk (and its own options)", a.sub);
+    if (a.control && a.disk)
+        usage_exit(me, "%s: --control and --disk exclude each other", a.sub);
 
     struct strbuf req = {0};
     int want = 0;
@@ -1002,8 +1104,10 @@ static int blockmirror_main(int argc, char **argv)
         a.image = npos ? pos[0] : NULL;
     if (npos > want + 1)
         usage_exit(me, "too many arguments");
-    if (!a.image && !a.control)
-        usage_exit(me, "%s: needs --control PATH or the IMAGE", a.sub);
+    if (a.disk && a.image)
+        usage_exit(me, "%s: --disk NAME or the IMAGE, not both", a.sub);
+    if (!a.image && !a.control && !a.disk)
+        usage_exit(me, "%s: needs --control PATH, --disk NAME or the IMAGE", a.sub);
     int rc = control_call(&a, req.s);
     sb_free(&req);
     return rc;

@@ -60,7 +60,8 @@ static const char receive_help[] =
     "and running here (or a query answered), 1 failed or refused, 2 usage.\n";
 
 /* A local disk arriving with the domain: its secondary, a `vmmig
- * blockmirror receive --nbd-device` child that also serves the device here
+ * blockmirror receive --nbd-device` (--disk for QEMU's blockmirror:NAME)
+ * child that also serves the device here
  * and becomes its primary at the switch. */
 struct rdisk {
     struct diskmig d;
@@ -675,12 +676,23 @@ static int disk_prep(struct rjob *r, const uint8_t *pl, uint32_t len)
         disk_fail(r, rd->d.vdev, "more than %d disks", DISKMIG_MAX);
         return -1;
     }
+    /* blockmirror:NAME: a QEMU domain's, served on a socket, no device */
+    const char *qemu_disk = diskmig_disk_name(rd->d.device);
     if (r->same_host) {
-        /* Within one host the disk is already where the domain goes. */
-        reply(r, MSG_DISK_READY, "vdev", rd->d.vdev, "same_host", "1");
-        return 0;
+        /* Within one host the disk is already where the domain goes; a
+         * QEMU disk only if the source's primary is the one of this state
+         * directory (two "hosts" of one kernel may each have their own). */
+        struct stat mine, theirs;
+        diskmig_control_path(r->state_dir, rd->d.device, dir, sizeof dir);
+        bool here = !qemu_disk || (rd->d.control[0] && !stat(dir, &mine) &&
+                                   !stat(rd->d.control, &theirs) && mine.st_dev == theirs.st_dev &&
+                                   mine.st_ino == theirs.st_ino);
+        if (here) {
+            reply(r, MSG_DISK_READY, "vdev", rd->d.vdev, "same_host", "1");
+            return 0;
+        }
     }
-    if (nbd_dev_check(rd->d.device, err, sizeof err)) {
+    if (!qemu_disk && nbd_dev_check(rd->d.device, err, sizeof err)) {
         disk_fail(r, rd->d.vdev, "%s (is the nbd module loaded here?)", err);
         return -1;
     }
@@ -711,7 +723,7 @@ static int disk_prep(struct rjob *r, const uint8_t *pl, uint32_t len)
     close(fd);
     snprintf(dir, sizeof dir, "%s/blockmirror", r->state_dir);
     mkdir_p(dir, 0700);
-    snprintf(logp, sizeof logp, "%s/%s.log", dir, diskmig_nbd_name(rd->d.device));
+    snprintf(logp, sizeof logp, "%s/%s.log", dir, diskmig_device_name(rd->d.device));
     listen_spec(r, spec, sizeof spec);
     ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
     if (sl <= 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
@@ -734,7 +746,8 @@ static int disk_prep(struct rjob *r, const uint8_t *pl, uint32_t len)
         signal(SIGTERM, SIG_DFL);
         signal(SIGPIPE, SIG_DFL);
         execl(self, "vmmig", "blockmirror", "receive", rd->image, "--listen", spec,
-              "--nbd-device", rd->d.device, "--agent-fd", "3", (char *)NULL);
+              qemu_disk ? "--disk" : "--nbd-device", qemu_disk ? qemu_disk : rd->d.device,
+              "--agent-fd", "3", (char *)NULL);
         fprintf(stderr, "vmmig receive: exec %s: %s\n", self, strerror(errno));
         _exit(127);
     }
@@ -838,6 +851,45 @@ static void disks_commit(struct rjob *r)
         close(rd->agent_fd);
         rd->agent_fd = -1;
     }
+}
+
+/* While the memory arrives: a QEMU disk's secondary that dies (killed)
+ * has taken the incoming QEMU's NBD server with it, and that QEMU may stop
+ * reading its stream for good.  End the incoming copy at once: the stream
+ * fails, and the source keeps the domain and its disk. */
+struct disk_watch {
+    struct rjob *r;
+    atomic_bool stop;
+};
+
+static void *disk_watch_main(void *arg)
+{
+    struct disk_watch *w = arg;
+    struct rjob *r = w->r;
+    struct pollfd p[DISKMIG_MAX];
+    int n = 0;
+
+    for (int i = 0; i < r->ndisks; i++)
+        if (diskmig_disk_name(r->disks[i].d.device) && r->disks[i].agent_fd >= 0)
+            p[n++] = (struct pollfd){.fd = r->disks[i].agent_fd, .events = 0};
+    while (n && !atomic_load(&w->stop)) {
+        if (poll(p, (nfds_t)n, 200) <= 0)
+            continue;
+        /* nothing is written to the agent fd before the switch: a hangup */
+        for (int i = 0; i < n; i++) {
+            if (!(p[i].revents & (POLLHUP | POLLERR)))
+                continue;
+            struct mig_dom d;
+            char e2[300];
+            say("a disk secondary of %s went away while its memory arrived: ending the "
+                "incoming copy", r->name);
+            if (!r->eng->lookup(r->e, r->incoming, &d) &&
+                r->eng->destroy(r->e, d.domid, e2, sizeof e2))
+                say("ending the incoming copy: %s", e2);
+            return NULL;
+        }
+    }
+    return NULL;
 }
 
 /* Between CFG_OK and the memory stream: the disks, if any.  0 with the
@@ -949,6 +1001,8 @@ static int receive_main(int argc, char **argv)
     }
     if (optind != argc)
         usage_exit(&applet_receive, "unexpected argument '%s'", argv[optind]);
+    /* The disks' secondaries and QEMU find blockmirror:NAME's sockets there. */
+    setenv("VMMIG_STATE_DIR", r.state_dir, 1);
     if (!r.disk_dir || !r.disk_dir[0]) {
         snprintf(disk_dir, sizeof disk_dir, "%s/disks", r.state_dir);
         r.disk_dir = disk_dir;
@@ -1070,12 +1124,17 @@ static int receive_main(int argc, char **argv)
     char *incoming = r.incoming;
     snprintf(r.incoming, sizeof r.incoming, "%s" MIG_INCOMING_SUFFIX, r.name);
     r.domidp = &domid;
+    struct disk_watch watch = {.r = &r};
+    pthread_t watcher;
+    pthread_create(&watcher, NULL, disk_watch_main, &watch);
     int xrc;
     if (r.sock)
         xrc = r.eng->restore_postcopy(r.e, json, incoming, qfd, postcopy_run, &r, &domid,
                                       &r.running, e2, sizeof e2);
     else
         xrc = r.eng->restore(r.e, json, incoming, qfd, &domid, e2, sizeof e2);
+    atomic_store(&watch.stop, true);
+    pthread_join(watcher, NULL);
     close(qfd);
     if (r.sock && xrc)
         shutdown(r.pipe_w, SHUT_RDWR); /* the pump stops writing to a QEMU that failed */

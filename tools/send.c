@@ -710,14 +710,15 @@ static int disks_mirror(struct job *j, const char *config, const char *state_dir
         d->size = strtoull(v, NULL, 10);
         if (!strcmp(state, "switched") || (peer[0] && strcmp(peer, "none"))) {
             snprintf(err, errlen, "disk %s (%s): its primary is %s%s%s; 'vmmig blockmirror "
-                     "detach %s' first", d->vdev, d->device, state, peer[0] ? " with peer " : "",
-                     peer, d->device);
+                     "detach -c %s' first", d->vdev, d->device, state, peer[0] ? " with peer " : "",
+                     peer, d->control);
             goto out;
         }
         struct strbuf prep = {0};
         kv_add(&prep, "vdev", "%s", d->vdev);
         kv_add(&prep, "device", "%s", d->device);
         kv_add(&prep, "size", "%llu", (unsigned long long)d->size);
+        kv_add(&prep, "control", "%s", d->control); /* one kernel: is it the same primary? */
         int src = proto_send(&j->conn, MSG_DISK_PREP, prep.s, (uint32_t)prep.len);
         sb_free(&prep);
         if (src) {

@@ -3,8 +3,9 @@
 #   root/        Debian's current 6.1 kernel package, unpacked (apt-get
 #                download + dpkg -x: no dpkg lock, safe beside other apt users)
 #   bzImage      that kernel
-#   initrd.gz    busybox-static + the virtio modules + memcheck
-#                (tests/xen/image/memcheck.c) + tests/qemu/guest-init as /init
+#   initrd.gz    busybox-static + the virtio modules + memcheck and diskcheck
+#                (tests/xen/image/memcheck.c, diskcheck.c: the self-checking
+#                memory and O_DIRECT disk writers) + tests/qemu/guest-init as /init
 #                + the static vmmig (make static) as /bin/vmmig and
 #                /bin/guestctl: the real guestctl runs in the guest
 # Idempotent: reruns reuse the download and rebuild the initrd only when its
@@ -53,7 +54,8 @@ kver=$(cat "$CACHE/kernel-version")
 MODDIR=$CACHE/root/lib/modules/$kver/kernel/drivers
 
 # The initrd, rebuilt when one of its inputs changes.
-sum=$( { cat "$HERE/guest-init" "$TOP/tests/xen/image/memcheck.c"; echo "$kver";
+sum=$( { cat "$HERE/guest-init" "$TOP/tests/xen/image/memcheck.c" "$TOP/tests/xen/image/diskcheck.c"
+         echo "$kver";
          md5sum /bin/busybox; md5sum < "$GUESTBIN"; } | sha256sum | cut -c1-16)
 if [ -s "$CACHE/initrd.gz" ] && [ "$(cat "$CACHE/initrd.sum" 2>/dev/null)" = "$sum" ]; then
     say "ok: kernel $kver, initrd up to date"
@@ -65,7 +67,7 @@ mkdir -p "$G"/bin "$G"/lib/modules "$G"/proc "$G"/sys "$G"/dev "$G"/run "$G"/tmp
 cp /bin/busybox "$G/bin/busybox"
 ln -s busybox "$G/bin/sh"
 for m in virtio/virtio_ring virtio/virtio virtio/virtio_pci_legacy_dev \
-         virtio/virtio_pci_modern_dev virtio/virtio_pci char/virtio_console; do
+         virtio/virtio_pci_modern_dev virtio/virtio_pci char/virtio_console block/virtio_blk; do
     f=$MODDIR/$m.ko
     [ -f "$f" ] || f=$f.xz
     [ -f "$f" ] || die "module $m missing in $MODDIR"
@@ -76,6 +78,8 @@ for m in virtio/virtio_ring virtio/virtio virtio/virtio_pci_legacy_dev \
 done
 ${CC:-cc} -O2 -Wall -Wextra -static -o "$G/bin/memcheck" "$TOP/tests/xen/image/memcheck.c" ||
     die "cannot build memcheck (static glibc: libc6-dev)"
+${CC:-cc} -O2 -Wall -Wextra -static -o "$G/bin/diskcheck" "$TOP/tests/xen/image/diskcheck.c" ||
+    die "cannot build diskcheck (static glibc: libc6-dev)"
 install -m 755 "$HERE/guest-init" "$G/init"
 install -m 755 "$GUESTBIN" "$G/bin/vmmig"
 ln -s vmmig "$G/bin/guestctl"

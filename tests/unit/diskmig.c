@@ -87,6 +87,28 @@ int main(void)
            !diskmig_vdev_valid("xvdaaaaaaaaaaaaaaaa"),
        "empty, path, upper case, too long vdevs refused");
 
+    /* QEMU's disks: blockmirror:NAME */
+    ok(diskmig_disk_name_valid("web1.xvda") && diskmig_disk_name_valid("A-b_9") &&
+           diskmig_disk_name_valid("nbd") && diskmig_disk_name_valid("nbd0x"),
+       "web1.xvda, A-b_9, nbd, nbd0x are disk names");
+    ok(!diskmig_disk_name_valid("") && !diskmig_disk_name_valid(".x") &&
+           !diskmig_disk_name_valid("a/b") && !diskmig_disk_name_valid("a b") &&
+           !diskmig_disk_name_valid("a:b") && !diskmig_disk_name_valid("nbd0") &&
+           !diskmig_disk_name_valid("nbd15") &&
+           !diskmig_disk_name_valid("0123456789012345678901234567890123456789012345678901234567890123"),
+       "empty, hidden, path, space, colon, nbdN and 64-character names refused");
+    is_str(diskmig_disk_name("blockmirror:web1.xvda"), "web1.xvda", "blockmirror:web1.xvda is web1.xvda");
+    ok(!diskmig_disk_name("blockmirror:") && !diskmig_disk_name("blockmirror:../x") &&
+           !diskmig_disk_name("web1.xvda") && !diskmig_disk_name("/dev/nbd0"),
+       "blockmirror: without a good name, a bare name, a device: no disk name");
+    is_str(diskmig_device_name("/dev/nbd2"), "nbd2", "device name of /dev/nbd2");
+    is_str(diskmig_device_name("blockmirror:w.x"), "w.x", "device name of blockmirror:w.x");
+    ok(!diskmig_device_name("/srv/x.img"), "an image is no device");
+    diskmig_socket_path("/st", "w.x", path, sizeof path);
+    is_str(path, "/st/blockmirror/w.x.nbd", "blockmirror:w.x's NBD socket");
+    diskmig_control_path("/st", "blockmirror:w.x", path, sizeof path);
+    is_str(path, "/st/blockmirror/w.x.bmctl", "  ...and its control socket");
+
     is_int(prep("vdev=xvda\ndevice=/dev/nbd0\nsize=33554432\n", &d, err, sizeof err), 0,
            "a good DISK_PREP");
     ok(!strcmp(d.vdev, "xvda") && !strcmp(d.device, "/dev/nbd0") && d.size == 33554432,
@@ -105,6 +127,25 @@ int main(void)
         "vdev=xvda\ndevice=/dev/nbd0\nsize=2251799813685248\n",        /* 2 PiB */
         "not key value\n",
     };
+    is_int(prep("vdev=xvda\ndevice=blockmirror:web1.xvda\nsize=16777216\n", &d, err, sizeof err), 0,
+           "a good DISK_PREP for a QEMU disk");
+    is_str(d.device, "blockmirror:web1.xvda", "  ...device=blockmirror:NAME");
+    is_str(d.control, "", "  ...no control= (optional)");
+    is_int(prep("vdev=xvda\ndevice=blockmirror:w\nsize=512\ncontrol=/st/blockmirror/w.bmctl\n", &d,
+                err, sizeof err), 0, "DISK_PREP with control=");
+    is_str(d.control, "/st/blockmirror/w.bmctl", "  ...the source's control socket");
+    static const char *const badq[] = {
+        "vdev=xvda\ndevice=blockmirror:\nsize=512\n",
+        "vdev=xvda\ndevice=blockmirror:../../x\nsize=512\n",
+        "vdev=xvda\ndevice=blockmirror:nbd0\nsize=512\n",
+        "vdev=xvda\ndevice=blockmirror:0123456789012345678901234567890123456789012345678901234567890123456789\nsize=512\n",
+    };
+    for (size_t i = 0; i < sizeof badq / sizeof badq[0]; i++) {
+        err[0] = 0;
+        int rc = prep(badq[i], &d, err, sizeof err);
+        ok(rc == -EBADMSG && strstr(err, "blockmirror:NAME"), "bad QEMU DISK_PREP %zu refused: %s",
+           i, err);
+    }
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = 0;
         int rc = prep(bad[i], &d, err, sizeof err);
@@ -130,6 +171,21 @@ int main(void)
     ok(!strcmp(found[0].vdev, "xvda") && !strcmp(found[0].device, "/dev/nbd3"), "  ...as /dev/nbd3");
     is_str(skipped.s, "xvdb xvdc xvdd", "  ...the others stay");
     is_int(diskmig_find(cfg, dir, found, 0, NULL, err, sizeof err), -E2BIG, "too many disks refused");
+    /* a QEMU domain's neutral configuration */
+    const char *qcfg = "name = q\ndisk = xvda:blockmirror:q.xvda\ndisk = xvdb:blockmirror:q.xvdb\n"
+                       "disk = xvdc:blockmirror:../x\n";
+    diskmig_control_path(dir, "blockmirror:q.xvda", path, sizeof path);
+    int s2 = socket(AF_UNIX, SOCK_STREAM, 0);
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    ok(!bind(s2, (struct sockaddr *)&sa, sizeof sa), "a control socket for blockmirror:q.xvda");
+    sb_reset(&skipped);
+    is_int(diskmig_find(qcfg, dir, found, 4, &skipped, err, sizeof err), 1, "QEMU's xvda moves");
+    ok(!strcmp(found[0].vdev, "xvda") && !strcmp(found[0].device, "blockmirror:q.xvda") &&
+           !strcmp(found[0].control, path),
+       "  ...as blockmirror:q.xvda, by %s", found[0].control);
+    is_str(skipped.s, "xvdb xvdc", "  ...the unserved and the bad one stay");
+    close(s2);
+    unlink(path);
 
     sb_reset(&ans);
     is_int(call_canned(dir, "state: synced\nsize: 4096\nok\n", &ans, err, sizeof err), 0,

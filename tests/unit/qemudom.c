@@ -1,5 +1,9 @@
 /* The QEMU domain configuration reader (lib/qemudom.c): xl.cfg's syntax. */
+#define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "qemudom.h"
 #include "tap.h"
@@ -40,6 +44,29 @@ int main(void)
     ok(c.nomigrate && c.memory_mib == 128 && c.vcpus == 1, "  a hold; defaults 128 MiB, 1 vCPU");
     qemu_cfg_parse("name = \"x\"\nkernel = \"/k\"\nmigration = \"yes\"\n", &c, err, sizeof err);
     ok(!c.nomigrate, "migration = \"yes\" is no hold");
+
+    /* a disk served by vmmig blockmirror serve --disk NAME */
+    is_int(qemu_cfg_parse("kernel = \"/k\"\n"
+                          "disk = [ 'format=raw, vdev=xvda, access=rw, target=blockmirror:web1.xvda' ]\n",
+                          &c, err, sizeof err), 0, "target=blockmirror:NAME");
+    is_str(c.disks[0], "blockmirror:web1.xvda", "  ...is the disk's target");
+    is_int(qemu_cfg_parse("kernel = \"/k\"\ndisk = [ 'blockmirror:d-1_x,raw,xvda,rw' ]\n", &c, err,
+                          sizeof err), 0, "blockmirror:NAME by position");
+    is_str(c.disks[0], "blockmirror:d-1_x", "  ...is the disk's target");
+    const char *badbm[] = {"blockmirror:", "blockmirror:../x", "blockmirror:.hidden",
+                           "blockmirror:nbd0", "blockmirror:a/b", "blockmirror:a b",
+                           "blockmirror:0123456789012345678901234567890123456789012345678901234567890123"};
+    for (size_t i = 0; i < ARRAY_SIZE(badbm); i++) {
+        char text[300];
+        snprintf(text, sizeof text, "kernel = \"/k\"\ndisk = [ 'vdev=xvda, target=%s' ]\n", badbm[i]);
+        err[0] = 0;
+        int rc = qemu_cfg_parse(text, &c, err, sizeof err);
+        ok(rc == -EINVAL && strstr(err, "bad disk target"), "%s refused (%s)", badbm[i], err);
+    }
+    char sock[300];
+    setenv("VMMIG_STATE_DIR", "/srv/vmmig", 1);
+    qemu_disk_socket("web1.xvda", sock, sizeof sock);
+    is_str(sock, "/srv/vmmig/blockmirror/web1.xvda.nbd", "blockmirror:NAME's socket in the state dir");
 
     const char *bad[] = {"name \"x\"\n", "name = \"x\nkernel = \"/k\"\n", "memory = lots\nkernel = \"/k\"\n",
                          "name = \"x\"\n", "disk = [ 'a', \nkernel = \"/k\"\n"};
