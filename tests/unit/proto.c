@@ -118,7 +118,12 @@ static void *inject_thread(void *arg)
         off += (size_t)r;
         if (in->delay_us) {
             usleep((useconds_t)in->delay_us);
+            /* One signal at a time, each handled before the next byte: a
+             * busy machine would otherwise merge pending ones. */
+            sig_atomic_t before = signals;
             pthread_kill(in->reader, SIGUSR1);
+            for (int i = 0; i < 10000 && signals == before; i++)
+                usleep(100);
         }
     }
     if (in->close_after)
