@@ -8,6 +8,8 @@
 # at the commit point, and the domain runs on hostB from hostB's own copy,
 # byte-identical with the source's image at the switch; nothing on hostB
 # refers to hostA afterwards, and the guest's own check finds every write.
+# Last, dsk and a diskless peer co-migrate back through vmmigfs, the disk
+# mirrored and switched inside the group move.
 M=/run/vmmig
 KEY='xen2-shared-test-key-0123456789'
 SETUP=$(vmmig_setup "$KEY" 'migrate_timeout = 60\n')
@@ -115,7 +117,35 @@ is "$(guest_run_on B dsk 'md5sum /dev/xvda' | cut -d' ' -f1)" \
     "$(host_run B 'md5sum /var/lib/vmmig/disks/dsk.xvda.img' | cut -d' ' -f1)" \
     "the guest's xvda is hostB's local image"
 
-# ---- cleanup: the domain, then hostB's primary (it lets go of /dev/nbd0) ----
-host_run B "xl destroy dsk; $KILLFN; killmatch 'blockmirror receive' TERM; fusermount3 -u $M" >/dev/null
+# ---- co-migration with the disk: dsk and a diskless peer move back ----
+check "hostB: a diskless guest mate, dsk's peer" \
+    host_run B "sed -e 's/^name = .*/name = \"mate\"/' /etc/xen/tiny.cfg > /etc/xen/mate.cfg && guest_create mate && echo mate > $M/dsk/peer"
+is "$(host_run B "cat $M/mate/peer")" dsk "the group is symmetric (mate/peer shows dsk)"
+like "$(guest_run_on B dsk "diskcheck start /dev/xvda $MIB 40")" "^started " "diskcheck writes again in dsk on hostB"
+out=$(host_run B "echo hostA > $M/dsk/migrate; i=0; while [ \$i -lt 300 ]; do s=\$(cat $M/dsk/migrate 2>/dev/null); case \"\$s\" in done*|failed*|migrated*) break;; esac; sleep 1; i=\$((i+1)); done; echo \"\$s\"")
+like "$out" "done hostA|migrated hostA" "echo hostA > dsk/migrate on hostB: the group (dsk with its disk, mate) moves" ||
+    diag "$(host_run B "cat $M/dsk/status; tail -n 20 $M/events")"
+like "$(host_run B "cat $M/mate/migrate")" "done hostA|migrated hostA" "  ...mate with it"
+like "$(xl list)" "dsk " "dsk runs on hostA"
+like "$(xl list)" "mate " "mate runs on hostA"
+is "$(bmstate)" standalone "hostA's /dev/nbd0 is served by hostA's own copy now (standalone)"
+w1=$(field writes "$(writes_on A)")
+sleep 3
+st=$(writes_on A)
+ok_if "$(field writes "$st")" "$w1" "the guest keeps writing on hostA after the group move"
+like "$st" "errors=0" "  ...and no write ever failed ($st)"
+like "$(guest_run dsk 'diskcheck stop')" "errors=0" "diskcheck stopped on hostA"
+out=$(guest_run dsk 'diskcheck verify /dev/xvda')
+like "$out" "bad=0$" "after the co-migration the guest finds every acknowledged write ($out)"
+is "$(guest_run dsk 'md5sum /dev/xvda' | cut -d' ' -f1)" \
+    "$(md5sum /var/lib/vmmig/disks/dsk.xvda.img | cut -d' ' -f1)" \
+    "the guest's xvda is hostA's local image"
+unlike "$(ps; netstat -tn)" "10\.99\.0\.2:[0-9]+ .*ESTABLISHED.*|blockmirror.*hostB" \
+    "nothing on hostA is connected to hostB"
+
+# ---- cleanup: the domains, then the primaries (they let go of /dev/nbd0) ----
+xl destroy dsk; xl destroy mate
+killmatch 'blockmirror receive' TERM
+host_run B "$KILLFN; killmatch 'blockmirror receive' TERM; fusermount3 -u $M" >/dev/null
 killmatch 'blockmirror serve' TERM
 fusermount3 -u $M
