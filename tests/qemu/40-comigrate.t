@@ -11,6 +11,8 @@
 # - through vmmigfs's peer group, with `vmmig console qa` attached: a key
 #   every 50 ms, every key delivered once and in order, and the guest's
 #   console output neither lost nor duplicated.
+# the peer group's state record must travel: two hosts, two boot ids
+export QENV_BOOT_IDS=1
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/lib.sh"
 VMMIG_TEST_TIMEOUT=${VMMIG_TEST_TIMEOUT:-600}
