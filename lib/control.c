@@ -929,6 +929,7 @@ static void progress_reset(struct mig_progress *p)
     p->round = p->sent = p->dirty_pages = p->dirty_rate = -1;
     p->new_domid = p->total_ms = p->downtime_ms = p->rounds = -1;
     p->stop_ms = p->resume_ms = p->stop_skew_ms = p->resume_skew_ms = -1;
+    p->stop_request_skew_ms = -1;
 }
 
 /* Event values are quoted: a quote inside becomes an apostrophe. */
@@ -1428,7 +1429,7 @@ static void mig_parse_line(struct ctl *c, struct domain *d, char *line)
     struct mig_progress np;
     long long stage = -1, round = -1, sent = -1, pages = -1, rate = -1, member = -1;
     long long new_domid = -1, total = -1, downtime = -1, rounds = -1, stop = -1, resume = -1,
-              stop_skew = -1, resume_skew = -1;
+              stop_skew = -1, resume_skew = -1, stop_request_skew = -1;
     char name[32] = "", where[32] = "", why[300], algo[16] = "";
     bool result = false, ok = false, have_why = false;
     char *p;
@@ -1512,6 +1513,8 @@ static void mig_parse_line(struct ctl *c, struct domain *d, char *line)
             take_num(&stop_skew, val);
         else if (!strcmp(key, "resume_skew_ms"))
             take_num(&resume_skew, val);
+        else if (!strcmp(key, "stop_request_skew_ms"))
+            take_num(&stop_request_skew, val);
         else if (!strcmp(key, "domain"))
             take_word(where, sizeof where, val);
         else if (!strcmp(key, "algorithm"))
@@ -1542,9 +1545,10 @@ static void mig_parse_line(struct ctl *c, struct domain *d, char *line)
         if (where[0])
             strlcpy0(np.where, where, sizeof np.where);
         const long long *from[] = {&new_domid, &total, &downtime, &rounds,
-                                   &stop, &resume, &stop_skew, &resume_skew};
+                                   &stop, &resume, &stop_skew, &resume_skew, &stop_request_skew};
         long long *into[] = {&np.new_domid, &np.total_ms, &np.downtime_ms, &np.rounds,
-                             &np.stop_ms, &np.resume_ms, &np.stop_skew_ms, &np.resume_skew_ms};
+                             &np.stop_ms, &np.resume_ms, &np.stop_skew_ms, &np.resume_skew_ms,
+                             &np.stop_request_skew_ms};
         for (size_t i = 0; i < ARRAY_SIZE(from); i++)
             if (*from[i] >= 0)
                 *into[i] = *from[i];
@@ -1720,6 +1724,9 @@ static void group_report(struct ctl *c, struct domain *lead, struct domain **ms,
         size_t k = 0;
         if (g->stop_skew_ms >= 0)
             k += (size_t)snprintf(extra + k, sizeof extra - k, " stop_skew_ms=%lld", g->stop_skew_ms);
+        if (g->stop_request_skew_ms >= 0 && k < sizeof extra)
+            k += (size_t)snprintf(extra + k, sizeof extra - k, " stop_request_skew_ms=%lld",
+                                  g->stop_request_skew_ms);
         if (g->resume_skew_ms >= 0 && k < sizeof extra)
             k += (size_t)snprintf(extra + k, sizeof extra - k, " resume_skew_ms=%lld",
                                   g->resume_skew_ms);
@@ -1769,6 +1776,7 @@ static void migration_finish(struct ctl *c, struct domain *d)
         /* The group's skews belong to every member's outcome. */
         ms[i]->prog.stop_skew_ms = d->grp_prog.stop_skew_ms;
         ms[i]->prog.resume_skew_ms = d->grp_prog.resume_skew_ms;
+        ms[i]->prog.stop_request_skew_ms = d->grp_prog.stop_request_skew_ms;
         job_settle(c, ms[i], d);
     }
     if (d->ngrp)
@@ -1938,6 +1946,8 @@ static void format_job(const struct domain *d, struct strbuf *sb)
         sb_printf(sb, "group: %s\n", d->mig_group);
         if (p->stop_skew_ms >= 0)
             sb_printf(sb, "group_stop_skew_ms: %lld\n", p->stop_skew_ms);
+        if (p->stop_request_skew_ms >= 0)
+            sb_printf(sb, "group_stop_request_skew_ms: %lld\n", p->stop_request_skew_ms);
         if (p->resume_skew_ms >= 0)
             sb_printf(sb, "group_resume_skew_ms: %lld\n", p->resume_skew_ms);
     }

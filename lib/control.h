@@ -35,6 +35,7 @@ struct mig_progress {
     long long new_domid, total_ms, downtime_ms, rounds;
     long long stop_ms, resume_ms;            /* epoch ms: paused here, resumed there */
     long long stop_skew_ms, resume_skew_ms;  /* the group's ("result ok group=...") */
+    long long stop_request_skew_ms;          /* the group's, when every stop was asked for */
 };
 
 /* At most this many domains move in one co-migration. */

@@ -101,6 +101,13 @@ struct mig_engine_ops {
     /* Optional: fn runs before save() stops the domain (NULL clears it);
      * an engine without it stops when its hypervisor decides. */
     void (*set_stop_hook)(struct mig_engine *e, mig_stop_hook_fn *fn, void *arg);
+    /* The hook changes how save() switches over (QEMU's: the engine stops
+     * the domain itself after one pass): set it in a co-migration only. */
+    bool stop_hook_group_only;
+    /* Every stop save() makes goes through the hook, also one made before
+     * it (QEMU's): the group waits for this member at its stop barrier
+     * even once it is seen stopped. */
+    bool stop_hook_always;
 };
 
 extern const struct mig_engine_ops xen_mig_engine;

@@ -218,6 +218,26 @@ static int connect_exec(const char *host, const char *via, int *fdp, pid_t *pidp
     return 0;
 }
 
+long mig_test_delay(const char *spec, const char *point, const char *domain)
+{
+    size_t n = strlen(point);
+    long secs;
+
+    if (!spec || !*point || strncmp(spec, point, n))
+        return -1;
+    spec += n;
+    if (*spec == '@') {
+        const char *colon = strrchr(spec, ':');
+        size_t dlen = colon ? (size_t)(colon - spec - 1) : 0;
+        if (!colon || !dlen || !domain || strlen(domain) != dlen || strncmp(spec + 1, domain, dlen))
+            return -1;
+        spec = colon;
+    }
+    if (*spec != ':' || parse_long(spec + 1, 0, 3600, &secs))
+        return -1;
+    return secs;
+}
+
 int mig_connect(const char *host, unsigned port, const char *via, int timeout_ms, int *fd,
                 pid_t *pid, char *err, size_t errlen)
 {
@@ -237,6 +257,12 @@ void mig_boot_id(char *buf, size_t size)
 {
     char *s = NULL;
     size_t n;
+    /* Two test "hosts" in network namespaces share one kernel's boot id. */
+    const char *fake = getenv("VMMIG_BOOT_ID");
+    if (fake && *fake) {
+        strlcpy0(buf, fake, size);
+        return;
+    }
     if (read_file("/proc/sys/kernel/random/boot_id", &s, &n)) {
         strlcpy0(buf, "unknown", size);
         return;

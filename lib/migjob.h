@@ -36,6 +36,12 @@ int mig_algo_list_check(const char *list, const char *allowed, char *err, size_t
 int mig_algo_choose(const char *theirs, const char *want, const char *mine, char *out,
                     size_t outlen, char *err, size_t errlen);
 
+/* The agents' test seam VMMIG_TEST_DELAY: spec is POINT:SECONDS, or
+ * POINT@DOMAIN:SECONDS for that domain only (one member of a group).  The
+ * seconds (0-3600) when spec names point (and domain), else -1; a spec
+ * that does not parse names nothing. */
+long mig_test_delay(const char *spec, const char *point, const char *domain);
+
 /* Connect to the destination agent: TCP to host:port when via is NULL or
  * "tcp", else run via (an exec transport: %h is replaced by host, %% by %)
  * through /bin/sh with a socket as its stdin and stdout.  *pid is the
@@ -48,7 +54,8 @@ int mig_connect(const char *host, unsigned port, const char *via, int timeout_ms
  * copies of a migration. */
 size_t mig_strip_suffix(const char *name, const char *suffix);
 
-/* This host's boot id: two agents with the same one are on the same host. */
+/* This host's boot id: two agents with the same one are on the same host.
+ * $VMMIG_BOOT_ID replaces it (tests: hosts that share one kernel). */
 void mig_boot_id(char *buf, size_t size);
 
 /* Run every executable in the hooks directory ($VMMIG_HOOKS_DIR, else

@@ -20,6 +20,13 @@
 
 /* 7.2 caps migration at 128 MiB/s by default: lift it, vmmig's link is the limit. */
 #define QEMU_MAX_BANDWIDTH "107374182400"
+/* A co-migration member waiting at the stop barrier: a trickle, not 0
+ * (which QEMU takes as "no limit"), so that its second pass stays open
+ * and no further RAM sync runs while the guest still writes. */
+#define QEMU_BARRIER_BANDWIDTH "65536"
+/* Once the guest is stopped nothing is dirtied any more: whatever is left
+ * goes in one go, with no further pass. */
+#define QEMU_STOPPED_DOWNTIME_MS "60000"
 
 struct mig_engine {
     mig_progress_fn *progress;
@@ -28,6 +35,10 @@ struct mig_engine {
      * is_suspended() runs in another thread and QMP serves one client. */
     atomic_uint saving_domid;
     atomic_bool saving_stopped;
+    /* The co-migration stop barrier (set_stop_hook): see group_stop(). */
+    mig_stop_hook_fn *stop_hook;
+    void *stop_hook_arg;
+    enum { WAY_AUTO, WAY_BARRIER, WAY_FIRST_PASS } group_stop_way; /* VMMIG_QEMU_GROUP_STOP */
 };
 
 static int qm_open(struct mig_engine **out, mig_progress_fn *progress, void *arg, char *err,
@@ -35,9 +46,19 @@ static int qm_open(struct mig_engine **out, mig_progress_fn *progress, void *arg
 {
     struct mig_engine *e = xzalloc(sizeof *e);
 
-    (void)err, (void)errlen;
+    /* A bad value fails here, before anything is reserved. */
+    const char *way = getenv("VMMIG_QEMU_GROUP_STOP");
+    if (way && *way && strcmp(way, "auto") && strcmp(way, "barrier") &&
+        strcmp(way, "first-pass")) {
+        snprintf(err, errlen, "bad VMMIG_QEMU_GROUP_STOP '%s' (auto, barrier or first-pass)",
+                 way);
+        return -EINVAL;
+    }
     e->progress = progress;
     e->progress_arg = arg;
+    e->group_stop_way = !way || !*way || !strcmp(way, "auto") ? WAY_AUTO
+                        : !strcmp(way, "barrier")             ? WAY_BARRIER
+                                                              : WAY_FIRST_PASS;
     atomic_store(&e->saving_domid, MIG_NO_DOMID);
     *out = e;
     return 0;
@@ -176,10 +197,129 @@ static const char postcopy_cap[] =
     " {\"capability\": \"postcopy-ram\", \"state\": true}]}";
 static const char events_cap[] =
     "{\"capabilities\": [{\"capability\": \"events\", \"state\": true}]}";
+/* A co-migration: QEMU never switches over before migrate-continue. */
+static const char group_cap[] =
+    "{\"capabilities\": [{\"capability\": \"events\", \"state\": true},"
+    " {\"capability\": \"pause-before-switchover\", \"state\": true}]}";
+
+/* A co-migration member's stop (vmmig-comigrate(1), QEMU).  The members
+ * run with pause-before-switchover: none switches over before the group's
+ * stop barrier lets it.  When a member's first pass is over (QEMU's
+ * second RAM sync), it stops in one of two ways:
+ *   barrier     its stream is cut to a trickle (no further pass, no
+ *               further RAM sync), it waits at the barrier with its guest
+ *               running, and on the barrier's go the engine stops the
+ *               guest (QMP stop) and lifts the limit: the members stop
+ *               within a QMP round trip of each other.  The migration runs
+ *               with a 1 ms downtime limit so that QEMU does not stop the
+ *               guest by itself first.  KVM's choice.
+ *   first-pass  the engine (or QEMU, converging) stops the guest at once
+ *               and it waits at the barrier stopped: QEMU 7.2 under TCG
+ *               loses guest writes made while the guest runs on from a
+ *               RAM sync after the first (vmmig-create(1)), so a TCG guest
+ *               must not wait running; the members stop as far apart as
+ *               their first passes end.
+ * VMMIG_QEMU_GROUP_STOP picks one; unset or "auto": barrier on KVM,
+ * first-pass on TCG. */
+struct group_stop {
+    bool at_barrier;    /* the barrier way */
+    bool hook_done;     /* the barrier was passed */
+    bool stopped_by_us; /* QMP stop: QEMU will not restart it on a failure */
+    bool continued;     /* migrate-continue sent */
+};
 
 static int exec_simple(struct qmp *q, const char *cmd, const char *args, char *err, size_t errlen)
 {
     return qmp_execute(q, cmd, args, -1, NULL, QMP_TIMEOUT_MS, err, errlen);
+}
+
+/* Cancel and wait until QEMU has let go of the guest: it runs again unless
+ * we stopped it (the caller's cont). */
+static void cancel_and_settle(struct qmp *q)
+{
+    char e2[300];
+
+    exec_simple(q, "migrate_cancel", NULL, e2, sizeof e2);
+    for (int i = 0; i < 100; i++) {
+        struct json *info = NULL;
+        if (qmp_execute(q, "query-migrate", NULL, -1, &info, QMP_TIMEOUT_MS, e2, sizeof e2))
+            return;
+        const char *st = json_str(info, "status", "none");
+        bool over = !strcmp(st, "cancelled") || !strcmp(st, "failed") ||
+                    !strcmp(st, "completed") || !strcmp(st, "none");
+        json_free(info);
+        if (over)
+            return;
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+}
+
+static int stop_guest(struct mig_engine *e, struct qmp *q, struct group_stop *gs, char *err,
+                      size_t errlen)
+{
+    int rc = exec_simple(q, "stop", NULL, err, errlen);
+    if (!rc) {
+        gs->stopped_by_us = true;
+        atomic_store(&e->saving_stopped, true);
+    }
+    return rc;
+}
+
+/* The first pass is over (or, at_preswitchover, QEMU stopped the guest
+ * and waits): wait at the group's stop barrier and stop (see struct
+ * group_stop).  Non-zero: the group goes back; the migration is cancelled
+ * (the caller lets a guest we stopped run again). */
+static int group_stop(struct mig_engine *e, struct qmp *q, struct group_stop *gs,
+                      bool at_preswitchover, char *err, size_t errlen)
+{
+    char why[300] = "";
+    int rc = 0;
+
+    gs->hook_done = true;
+    if (!at_preswitchover)
+        rc = gs->at_barrier ? exec_simple(q, "migrate-set-parameters",
+                                          "{\"max-bandwidth\": " QEMU_BARRIER_BANDWIDTH "}", err,
+                                          errlen)
+                            : stop_guest(e, q, gs, err, errlen);
+    if (rc)
+        goto fail;
+    if (e->stop_hook(e->stop_hook_arg, why, sizeof why)) {
+        snprintf(err, errlen, "%s", why[0] ? why : "the group did not let it stop");
+        rc = -ECANCELED;
+        goto fail;
+    }
+    if (at_preswitchover)
+        return 0;
+    /* Stop first: the group's stop skew is made here. */
+    if (gs->at_barrier && (rc = stop_guest(e, q, gs, err, errlen)))
+        goto fail;
+    if ((rc = exec_simple(q, "migrate-set-parameters",
+                          "{\"max-bandwidth\": " QEMU_MAX_BANDWIDTH
+                          ", \"downtime-limit\": " QEMU_STOPPED_DOWNTIME_MS "}",
+                          err, errlen)))
+        goto fail;
+    return 0;
+fail:
+    cancel_and_settle(q);
+    return rc;
+}
+
+/* How a member stops (struct group_stop); auto: as its accelerator needs. */
+static int group_stop_way(struct mig_engine *e, struct qmp *q, struct group_stop *gs, char *err,
+                          size_t errlen)
+{
+    struct json *kvm = NULL;
+    int rc;
+
+    if (e->group_stop_way != WAY_AUTO) {
+        gs->at_barrier = e->group_stop_way == WAY_BARRIER;
+        return 0;
+    }
+    if ((rc = qmp_execute(q, "query-kvm", NULL, -1, &kvm, QMP_TIMEOUT_MS, err, errlen)))
+        return rc;
+    gs->at_barrier = json_bool(kvm, "enabled", false);
+    json_free(kvm);
+    return 0;
 }
 
 /* The source's switch: the agent commits, then migrate-start-postcopy.  A
@@ -223,7 +363,7 @@ static int postcopy_switch(struct qmp *q, struct postcopy *pc, char *err, size_t
  * switches once the first pass is over (the second RAM sync), the
  * destination runs the domain once QEMU is in postcopy-active. */
 static int follow_migration(struct mig_engine *e, struct qmp *q, bool source,
-                            struct postcopy *pc, char *err, size_t errlen)
+                            struct postcopy *pc, struct group_stop *gs, char *err, size_t errlen)
 {
     unsigned last_round = 0;
     bool commit_asked = false;
@@ -248,6 +388,9 @@ static int follow_migration(struct mig_engine *e, struct qmp *q, bool source,
              * dirty-tracking defect (vmmig-create(1)) to lose a write. */
             bool pass_over = !strcmp(name, "MIGRATION_PASS") && json_int(ev, "data.pass", 0) >= 2;
             json_free(ev);
+            if (source && gs && !gs->hook_done && pass_over &&
+                (rc = group_stop(e, q, gs, false, err, errlen)))
+                return rc;
             if (source && pc && !commit_asked && pass_over && pc->after_ms < 0) {
                 commit_asked = true;
                 if ((rc = postcopy_switch(q, pc, err, errlen)))
@@ -265,6 +408,19 @@ static int follow_migration(struct mig_engine *e, struct qmp *q, bool source,
             json_free(info);
             return 0;
         }
+        if (gs && !strcmp(status, "pre-switchover")) {
+            json_free(info);
+            /* QEMU stopped it first: the barrier still holds the switch. */
+            if (!gs->hook_done && (rc = group_stop(e, q, gs, true, err, errlen)))
+                return rc;
+            if (!gs->continued) {
+                if ((rc = exec_simple(q, "migrate-continue", "{\"state\": \"pre-switchover\"}",
+                                      err, errlen)))
+                    return rc;
+                gs->continued = true;
+            }
+            continue;
+        }
         if (!strcmp(status, "failed") || !strcmp(status, "cancelled")) {
             snprintf(err, errlen, "QEMU's migration %s: %s", status,
                      json_str(info, "error-desc", "no reason given"));
@@ -279,6 +435,12 @@ static int follow_migration(struct mig_engine *e, struct qmp *q, bool source,
             return -EIO;
         }
         unsigned round = (unsigned)json_int(info, "ram.dirty-sync-count", 0);
+        if (gs && !gs->hook_done && round >= 2 && !strcmp(status, "active")) {
+            json_free(info); /* the pass event was missed */
+            if ((rc = group_stop(e, q, gs, false, err, errlen)))
+                return rc;
+            continue;
+        }
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
         long ms = (long)(now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
@@ -323,6 +485,8 @@ static int save_common(struct mig_engine *e, uint32_t domid, int fd, bool live,
     struct strbuf params = {0};
     bool stopped_by_us = false;
     const char *downtime = getenv("VMMIG_QEMU_DOWNTIME_MS");
+    /* In a co-migration (never post-copy: send refuses it) */
+    struct group_stop group = {0}, *gs = e->stop_hook && !pc ? &group : NULL;
     int rc;
 
     if ((rc = find(domid, &d, err, errlen)))
@@ -331,11 +495,16 @@ static int save_common(struct mig_engine *e, uint32_t domid, int fd, bool live,
         return rc;
     atomic_store(&e->saving_stopped, false);
     atomic_store(&e->saving_domid, domid);
-    if ((rc = exec_simple(q, "migrate-set-capabilities", pc ? postcopy_cap : events_cap, err,
-                          errlen)))
+    if ((rc = exec_simple(q, "migrate-set-capabilities",
+                          pc ? postcopy_cap : gs ? group_cap : events_cap, err, errlen)))
         goto out;
     sb_printf(&params, "{\"max-bandwidth\": " QEMU_MAX_BANDWIDTH);
-    if (pc) {
+    if (gs && live && (rc = group_stop_way(e, q, gs, err, errlen)))
+        goto out;
+    if (gs && gs->at_barrier && live) {
+        /* QEMU must not stop it before the barrier (struct group_stop) */
+        sb_printf(&params, ", \"downtime-limit\": 1");
+    } else if (pc) {
         /* Post-copy switches after the first pass; a pre-copy that
          * converged before that would make it a plain pre-copy. */
         sb_printf(&params, ", \"downtime-limit\": 1");
@@ -348,7 +517,17 @@ static int save_common(struct mig_engine *e, uint32_t domid, int fd, bool live,
     if ((rc = exec_simple(q, "migrate-set-parameters", params.s, err, errlen)))
         goto out;
     if (!live) {
-        /* Stop-and-copy: the guest stops first, then one pass. */
+        /* Stop-and-copy: the guest stops first, then one pass; in a
+         * group, once every member is ready to. */
+        char why[300] = "";
+        if (gs) {
+            gs->hook_done = true; /* before the migration: nothing to cancel */
+            if (e->stop_hook(e->stop_hook_arg, why, sizeof why)) {
+                snprintf(err, errlen, "%s", why[0] ? why : "the group did not let it stop");
+                rc = -ECANCELED;
+                goto out;
+            }
+        }
         if ((rc = exec_simple(q, "stop", NULL, err, errlen)))
             goto out;
         stopped_by_us = true;
@@ -358,10 +537,12 @@ static int save_common(struct mig_engine *e, uint32_t domid, int fd, bool live,
         goto out;
     if ((rc = exec_simple(q, "migrate", "{\"uri\": \"fd:vmmig-out\"}", err, errlen)))
         goto out;
-    rc = follow_migration(e, q, true, pc, err, errlen);
+    rc = follow_migration(e, q, true, pc, gs, err, errlen);
     if (!rc && e->progress)
         e->progress(e->progress_arg, 0, true, 0, 0);
 out:
+    if (gs && gs->stopped_by_us)
+        stopped_by_us = true;
     if (rc && stopped_by_us) {
         char e2[200];
         exec_simple(q, "cont", NULL, e2, sizeof e2);
@@ -400,6 +581,12 @@ static int qm_save_postcopy(struct mig_engine *e, uint32_t domid, int fd,
     return rc;
 }
 
+static void qm_set_stop_hook(struct mig_engine *e, mig_stop_hook_fn *fn, void *arg)
+{
+    e->stop_hook = fn;
+    e->stop_hook_arg = arg;
+}
+
 static int qm_is_suspended(struct mig_engine *e, uint32_t domid)
 {
     struct qemu_dom d;
@@ -435,7 +622,27 @@ static int run_cont(uint32_t domid, const char *what, char *err, size_t errlen)
 
 static int qm_resume(struct mig_engine *e, uint32_t domid, char *err, size_t errlen)
 {
+    struct qemu_dom d;
+    struct qmp *q;
+    struct json *info = NULL;
+    char why[300];
+    int rc;
+
     (void)e;
+    if ((rc = find(domid, &d, err, errlen)))
+        return rc;
+    /* An agent killed mid-migration leaves QEMU's migration behind (at
+     * pre-switchover it never ends, and cont is refused): cancel it. */
+    if ((rc = connect_dom(&d, &q, err, errlen)))
+        return rc;
+    if (!qmp_execute(q, "query-migrate", NULL, -1, &info, QMP_TIMEOUT_MS, why, sizeof why)) {
+        const char *st = json_str(info, "status", "none");
+        if (!strcmp(st, "setup") || !strcmp(st, "active") || !strcmp(st, "pre-switchover") ||
+            !strcmp(st, "device") || !strcmp(st, "cancelling"))
+            cancel_and_settle(q);
+    }
+    json_free(info);
+    qmp_close(q);
     return run_cont(domid, "resuming", err, errlen);
 }
 
@@ -464,7 +671,7 @@ static int restore_common(struct mig_engine *e, const char *native, const char *
         goto out;
     /* QEMU exits when an incoming stream breaks (before a post-copy
      * switch): that is an EOF here. */
-    rc = follow_migration(e, q, false, pc, err, errlen);
+    rc = follow_migration(e, q, false, pc, NULL, err, errlen);
 out:
     qmp_close(q);
     return rc;
@@ -605,4 +812,7 @@ const struct mig_engine_ops qemu_mig_engine = {
     .guest_hold_get = qm_guest_hold_get,
     .guest_hold_put = qm_guest_hold_put,
     .console_path = qm_console_path,
+    .set_stop_hook = qm_set_stop_hook,
+    .stop_hook_group_only = true,
+    .stop_hook_always = true,
 };

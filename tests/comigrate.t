@@ -33,6 +33,7 @@ barrier() { # POINT: wait for the coordinator's word
     [ "$reply" = go ]
 }
 trap 'kill $! 2>/dev/null; log "got SIGTERM"; fail 2 cancelled' TERM
+[ "$plan" = stopfirst ] && echo "event stop-hook" >&3
 echo "progress stage=0 name=pre-migration sent=0"
 echo "progress stage=1 name=reservation sent=0"
 case $plan in refused) sleep 0.3; fail 1 "$host refused (locked): the domain is held there" ;; esac
@@ -48,6 +49,9 @@ case $plan in
 nohook) ;; # an engine without a stop hook: stops on its own
 badpoint) barrier bogus || fail 2 "$reply" ;;
 slowstop) sleep 1; touch "$D/slow-at-stop"; barrier stop || fail 2 "$reply" ;;
+stopfirst) # QEMU's first-pass way: stopped, then at the barrier
+    echo "event stopped $(date +%s%3N)" >&3; sleep 1; touch "$D/slow-at-stop"
+    barrier stop || fail 2 "$reply" ;;
 diebeforestop) sleep 0.5; kill -9 $$ ;;
 *) barrier stop || fail 2 "$reply"
    [ -e "$D/slow-at-stop" ] && log "saw the slow member reach stop first" ;;
@@ -92,6 +96,16 @@ out=$(comigrate hostB a b); rc=$?
 is "$rc" 0 "a member slow to reach stop: the group moves"
 like "$(cat "$dir/log")" '^a saw the slow member reach stop first$' \
     "the other member waited at stop until the slow one got there"
+
+# ---- a member stopped before the barrier, by an engine that stops only
+# through it (event stop-hook, QEMU's first-pass way), still holds the others ----
+reset
+echo stopfirst >"$dir/plan.b"
+out=$(comigrate hostB a b); rc=$?
+is "$rc" 0 "a member that says event stop-hook and is stopped first: the group moves"
+like "$(cat "$dir/log")" '^a saw the slow member reach stop first$' \
+    "  ...the other member waited at stop until it got there"
+is "$(grep -c " stop -> go" "$dir/log")" 2 "  ...both passed stop"
 
 # ---- a member whose engine has no stop hook does not hold the others ----
 reset

@@ -32,8 +32,10 @@ static const char comigrate_help[] =
     "Each DOMAIN (a name or domid) moves through the vmmig control protocol as\n"
     "with 'vmmig send'; their destinations are reserved before any memory\n"
     "moves, their pre-copy rounds are kept in step, none is stopped before all\n"
-    "are ready to stop and then all are stopped at once, nobody commits before\n"
-    "every destination holds its copy, and the destinations resume together.\n"
+    "are ready to stop and then all are stopped at once (on QEMU under TCG each\n"
+    "stops after its first pass and waits stopped: vmmig-comigrate(1)), nobody\n"
+    "commits before every destination holds its copy, and the destinations\n"
+    "resume together.\n"
     "vmmigfs runs this for a domain with peers.\n"
     "\n"
     "  -p, --port N          destination agent's TCP port (default 8123)\n"
@@ -63,6 +65,7 @@ struct member {
     size_t outlen, synclen;
     char waiting[16]; /* the point it waits at, "" when not waiting */
     bool stopped;     /* suspended for its last copy (or past the stream) */
+    bool stop_hook;   /* its engine stops it only through the stop barrier */
     int result;       /* 1 ok, -1 failed, 0 none yet */
     bool exited;
     int status;
@@ -163,7 +166,9 @@ static void barriers(void)
             if (!strcmp(members[i].waiting, "round"))
                 say_to(&members[i], abort_why[0] ? "abort group aborted" : "go");
     /* Stop: everyone still running waits here (or stopped already, where
-     * the engine offers no hook); then all are asked to stop at once. */
+     * the engine offers no hook; one whose engine stops only through the
+     * barrier, QEMU's, comes here also when stopped first); then all are
+     * asked to stop at once. */
     int at_stop = 0, not_ready = 0;
     for (int i = 0; i < nmembers; i++) {
         const struct member *m = &members[i];
@@ -171,7 +176,7 @@ static void barriers(void)
             continue;
         if (!strcmp(m->waiting, "stop"))
             at_stop++;
-        else if (!m->stopped)
+        else if (!m->stopped || m->stop_hook)
             not_ready++;
     }
     if (at_stop && (!not_ready || abort_why[0])) {
@@ -235,6 +240,8 @@ static void member_sync(struct member *m, const char *line)
         strlcpy0(m->waiting, line + 5, sizeof m->waiting);
         if (strcmp(m->waiting, "round") && strcmp(m->waiting, "stop"))
             m->stopped = strcmp(m->waiting, "reserved") != 0; /* past its stream */
+    } else if (!strcmp(line, "event stop-hook")) {
+        m->stop_hook = true;
     } else if (!strncmp(line, "event stopped ", 14)) {
         m->stopped = true;
         m->stop_ms = atoll(line + 14);

@@ -126,19 +126,20 @@ static void on_cancel(int sig)
         kill(cancel_pid, SIGTERM);
 }
 
-/* A test seam: VMMIG_TEST_DELAY=POINT:SECONDS sleeps at POINT (reserved:
- * after REQ_OK, in stage 1; stopped: in stage 3, the domain suspended and
- * its last pages on their way; received: after RECEIVED, before the
- * commit; committed: after COMMIT was sent; switch: post-copy's commit
- * point), so that the fault tests can
- * kill an agent or cut the link at exactly that point. */
+/* A test seam: VMMIG_TEST_DELAY=POINT[@DOMAIN]:SECONDS sleeps at POINT
+ * (reserved: after REQ_OK, in stage 1; stop: the engine is about to stop
+ * the domain, before the group's stop barrier; stopped: in stage 3, the
+ * domain suspended and its last pages on their way; received: after
+ * RECEIVED, before the commit; committed: after COMMIT was sent; switch:
+ * post-copy's commit point), so that the fault tests can kill an agent or
+ * cut the link at exactly that point; @DOMAIN picks one member of a group. */
+static const char *test_delay_domain; /* the domain being sent, once known */
 static void test_delay(const char *point)
 {
-    const char *v = getenv("VMMIG_TEST_DELAY");
-    size_t n = strlen(point);
-    if (v && !strncmp(v, point, n) && v[n] == ':') {
+    long secs = mig_test_delay(getenv("VMMIG_TEST_DELAY"), point, test_delay_domain);
+    if (secs >= 0) {
         fprintf(stderr, "%s: test delay at %s\n", toolname, point);
-        sleep((unsigned)atoi(v + n + 1));
+        sleep((unsigned)secs);
     }
 }
 
@@ -610,6 +611,7 @@ static int stop_barrier(void *arg, char *why, size_t whylen)
 
     j->stage = STAGE_STOPCOPY;
     progress_line(j, NULL);
+    test_delay("stop");
     if (sync_point("stop", why, whylen))
         return 1;
     console_hold(j);
@@ -1301,8 +1303,11 @@ static int send_main(int argc, char **argv)
         printf("result failed stage=0 domain=running-here why=\"%s\"\n", err);
         return 1;
     }
-    if (j.eng->set_stop_hook)
+    if (j.eng->set_stop_hook && (sync_fd >= 0 || !j.eng->stop_hook_group_only))
         j.eng->set_stop_hook(j.e, stop_barrier, &j);
+    /* Seen stopped is not past the stop barrier for such an engine. */
+    if (j.eng->set_stop_hook && j.eng->stop_hook_always)
+        sync_event("event stop-hook");
     if (recovering) {
         if (proto_load_key(key_file, psk, &psklen, e2, sizeof e2))
             psklen = 0;
@@ -1324,6 +1329,7 @@ static int send_main(int argc, char **argv)
         snprintf(err, sizeof err, "no domain '%s' here", argv[optind]);
         finish_failed(&j, err, false);
     }
+    test_delay_domain = j.dom.name;
     if (j.dom.suspended || j.dom.dying || strstr(j.dom.name, MIG_AWAY_SUFFIX) ||
         strstr(j.dom.name, MIG_INCOMING_SUFFIX)) {
         snprintf(err, sizeof err, "domain %s is in the middle of another migration or shutdown",

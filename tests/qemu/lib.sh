@@ -5,6 +5,9 @@
 # run directory ($VMMIG_QEMU_DIR), state directory and policy.  The whole
 # test runs in a private mount namespace (unshare -m): /etc/hosts is
 # bind-mounted there with hostA and hostB, and the FUSE mounts stay inside.
+# With QENV_BOOT_IDS=1 each host has its own VMMIG_BOOT_ID (they share one
+# kernel's boot id, and the agents take them for one host: no state record
+# is written on arrival, so peers and admin holds do not travel).
 # Commands enter a host with `nsenter --net=/run/netns/NS` rather than
 # `ip netns exec`, which would also give each command its own mount
 # namespace, where the other commands' FUSE mounts are not seen.
@@ -81,6 +84,7 @@ on() {
     [ "$h" = A ] && ns=$NS_A || ns=$NS_B
     VMMIG_QEMU_DIR=$QDIR/$h/run VMMIG_STATE_DIR=$QDIR/$h/state VMMIG_POLICY=$QDIR/$h/policy \
         VMMIG_KEY_FILE=$QDIR/key VMMIG_MOUNT=$QDIR/$h/mnt VMMIG_HOOKS_DIR=$QDIR/$h/hooks \
+        VMMIG_BOOT_ID=${QENV_BOOT_IDS:+vmq-$$-$h} \
         VMMIG_QEMU_DOWNTIME_MS=${VMMIG_QEMU_DOWNTIME_MS:-5000} \
         VMMIG_QEMU_POSTCOPY_AFTER_MS=${VMMIG_QEMU_POSTCOPY_AFTER_MS-0} \
         nice -n 10 nsenter --net=/run/netns/$ns "$@"

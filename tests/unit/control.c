@@ -1084,6 +1084,8 @@ static void test_group(void)
     is_str(status_field(&c, web, "downtime_ms"), "30", "status: web1's own downtime");
     is_str(status_field(&c, web, "group_stop_skew_ms"), "3", "status: group_stop_skew_ms");
     is_str(status_field(&c, domr, "group_resume_skew_ms"), "6", "status: group_resume_skew_ms");
+    is_str(status_field(&c, domr, "group_stop_request_skew_ms"), "",
+           "status: no group_stop_request_skew_ms when the group's result has none");
     ok(events_have(&c, "domr-web1 migrate-done to=hostB uuid=" ) &&
            events_have(&c, "domid=52 new_domid=62 total_ms=910 downtime_ms=33 stop_ms=1700000000103 "
                            "resume_ms=1700000000136"),
@@ -1212,7 +1214,7 @@ static void test_group(void)
     mock_cmd = "echo 'result member=51 ok host=hostB domid=61 downtime_ms=30 stop_ms=100 "
                "resume_ms=130'; echo 'result ok member=52 host=hostB domid=62 downtime_ms=31 "
                "stop_ms=102 resume_ms=131'; echo 'result ok group=51,52 stop_skew_ms=2 "
-               "resume_skew_ms=1 total_ms=700'";
+               "stop_request_skew_ms=1 resume_skew_ms=1 total_ms=700'";
     is_int(wm(&c, web, "hostB", err), 0, "started");
     del_vm(51);
     del_vm(52);
@@ -1225,6 +1227,13 @@ static void test_group(void)
         is_str(status_field(&c, g2, "downtime_ms"), "31", "forwarding entry: downtime_ms");
         is_str(status_field(&c, g2, "group"), "web1 domr-web1", "  ...group");
         is_str(status_field(&c, g2, "group_resume_skew_ms"), "1", "  ...group_resume_skew_ms");
+        is_str(status_field(&c, g2, "group_stop_request_skew_ms"), "1",
+               "  ...group_stop_request_skew_ms");
+    }
+    ok(events_have(&c, "comigrate-done to=hostB group=web1,domr-web1 stop_skew_ms=2 "
+                       "stop_request_skew_ms=1 resume_skew_ms=1 total_ms=700"),
+       "event comigrate-done with the stop request skew");
+    {
     }
     is_int(mock_stray, 0, "no backend call for an unknown domain");
     close_fresh(&c, dir);
