@@ -103,31 +103,7 @@ ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 ok "$([ "$ms" -ge 2000 ]; echo $?)" "  in $ms ms, 2 s of them with the guest stopped (test delay)"
 qwait 10 "grep -q 'state: running' '$MB/web1/status' 2>/dev/null"
 ok $? "web1 runs on hostB"
-guest B web1 'echo MARK-ON-B > /dev/hvc0' >/dev/null
-sleep 3
-touch "$QDIR/stop"
-sleep 0.2
-typed=$(cat "$QDIR/typed")
-qwait 20 "[ \"\$(guest B web1 'wc -c < /tmp/keys' | tr -d ' \r')\" -ge ${#typed} ]"
-got=$(guest B web1 'cat /tmp/keys; echo')
-got=${got%$'\n'}
-is "$got" "$typed" "every key (${#typed}, one per 50 ms) arrived exactly once, in order" ||
-    diag "typed ${#typed}: $typed" "got ${#got}: $got"
-sleep 1
-kill $(descendants "$con") "$con" 2>/dev/null
-wait "$con" 2>/dev/null
-ticks=$(tr -d '\r' < "$QDIR/con.out" | awk '/^tick [0-9]+$/ {print $2}')
-# a last line without its newline may be cut
-[ -n "$(tail -c 1 "$QDIR/con.out")" ] && ticks=$(echo "$ticks" | sed '$d')
-n=$(echo "$ticks" | grep -c .)
-gaps=$(echo "$ticks" | awk 'NR > 1 && $1 != prev + 1 {print prev " -> " $1} {prev = $1}')
-ok "$([ "$n" -ge 40 ] && [ -z "$gaps" ]; echo $?)" \
-    "console output across the migration: $n ticks, none lost or duplicated" ||
-    diag "gaps: $gaps" "$(head -c 2000 "$QDIR/con.out")" "$(cat "$QDIR/con.err")"
-like "$(cat "$QDIR/con.err")" 'following web1 to hostB' "the console client followed web1 to hostB" ||
-    diag "$(cat "$QDIR/con.err")"
-after=$(tr -d '\r' < "$QDIR/con.out" | sed -n '/^MARK-ON-B$/,$p' | grep -c '^tick ')
-ok "$([ "$after" -ge 10 ]; echo $?)" "  $after of the ticks were written on hostB (after its marker line)"
+console_verify B web1 migration
 
 # --- a hold forced over travels with the domain ---------------------------
 printf 'admin_group =\nmigrate_timeout = 30\nguest_max_hold = 2\n' > "$MB/policy"

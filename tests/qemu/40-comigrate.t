@@ -190,30 +190,7 @@ st=$(cat "$MB/qa/status" 2>/dev/null)
 like "$st" 'group_stop_skew_ms: [0-9]+' "qa's status on hostB: group_stop_skew_ms" || diag "$st"
 like "$st" 'group_stop_request_skew_ms: [0-9]+' "  group_stop_request_skew_ms"
 like "$st" 'group_resume_skew_ms: [0-9]+' "  group_resume_skew_ms"
-guest A qa 'echo MARK-ON-A > /dev/hvc0' >/dev/null
-sleep 3
-touch "$QDIR/stop"
-sleep 0.2
-typed=$(cat "$QDIR/typed")
-qwait 20 "[ \"\$(guest A qa 'wc -c < /tmp/keys' | tr -d ' \r')\" -ge ${#typed} ]"
-got=$(guest A qa 'cat /tmp/keys; echo')
-got=${got%$'\n'}
-is "$got" "$typed" "every key (${#typed}, one per 50 ms) arrived exactly once, in order" ||
-    diag "typed ${#typed}: $typed" "got ${#got}: $got"
-sleep 1
-kill $(descendants "$con") "$con" 2>/dev/null
-wait "$con" 2>/dev/null
-ticks=$(tr -d '\r' < "$QDIR/con.out" | awk '/^tick [0-9]+$/ {print $2}')
-[ -n "$(tail -c 1 "$QDIR/con.out")" ] && ticks=$(echo "$ticks" | sed '$d')
-n=$(echo "$ticks" | grep -c .)
-gaps=$(echo "$ticks" | awk 'NR > 1 && $1 != prev + 1 {print prev " -> " $1} {prev = $1}')
-ok "$([ "$n" -ge 40 ] && [ -z "$gaps" ]; echo $?)" \
-    "console output across the co-migration: $n ticks, none lost or duplicated" ||
-    diag "gaps: $gaps" "$(head -c 2000 "$QDIR/con.out")" "$(cat "$QDIR/con.err")"
-like "$(cat "$QDIR/con.err")" 'following qa to hostA' "the console client followed qa to hostA" ||
-    diag "$(cat "$QDIR/con.err")"
-after=$(tr -d '\r' < "$QDIR/con.out" | sed -n '/^MARK-ON-A$/,$p' | grep -c '^tick ')
-ok "$([ "$after" -ge 10 ]; echo $?)" "  $after of the ticks were written on hostA (after its marker line)"
+console_verify A qa co-migration
 verify_both_on A "after the group moved through vmmigfs"
 qwait 15 "[ \"\$(cat '$MA/qa/peer' 2>/dev/null)\" = qb ]"
 is "$(cat "$MA/qa/peer" 2>/dev/null)" qb "the peer group arrived with its members on hostA" ||

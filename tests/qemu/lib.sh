@@ -155,3 +155,37 @@ descendants() {
         descendants "$p"
     done
 }
+
+# After `vmmig console` (pid $con, output $QDIR/con.out and con.err) typed
+# one key per 50 ms ($QDIR/typed) into NAME's /tmp/keys while NAME moved to
+# HOST and printed "tick N" lines: every key arrived exactly once, in order,
+# no tick was lost or repeated, the client followed NAME to HOST, and ticks
+# came from HOST after a marker line.  WHAT names the move in the test names.
+console_verify() { # HOST NAME WHAT
+    local h=$1 name=$2 what=$3 typed got ticks n gaps after
+    guest "$h" "$name" "echo MARK-ON-$h > /dev/hvc0" >/dev/null
+    sleep 3
+    touch "$QDIR/stop"
+    sleep 0.2
+    typed=$(cat "$QDIR/typed")
+    qwait 20 "[ \"\$(guest $h $name 'wc -c < /tmp/keys' | tr -d ' \r')\" -ge ${#typed} ]"
+    got=$(guest "$h" "$name" 'cat /tmp/keys; echo')
+    got=${got%$'\n'}
+    is "$got" "$typed" "every key (${#typed}, one per 50 ms) arrived exactly once, in order" ||
+        diag "typed ${#typed}: $typed" "got ${#got}: $got"
+    sleep 1
+    kill $(descendants "$con") "$con" 2>/dev/null
+    wait "$con" 2>/dev/null
+    ticks=$(tr -d '\r' < "$QDIR/con.out" | awk '/^tick [0-9]+$/ {print $2}')
+    # a last line without its newline may be cut
+    [ -n "$(tail -c 1 "$QDIR/con.out")" ] && ticks=$(echo "$ticks" | sed '$d')
+    n=$(echo "$ticks" | grep -c .)
+    gaps=$(echo "$ticks" | awk 'NR > 1 && $1 != prev + 1 {print prev " -> " $1} {prev = $1}')
+    ok "$([ "$n" -ge 40 ] && [ -z "$gaps" ]; echo $?)" \
+        "console output across the $what: $n ticks, none lost or duplicated" ||
+        diag "gaps: $gaps" "$(head -c 2000 "$QDIR/con.out")" "$(cat "$QDIR/con.err")"
+    like "$(cat "$QDIR/con.err")" "following $name to host$h" "the console client followed $name to host$h" ||
+        diag "$(cat "$QDIR/con.err")"
+    after=$(tr -d '\r' < "$QDIR/con.out" | sed -n "/^MARK-ON-$h\$/,\$p" | grep -c '^tick ')
+    ok "$([ "$after" -ge 10 ]; echo $?)" "  $after of the ticks were written on host$h (after its marker line)"
+}
