@@ -91,17 +91,6 @@ static long long now_ms(void)
     return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-static int send_state(struct proto_conn *c, const char *state, const char *host)
-{
-    struct strbuf sb = {0};
-    kv_add(&sb, "state", "%s", state);
-    if (host)
-        kv_add(&sb, "host", "%s", host);
-    int rc = proto_send(c, MSG_CONSOLE_STATE, sb.s, (uint32_t)sb.len);
-    sb_free(&sb);
-    return rc;
-}
-
 bool console_moved_to(const char *line, char *host, size_t size)
 {
     const char *p;
@@ -133,16 +122,75 @@ static bool moved_host(const char *mount, const char *name, char *host, size_t s
 
 enum client_event { CLIENT_IDLE, CLIENT_GONE, CLIENT_FAILED, CLIENT_RETURNED };
 
-/* Input carries the number of "running" states the client had been told on
- * this connection (big-endian 32 bits, then the bytes).  Input sent before the latest
- * "running" may have overtaken input handed back earlier: it is handed
- * back too, so the client sends everything again, in order. */
-static uint32_t epoch;
+/* Input on one client connection.  The client numbers its input bytes from
+ * 0 on each connection and sends each message with the number of its first
+ * byte; next is the number of the next byte to write.  A message starting
+ * beyond next follows input that was not written and is dropped silently:
+ * the client sends it again after the RETURN that told it where to start.
+ * So a RETURN is never answered by more RETURNs for input already on its
+ * way (with a round trip longer than the time between two keys that would
+ * never end), and input is written once each and in order. */
+struct console_input {
+    uint64_t next;       /* input bytes written to the console so far */
+    uint64_t told;       /* the last count the client was told (acknowledged) */
+    long long told_at;   /* when */
+    long long retry_at;  /* the console was full: "running" again no sooner */
+};
+
+static int send_state(struct proto_conn *c, const char *state, const char *why,
+                      const char *host, struct console_input *in)
+{
+    struct strbuf sb = {0};
+    kv_add(&sb, "state", "%s", state);
+    if (why)
+        kv_add(&sb, "why", "%s", why);
+    if (host)
+        kv_add(&sb, "host", "%s", host);
+    kv_add(&sb, "input", "%llu", (unsigned long long)in->next);
+    int rc = proto_send(c, MSG_CONSOLE_STATE, sb.s, (uint32_t)sb.len);
+    sb_free(&sb);
+    in->told = in->next;
+    in->told_at = now_ms();
+    return rc;
+}
+
+/* Input not written from byte in->next on: the client sends it again from
+ * there once told "running". */
+static int send_return(struct proto_conn *c, struct console_input *in)
+{
+    struct strbuf sb = {0};
+    kv_add(&sb, "input", "%llu", (unsigned long long)in->next);
+    int rc = proto_send(c, MSG_CONSOLE_RETURN, sb.s, (uint32_t)sb.len);
+    sb_free(&sb);
+    in->told = in->next;
+    in->told_at = now_ms();
+    return rc;
+}
+
+/* Write what the console takes now of data (never waiting: output keeps
+ * flowing while the guest does not read its input).  Bytes written. */
+static size_t console_write(int fd, const uint8_t *data, size_t n, bool *full)
+{
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = write(fd, data + off, n - off);
+        if (w > 0) {
+            off += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        *full = w < 0 && errno == EAGAIN;
+        break;
+    }
+    return off;
+}
 
 /* One message from the client, if one is waiting (within wait_ms).  Input
- * goes to the pty when the domain runs (pty >= 0) and it belongs to the
- * current epoch, else back to the client, to be sent again once it runs. */
-static enum client_event client_turn(struct proto_conn *c, int pty, int hold_fd, int wait_ms)
+ * goes to the console (pty >= 0) when the domain runs and the console hold
+ * is free, else the client is told to send it again (RETURN). */
+static enum client_event client_turn(struct proto_conn *c, struct console_input *in, int pty,
+                                     int hold_fd, int wait_ms)
 {
     struct pollfd p = {.fd = c->rfd, .events = POLLIN};
     char err[200];
@@ -155,37 +203,36 @@ static enum client_event client_turn(struct proto_conn *c, int pty, int hold_fd,
     if (proto_recv(c, &type, &pl, &len, err, sizeof err))
         return CLIENT_GONE;
     enum client_event ev = CLIENT_IDLE;
-    if (type == MSG_CONSOLE_DATA && len >= 4) {
-        uint32_t their = (uint32_t)pl[0] << 24 | (uint32_t)pl[1] << 16 | (uint32_t)pl[2] << 8 | pl[3];
-        size_t off = 4;
-        if (their != epoch)
-            pty = -1;
+    if (type == MSG_CONSOLE_DATA && len >= 8) {
+        uint64_t first = 0;
+        for (int i = 0; i < 8; i++)
+            first = first << 8 | pl[i];
+        uint64_t end = first + (len - 8);
+        /* Beyond next: after input not written, sent before the client
+         * heard so.  Before it: sent again, already written. */
+        if (first > in->next || end <= in->next)
+            goto out;
+        const uint8_t *data = pl + 8 + (in->next - first);
+        size_t n = (size_t)(end - in->next), written = 0;
+        bool full = false;
         /* Not while a send holds the input (it is stopping the domain). */
-        bool locked = pty >= 0 && hold_fd >= 0 && console_hold_write_begin(hold_fd);
-        if (pty >= 0 && hold_fd >= 0 && !locked)
-            pty = -1;
-        while (pty >= 0 && off < len) {
-            ssize_t w = write(pty, pl + off, len - off);
-            if (w > 0) {
-                off += (size_t)w;
-                continue;
-            }
-            if (w < 0 && errno == EAGAIN) {
-                poll(&(struct pollfd){.fd = pty, .events = POLLOUT}, 1, 100);
-                continue;
-            }
-            break;
+        if (pty >= 0 && (hold_fd < 0 || console_hold_write_begin(hold_fd))) {
+            written = console_write(pty, data, n, &full);
+            if (hold_fd >= 0)
+                console_hold_write_end(hold_fd);
         }
-        if (locked)
-            console_hold_write_end(hold_fd);
-        if (off < len)
-            ev = proto_send(c, MSG_CONSOLE_RETURN, pl + off, len - off) ? CLIENT_FAILED
-                                                                         : CLIENT_RETURNED;
+        in->next += written;
+        if (written < n) {
+            if (full)
+                in->retry_at = now_ms() + 50;
+            ev = send_return(c, in) ? CLIENT_FAILED : CLIENT_RETURNED;
+        }
     } else if (type == MSG_ABORT || type == MSG_DONE) {
         ev = CLIENT_GONE;
     } else {
         ev = CLIENT_FAILED;
     }
+out:
     free(pl);
     return ev;
 }
@@ -215,19 +262,31 @@ static bool moving(const char *mount, const char *name, bool engine_drains)
     return busy;
 }
 
-/* Does the domain run here under its own name (not arriving, not leaving,
- * not suspended or paused, its input not held)?  Input is only written to
- * its console then. */
-static bool runs(const struct mig_engine_ops *eng, struct mig_engine *e, uint32_t domid,
-                 const char *name, const char *mount, int hold_fd)
+/* Why input is not written to the console now, or NULL when the domain
+ * runs here under its own name (not arriving, not leaving, not suspended or
+ * paused, its input not held): input is only written to its console then. */
+static const char *not_running(const struct mig_engine_ops *eng, struct mig_engine *e,
+                               uint32_t domid, const char *name, const char *mount, int hold_fd)
 {
     char id[16];
     struct mig_dom d;
     bool drains = eng->console_drain && hold_fd >= 0;
     snprintf(id, sizeof id, "%u", domid);
-    return !eng->lookup(e, id, &d) && !d.paused && !d.suspended && !d.dying &&
-           !strcmp(d.name, name) && eng->is_suspended(e, domid) != 1 &&
-           !(drains && console_hold_held(hold_fd)) && !moving(mount, name, drains);
+    if (eng->lookup(e, id, &d))
+        return "gone";
+    if (d.dying)
+        return "dying";
+    if (d.paused)
+        return "paused";
+    if (d.suspended || eng->is_suspended(e, domid) == 1)
+        return "suspended";
+    if (strcmp(d.name, name))
+        return "arriving";
+    if (drains && console_hold_held(hold_fd))
+        return "stopping";
+    if (moving(mount, name, drains))
+        return "migrating";
+    return NULL;
 }
 
 /* Everything the log has now, to the client.  -1 when the client is gone. */
@@ -244,9 +303,9 @@ static int log_drain(struct proto_conn *c, int fd)
 
 /* Relay between the console and the client until the console closes (the
  * domain is gone) or the client leaves.  true when the client is still there. */
-static bool relay(struct proto_conn *c, const struct mig_engine_ops *eng, struct mig_engine *e,
-                  struct console_io *io, uint32_t domid, const char *name, const char *mount,
-                  int hold_fd)
+static bool relay(struct proto_conn *c, struct console_input *in, const struct mig_engine_ops *eng,
+                  struct mig_engine *e, struct console_io *io, uint32_t domid, const char *name,
+                  const char *mount, int hold_fd)
 {
     int known = -1; /* the state the client was last told: 1 running, 0 paused */
     long long next_check = 0;
@@ -254,12 +313,14 @@ static bool relay(struct proto_conn *c, const struct mig_engine_ops *eng, struct
 
     for (;;) {
         long long t = now_ms();
-        if (t >= next_check) {
-            int running = runs(eng, e, domid, name, mount, hold_fd);
-            if (running != known) {
-                if (running)
-                    epoch++;
-                if (send_state(c, running ? "running" : "paused", NULL))
+        if (t >= next_check && !(known == -1 && t < in->retry_at)) {
+            const char *why = not_running(eng, e, domid, name, mount, hold_fd);
+            int running = !why;
+            /* Also, now and then, how much input was written: the client
+             * keeps input until it knows. */
+            bool ack = in->next != in->told && t - in->told_at >= 200;
+            if (running != known || ack) {
+                if (send_state(c, running ? "running" : "paused", why, NULL, in))
                     return false;
             }
             known = running;
@@ -284,9 +345,9 @@ static bool relay(struct proto_conn *c, const struct mig_engine_ops *eng, struct
             }
         }
         if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
-            enum client_event ev = client_turn(c, known == 1 ? io->in : -1, hold_fd, 0);
+            enum client_event ev = client_turn(c, in, known == 1 ? io->in : -1, hold_fd, 0);
             if (ev == CLIENT_RETURNED)
-                known = -1; /* a new "running" (and epoch) makes the client resend */
+                known = -1; /* told again whether it runs: "running" makes the client resend */
             else if (ev != CLIENT_IDLE)
                 return false;
         }
@@ -299,12 +360,11 @@ int console_serve(struct proto_conn *c, const struct mig_engine_ops *eng, struct
 {
     char name[64], incoming[96], host[256], path[600];
     long long deadline = now_ms() + wait_ms;
-
-    epoch = 0; /* the client counts the "running" states of this connection */
+    struct console_input in = {0};
 
     if (kv_get(payload, len, "name", name, sizeof name) || !name[0] || strchr(name, '/') ||
         !printable(name, strlen(name))) {
-        send_state(c, "gone", NULL);
+        send_state(c, "gone", NULL, NULL, &in);
         return -EINVAL;
     }
     /* from=start: the client follows the domain here; what it wrote since
@@ -320,7 +380,7 @@ int console_serve(struct proto_conn *c, const struct mig_engine_ops *eng, struct
             !console_open(path, from_start, &io)) {
             /* Without the lock file input waits for the whole migration. */
             int hold_fd = eng->console_drain ? console_hold_open(state_dir, d.uuid) : -1;
-            bool client_there = relay(c, eng, e, &io, d.domid, name, mount, hold_fd);
+            bool client_there = relay(c, &in, eng, e, &io, d.domid, name, mount, hold_fd);
             if (hold_fd >= 0)
                 close(hold_fd);
             console_close(&io);
@@ -333,13 +393,13 @@ int console_serve(struct proto_conn *c, const struct mig_engine_ops *eng, struct
             continue;
         }
         if (!found && moved_host(mount, name, host, sizeof host))
-            return send_state(c, "moved", host) ? -EPIPE : 0;
+            return send_state(c, "moved", NULL, host, &in) ? -EPIPE : 0;
         if (now_ms() >= deadline) {
-            send_state(c, "gone", NULL);
+            send_state(c, "gone", NULL, NULL, &in);
             return -ENOENT;
         }
         /* Not (yet) here: input waits with the client. */
-        enum client_event ev = client_turn(c, -1, -1, 100);
+        enum client_event ev = client_turn(c, &in, -1, -1, 100);
         if (ev != CLIENT_IDLE && ev != CLIENT_RETURNED)
             return ev == CLIENT_GONE ? 0 : -EPROTO;
     }

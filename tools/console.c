@@ -7,6 +7,8 @@
 #include <getopt.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +37,8 @@ static const char console_help[] =
     "                        that has the domain (default 60)\n"
     "  -k, --key FILE        pre-shared key (default $VMMIG_KEY_FILE or /etc/vmmig/key)\n"
     "  -q, --quiet           no 'following DOMAIN to HOST' lines on standard error\n"
+    "  -v, --verbose         also say on standard error, stamped with the time, when\n"
+    "                        the agent takes input and when it holds it (and why)\n"
     "  -h, --help            show this help\n"
     "\n"
     "Exit status: 0 detached, 1 the domain is gone or no agent could be reached,\n"
@@ -42,29 +46,41 @@ static const char console_help[] =
 
 #define ESCAPE_CHAR 0x1d /* Ctrl-] as xl console */
 
-/* Input not yet delivered, in order: first what the agent handed back
- * (returned bytes, in the order it handed them back), then what was typed
- * and not sent yet. */
+/* Input not yet known to be written to the console, in order: on this
+ * connection, pending.s[0] is input byte number base (the agent numbers
+ * them from 0 on each connection) and bytes before sent have been sent. */
 static struct strbuf pending;
-static size_t returned_len;
+static uint64_t base, sent;
 
-static void pending_returned(const uint8_t *data, size_t n)
+/* The agent wrote input up to byte n: forget it. */
+static void pending_written(uint64_t n)
 {
-    struct strbuf sb = {0};
-    sb_add(&sb, pending.s ? pending.s : "", returned_len);
-    sb_add(&sb, (const char *)data, n);
-    if (pending.len > returned_len)
-        sb_add(&sb, pending.s + returned_len, pending.len - returned_len);
-    sb_free(&pending);
-    pending = sb;
-    returned_len += n;
+    if (n <= base)
+        return;
+    size_t drop = n - base > pending.len ? pending.len : (size_t)(n - base);
+    memmove(pending.s, pending.s + drop, pending.len - drop);
+    pending.len -= drop;
+    base += drop;
+    if (sent < base)
+        sent = base;
 }
 
-static void pending_drop(size_t n)
+static bool verbose;
+
+/* -v: what the agent said, stamped with the wall clock (ms). */
+static void say(const char *host, const char *fmt, ...)
 {
-    memmove(pending.s, pending.s + n, pending.len - n);
-    pending.len -= n;
-    returned_len = returned_len > n ? returned_len - n : 0;
+    if (!verbose)
+        return;
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    char what[300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s: %lld.%03ld %s: %s\n", toolname, (long long)t.tv_sec, t.tv_nsec / 1000000,
+            host, what);
 }
 
 static int write_all(int fd, const void *buf, size_t n)
@@ -87,15 +103,16 @@ enum session_end { END_DETACHED, END_MOVED, END_GONE, END_LOST };
 /* One connection to one host's agent.  follow: the domain just moved
  * there, so its console from the moment it arrived is asked for
  * (from=start); *served once the agent answered. */
-static enum session_end session(struct proto_conn *c, const char *domain, bool follow,
-                                bool *served, bool *stdin_open, bool interactive, char *moved_to,
-                                size_t movedsize)
+static enum session_end session(struct proto_conn *c, const char *host, const char *domain,
+                                bool follow, bool *served, bool *stdin_open, bool interactive,
+                                char *moved_to, size_t movedsize)
 {
     struct strbuf req = {0};
     bool running = false;
-    uint32_t epoch = 0; /* the "running" states this agent has sent */
     char err[200];
 
+    /* A new connection numbers input from 0: what is pending is sent first. */
+    base = sent = 0;
     kv_add(&req, "name", "%s", domain);
     if (follow)
         kv_add(&req, "from", "start");
@@ -105,15 +122,17 @@ static enum session_end session(struct proto_conn *c, const char *domain, bool f
         return END_LOST;
     for (;;) {
         /* Deliver what waits, while the domain runs. */
-        if (running && pending.len) {
-            uint8_t msg[4 + 4096];
-            size_t n = pending.len > 4096 ? 4096 : pending.len;
-            msg[0] = (uint8_t)(epoch >> 24), msg[1] = (uint8_t)(epoch >> 16);
-            msg[2] = (uint8_t)(epoch >> 8), msg[3] = (uint8_t)epoch;
-            memcpy(msg + 4, pending.s, n);
-            if (proto_send(c, MSG_CONSOLE_DATA, msg, (uint32_t)(4 + n)))
+        if (running && sent < base + pending.len) {
+            uint8_t msg[8 + 4096];
+            size_t off = (size_t)(sent - base), n = pending.len - off;
+            if (n > 4096)
+                n = 4096;
+            for (int i = 0; i < 8; i++)
+                msg[i] = (uint8_t)(sent >> (56 - 8 * i));
+            memcpy(msg + 8, pending.s + off, n);
+            if (proto_send(c, MSG_CONSOLE_DATA, msg, (uint32_t)(8 + n)))
                 return END_LOST;
-            pending_drop(n);
+            sent += n;
             continue;
         }
         struct pollfd p[2] = {{.fd = c->rfd, .events = POLLIN}, {.fd = 0, .events = POLLIN}};
@@ -144,22 +163,40 @@ static enum session_end session(struct proto_conn *c, const char *domain, bool f
         *served = true;
         enum session_end end = END_LOST;
         bool done = false;
-        char state[16] = "";
+        char state[16] = "", why[32] = "", written[24] = "";
+        if (type == MSG_CONSOLE_STATE || type == MSG_CONSOLE_RETURN) {
+            /* How much input the agent has written (not there: none new). */
+            long long n = -1;
+            if (!kv_get(pl, len, "input", written, sizeof written))
+                n = atoll(written);
+            if (n >= 0)
+                pending_written((uint64_t)n);
+        }
         switch (type) {
         case MSG_CONSOLE_DATA:
             if (write_all(1, pl, len))
                 end = END_DETACHED, done = true;
             break;
         case MSG_CONSOLE_RETURN:
-            pending_returned(pl, len);
-            running = false; /* it stopped taking input: wait for the word */
+            if (!written[0]) {
+                done = true; /* a return that does not say from where: protocol error */
+                break;
+            }
+            /* It stopped taking input at byte base: from there again, once running. */
+            say(host, "input from byte %llu not written, %zu bytes held", (unsigned long long)base,
+                pending.len);
+            sent = base;
+            running = false;
             break;
         case MSG_CONSOLE_STATE:
             kv_get(pl, len, "state", state, sizeof state);
+            kv_get(pl, len, "why", why, sizeof why);
             if (!strcmp(state, "running")) {
+                if (!running)
+                    say(host, "running, input written %s", written[0] ? written : "?");
                 running = true;
-                epoch++;
             } else if (!strcmp(state, "paused")) {
+                say(host, "paused (%s), %zu input bytes held", why[0] ? why : "?", pending.len);
                 running = false;
             } else if (!strcmp(state, "moved") &&
                        !kv_get(pl, len, "host", moved_to, movedsize) && moved_to[0]) {
@@ -182,7 +219,8 @@ static int console_main(int argc, char **argv)
     static const struct option longopts[] = {
         {"port", required_argument, 0, 'p'}, {"via", required_argument, 0, 's'},
         {"timeout", required_argument, 0, 't'}, {"key", required_argument, 0, 'k'},
-        {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
+        {"quiet", no_argument, 0, 'q'},         {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *key_file = proto_key_file(), *via = NULL;
@@ -195,7 +233,7 @@ static int console_main(int argc, char **argv)
     char err[300], host[256];
 
     toolname = "vmmig console";
-    while ((opt = getopt_long(argc, argv, "p:s:t:k:qh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "p:s:t:k:qvh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'p':
             if (parse_long(optarg, 1, 65535, &v))
@@ -210,6 +248,7 @@ static int console_main(int argc, char **argv)
             break;
         case 'k': key_file = optarg; break;
         case 'q': quiet = true; break;
+        case 'v': verbose = true; break;
         case 'h': help_exit_ok(&applet_console);
         default: usage_exit(&applet_console, "unknown option");
         }
@@ -249,8 +288,8 @@ static int console_main(int argc, char **argv)
         if (!mig_connect(host, port, via, 10000, &fd, &pid, err, sizeof err)) {
             proto_init(&c, fd, fd, 30000);
             if (!proto_handshake_client(&c, psk, psklen, NULL, err, sizeof err))
-                end = session(&c, domain, follow, &served, &stdin_open, interactive, moved,
-                              sizeof moved);
+                end = session(&c, host, domain, follow, &served, &stdin_open, interactive,
+                              moved, sizeof moved);
             proto_wipe(&c);
             close(fd);
             if (pid > 0) {

@@ -68,6 +68,19 @@ done
 # vmmigfs.  Each key sent and each line shown is stamped with dom0's
 # /proc/uptime (10 ms steps; dom0 has no bash).  Input pause: the longest a key waited for its echo;
 # output pause: the longest gap between two ticks the client showed.
+# each line stamped with dom0's uptime (s)
+stamp() { awk '{ getline t < "/proc/uptime"; close("/proc/uptime"); split(t, u, " "); print u[1], $0; fflush() }'; }
+# the console hold of one move, from `vmmig console -v`'s lines: from the
+# agent saying "paused (stopping)" (send holds the input before the stop)
+# to the next "running", in ms; and the guest's own downtime then, from
+# the migration's status on the source (STATUS-FILE-TEXT)
+hold_of_move() { # N (1st, 2nd move) STATUS
+    local n=$1 status=$2 hold down
+    hold=$(awk -v n="$n" '/paused \(stopping\)/ && !open { k++; if (k == n) { t0 = $1; open = 1 } }
+        open && / running, / { printf "%d\n", ($1 - t0) * 1000; exit }' /tmp/cp.err)
+    down=$(printf '%s\n' "$status" | sed -n 's/^downtime_ms: *\([0-9]*\).*/\1/p' | head -n1)
+    echo "hold_ms=${hold:--} downtime_ms=${down:--}"
+}
 console_pause() {
     guest_run grpa 'stty -F /dev/hvc0 raw -echo &&
 (while read -r k n; do [ "$k" = k ] && echo "echo $n"; done < /dev/hvc0 > /dev/hvc0) </dev/null >/dev/null 2>&1 &
@@ -75,17 +88,19 @@ console_pause() {
 echo started' >/dev/null
     rm -f /tmp/cp.stop /tmp/cp.sent /tmp/cp.seen /tmp/cp.err
     ( i=0; while [ ! -e /tmp/cp.stop ]; do echo "k $i"; echo "$(cut -d' ' -f1 /proc/uptime) $i" >> /tmp/cp.sent; i=$((i+1)); usleep 50000; done ) |
-        vmmig console grpa 2>/tmp/cp.err |
-        awk '{ getline t < "/proc/uptime"; close("/proc/uptime"); split(t, u, " "); print u[1], $0; fflush() }' > /tmp/cp.seen &
+        { vmmig console -v grpa 2>&1 1>&3 | stamp > /tmp/cp.err; } 3>&1 | stamp > /tmp/cp.seen &
     wait_for "grep -q ' echo ' /tmp/cp.seen" 30 || { tap_not_ok "console: no echo from grpa"; return; }
     echo grpb > $M/grpa/peer
     echo hostB > $M/grpa/migrate
     wait_for "grep -q '^done\\|^failed\\|^migrated' $M/grpa/migrate" 400
     wait_for "grep -q 'following grpa to hostB' /tmp/cp.err" 60
+    local st1 st2
+    st1=$(cat $M/grpa/status 2>/dev/null)
     sleep 3
     host_run B "echo hostA > $M/grpa/migrate" >/dev/null
     wait_for "host_run B 'cat $M/grpa/migrate' | grep -q '^done\\|^failed\\|^migrated'" 400
     wait_for "[ \$(grep -c following /tmp/cp.err) -ge 2 ]" 60
+    st2=$(host_run B "cat $M/grpa/status" 2>/dev/null)
     sleep 3
     touch /tmp/cp.stop
     sleep 2
@@ -97,6 +112,11 @@ echo started' >/dev/null
         END { lost = 0; for (k in sent) if (!(k in got)) lost++
               printf "input_pause_ms=%d output_pause_ms=%d keys=%d lost=%d\n", inmax, outmax, n, lost }' \
         /tmp/cp.sent /tmp/cp.seen)
+    local h1 h2
+    h1=$(hold_of_move 1 "$st1"); h2=$(hold_of_move 2 "$st2")
+    diag "console hold, move A->B: $h1; move B->A: $h2"
+    head -n 60 /tmp/cp.err | while read -r l; do diag "  $l"; done
+    res="$res hold1_ms=$(val hold_ms " $h1") down1_ms=$(val downtime_ms " $h1") hold2_ms=$(val hold_ms " $h2") down2_ms=$(val downtime_ms " $h2")"
     # keys typed in the last moments may still be on their way: at most 2
     if [ "$(grep -c following /tmp/cp.err)" -ge 2 ] && [ "$(val lost " $res")" -le 2 ]; then
         tap_ok "console through two group moves: $res"

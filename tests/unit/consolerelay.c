@@ -10,10 +10,12 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "consolehold.h"
@@ -186,11 +188,147 @@ static void set_line(const char *path, const char *line)
     atomic_write(path, line, strlen(line), 0644);
 }
 
-static void send_input(struct proto_conn *c, uint32_t epoch, char key)
+/* Input bytes data[0..n) numbered from first (CONSOLE_DATA's 8-byte prefix). */
+static void send_bytes(struct proto_conn *c, uint64_t first, const void *data, size_t n)
 {
-    uint8_t msg[5] = {(uint8_t)(epoch >> 24), (uint8_t)(epoch >> 16), (uint8_t)(epoch >> 8),
-                      (uint8_t)epoch, (uint8_t)key};
-    proto_send(c, MSG_CONSOLE_DATA, msg, 5);
+    uint8_t msg[8 + 256];
+    for (int i = 0; i < 8; i++)
+        msg[i] = (uint8_t)(first >> (56 - 8 * i));
+    memcpy(msg + 8, data, n);
+    proto_send(c, MSG_CONSOLE_DATA, msg, (uint32_t)(8 + n));
+}
+
+static void send_input(struct proto_conn *c, uint64_t first, char key)
+{
+    send_bytes(c, first, &key, 1);
+}
+
+/* A slow link: what one end sends reaches the other LINK_DELAY_MS later
+ * (each chunk as it was read, in order).  With the first design of the
+ * input protocol (an epoch, bytes handed back), a round trip of 600 ms
+ * while keys are typed every 15 ms returned input forever: 320 RETURNs and
+ * no key written in 10 s (measured when it was replaced). */
+#define LINK_DELAY_MS 300
+
+struct slow_pipe {
+    int from, to;
+    struct link_chunk {
+        long long due;
+        size_t n;
+        char data[512];
+    } q[256];
+};
+
+static long long ms_now(void);
+
+static void *slow_pipe_main(void *arg)
+{
+    struct slow_pipe *sp = arg;
+    size_t head = 0, tail = 0;
+    bool eof = false;
+    for (;;) {
+        while (head != tail && sp->q[head % 256].due <= ms_now()) {
+            struct link_chunk *ch = &sp->q[head % 256];
+            if (write(sp->to, ch->data, ch->n) != (ssize_t)ch->n)
+                goto out;
+            head++;
+        }
+        if (eof && head == tail)
+            break;
+        struct pollfd p = {.fd = sp->from, .events = POLLIN};
+        if (eof || tail - head == 256 || poll(&p, 1, 1) != 1) {
+            if (eof || tail - head == 256)
+                usleep(1000);
+            continue;
+        }
+        struct link_chunk *ch = &sp->q[tail % 256];
+        ssize_t n = read(sp->from, ch->data, sizeof ch->data);
+        if (n <= 0) {
+            eof = true;
+            continue;
+        }
+        ch->n = (size_t)n;
+        ch->due = ms_now() + LINK_DELAY_MS;
+        tail++;
+    }
+out:
+    shutdown(sp->to, SHUT_WR);
+    return NULL;
+}
+
+static long long ms_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* A client as vmmig console's: input numbered from 0, sent while told
+ * "running", from the byte a RETURN names again once told "running";
+ * forgets what the agent says it wrote.  Types key i (byte i) every 15 ms;
+ * the console hold is taken from key 30 to key 50.  What reaches the
+ * console socket q goes to got; *typed_when[i]: keys typed when byte i
+ * arrived.  Returns the number of RETURNs seen. */
+static int typing_client(struct proto_conn *c, int q, int keys, uint8_t *got, int *ngot,
+                         int *typed_when)
+{
+    uint8_t pending[256];
+    uint64_t base = 0, sent = 0;
+    int typed = 0, returns = 0, hold = -1;
+    bool running = false;
+    long long next_key = ms_now(), give_up = ms_now() + 10000;
+    char err[200];
+
+    *ngot = 0;
+    while (ms_now() < give_up && *ngot < keys) {
+        if (typed < keys && ms_now() >= next_key) {
+            pending[typed - base] = (uint8_t)typed;
+            typed++;
+            next_key += 15;
+            if (typed == 30)
+                hold = console_hold_open(state_dir, UUID), console_hold_take(hold);
+            if (typed == 50)
+                close(hold);
+        }
+        if (running && sent < (uint64_t)typed) {
+            send_bytes(c, sent, pending + (sent - base), (size_t)((uint64_t)typed - sent));
+            sent = (uint64_t)typed;
+        }
+        struct pollfd p[2] = {{.fd = c->rfd, .events = POLLIN}, {.fd = q, .events = POLLIN}};
+        if (poll(p, 2, 5) <= 0)
+            continue;
+        if (p[1].revents & POLLIN) {
+            uint8_t in[256];
+            ssize_t n = read(q, in, sizeof in);
+            for (ssize_t i = 0; i < n && *ngot < keys; i++) {
+                typed_when[*ngot] = typed;
+                got[(*ngot)++] = in[i];
+            }
+        }
+        if (!(p[0].revents & POLLIN))
+            continue;
+        int type;
+        uint8_t *pl;
+        uint32_t len;
+        char v[24] = "", st[16] = "";
+        if (proto_recv(c, &type, &pl, &len, err, sizeof err))
+            break;
+        if (!kv_get(pl, len, "input", v, sizeof v) && (uint64_t)atoll(v) > base) {
+            uint64_t w = (uint64_t)atoll(v);
+            memmove(pending, pending + (w - base), (size_t)((uint64_t)typed - w));
+            base = w;
+        }
+        if (type == MSG_CONSOLE_RETURN) {
+            returns++;
+            sent = base;
+            running = false;
+        } else if (type == MSG_CONSOLE_STATE) {
+            kv_get(pl, len, "state", st, sizeof st);
+            running = !strcmp(st, "running");
+        }
+        free(pl);
+    }
+    return returns;
 }
 
 static bool socket_gets(int q, char want, int ms)
@@ -198,6 +336,23 @@ static bool socket_gets(int q, char want, int ms)
     char in[8] = "";
     struct pollfd p = {.fd = q, .events = POLLIN};
     return poll(&p, 1, ms) == 1 && read(q, in, sizeof in) == 1 && in[0] == want;
+}
+
+/* Exactly want arrives at the console socket within ms. */
+static bool socket_gets_str(int q, const char *want, int ms)
+{
+    char in[64];
+    size_t n = 0, len = strlen(want);
+    while (n < len) {
+        struct pollfd p = {.fd = q, .events = POLLIN};
+        if (poll(&p, 1, ms) != 1)
+            return false;
+        ssize_t r = read(q, in + n, sizeof in - n);
+        if (r <= 0)
+            return false;
+        n += (size_t)r;
+    }
+    return n == len && !memcmp(in, want, len);
 }
 
 static void start(struct serve *s, int *client, pthread_t *t, const char *req, int wait_ms)
@@ -222,6 +377,7 @@ int main(void)
     int cfd;
 
     setvbuf(stdout, NULL, _IONBF, 0);
+    signal(SIGPIPE, SIG_IGN); /* the slow link's ends close while it writes */
     snprintf(dir, sizeof dir, "/tmp/vmmig-cr.XXXXXX");
     if (!mkdtemp(dir))
         return 1;
@@ -250,8 +406,7 @@ int main(void)
     is_str(out.s ? out.s : "", "tick 1\n", "output from the log's end, none from the socket");
 
     /* Input to the socket. */
-    uint8_t msg[5] = {0, 0, 0, 1, 'k'};
-    proto_send(&cl, MSG_CONSOLE_DATA, msg, 5);
+    send_input(&cl, 0, 'k');
     char in[8] = "";
     struct pollfd qp = {.fd = q, .events = POLLIN};
     ok(poll(&qp, 1, 2000) == 1 && read(q, in, sizeof in) == 1 && in[0] == 'k',
@@ -298,8 +453,8 @@ int main(void)
     ok(await_msg(&cl, MSG_CONSOLE_STATE, 1000, got, sizeof got) && strstr(got, "state=paused"),
        "no drain, a job running: the client is told paused");
     send_input(&cl, 0, 'x');
-    ok(await_msg(&cl, MSG_CONSOLE_RETURN, 1000, got, sizeof got) && !strcmp(got, "x"),
-       "  input is handed back");
+    ok(await_msg(&cl, MSG_CONSOLE_RETURN, 1000, got, sizeof got) && !strcmp(got, "input=0\n"),
+       "  the client is told to send it again from byte 0 (RETURN input=0)");
     ok(!socket_gets(q, 'x', 200), "  and never reaches the console");
     close(cfd);
     dom_here = false;
@@ -313,20 +468,30 @@ int main(void)
     q = accept_wait(lfd);
     ok(await_msg(&cl, MSG_CONSOLE_STATE, 1000, got, sizeof got) && strstr(got, "state=running"),
        "drain, pre-copy: the client is told running");
-    send_input(&cl, 1, 'a');
+    send_input(&cl, 0, 'a');
     ok(socket_gets(q, 'a', 1000), "  input reaches the console during pre-copy");
     int hold = console_hold_open(state_dir, UUID);
     ok(hold >= 0 && !console_hold_take(hold), "send takes the console hold (before the stop)");
-    ok(await_msg(&cl, MSG_CONSOLE_STATE, 1000, got, sizeof got) && strstr(got, "state=paused"),
-       "  the client is told paused");
+    ok(await_msg(&cl, MSG_CONSOLE_STATE, 1000, got, sizeof got) && strstr(got, "state=paused") &&
+           strstr(got, "why=stopping") && strstr(got, "input=1"),
+       "  the client is told paused (why=stopping), with the input written (input=1)");
     send_input(&cl, 1, 'b');
-    ok(await_msg(&cl, MSG_CONSOLE_RETURN, 1000, got, sizeof got) && !strcmp(got, "b"),
-       "  input sent meanwhile is handed back");
+    ok(await_msg(&cl, MSG_CONSOLE_RETURN, 1000, got, sizeof got) && !strcmp(got, "input=1\n"),
+       "  input sent meanwhile: send again from byte 1");
+    send_input(&cl, 2, 'c');
+    ok(!await_msg(&cl, MSG_CONSOLE_RETURN, 300, got, sizeof got),
+       "  input after it, already on its way, is dropped without another RETURN");
     ok(!socket_gets(q, 'b', 200), "  and never reaches the console");
     close(hold); /* send ended (failed: the domain runs here again) */
     ok(await_state(&cl, "running", 1000), "the hold released: running again");
-    send_input(&cl, 2, 'b');
-    ok(socket_gets(q, 'b', 1000), "  the handed-back input is delivered");
+    send_bytes(&cl, 1, "bc", 2);
+    ok(socket_gets_str(q, "bc", 1000),
+       "  the client's input from byte 1 is delivered, in order");
+    send_bytes(&cl, 2, "cd", 2);
+    ok(socket_gets(q, 'd', 1000), "  input sent again that overlaps what was written: only the new byte");
+    send_input(&cl, 9, 'z');
+    ok(!socket_gets(q, 'z', 300) && !await_msg(&cl, MSG_CONSOLE_RETURN, 10, got, sizeof got),
+       "  input that does not follow what was written is dropped");
     set_line(path, "recovering hostB: stage 3: the agent was killed\n");
     ok(await_state(&cl, "paused", 1000), "drain, recovering: paused");
     close(cfd);
@@ -335,6 +500,54 @@ int main(void)
     pthread_join(t, NULL);
     s.eng = NULL;
     atomic_write(path, "idle\n", 5, 0644);
+
+    /* A slow link (a round trip of 600 ms, much longer than the 15 ms
+     * between two keys) and a hold while the client types: the client is
+     * told once to send again, input already on its way is dropped, and
+     * typing goes on reaching the console (with the first design, each
+     * key returned made the agent return the next one too, for as long as
+     * the client kept typing). */
+    {
+        int a[2], b[2];
+        socketpair(AF_UNIX, SOCK_STREAM, 0, a); /* client end, link end */
+        socketpair(AF_UNIX, SOCK_STREAM, 0, b); /* link end, relay end */
+        static struct slow_pipe up, down;
+        up.from = a[1], up.to = b[0], down.from = b[0], down.to = a[1];
+        pthread_t tu, td;
+        pthread_create(&tu, NULL, slow_pipe_main, &up);
+        pthread_create(&td, NULL, slow_pipe_main, &down);
+        dom_here = true;
+        set_line(path, "running hostB stage=2 iterative-pre-copy round=2\n");
+        s.eng = &fake_draining;
+        authed(&s.c, b[1]);
+        s.req = "name=web1\n";
+        s.wait_ms = 2000;
+        pthread_create(&t, NULL, serve_main, &s);
+        authed(&cl, a[0]);
+        q = accept_wait(lfd);
+        int keys = 200, ngot = 0, when[200];
+        uint8_t keyseen[200];
+        int returns = typing_client(&cl, q, keys, keyseen, &ngot, when);
+        bool in_order = ngot == keys;
+        for (int i = 0; i < ngot; i++)
+            in_order = in_order && keyseen[i] == (uint8_t)i;
+        ok(returns >= 1, "slow link, hold while typing: input was handed back (%d RETURNs)", returns);
+        ok(in_order, "  every key reached the console once, in order (%d of %d)", ngot, keys);
+        ok(ngot >= 100 && when[99] < keys,
+           "  and typing went on reaching it: key 99 arrived when %d of %d keys were typed",
+           ngot >= 100 ? when[99] : -1, keys);
+        close(a[0]);
+        dom_here = false;
+        close(q);
+        pthread_join(t, NULL);
+        close(b[1]);
+        pthread_join(tu, NULL);
+        pthread_join(td, NULL);
+        close(a[1]);
+        close(b[0]);
+        s.eng = NULL;
+        atomic_write(path, "idle\n", 5, 0644);
+    }
 
     /* Failure paths: no log; a socket not named .sock. */
     dom_here = true;
