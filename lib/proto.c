@@ -595,15 +595,11 @@ int proto_recv(struct proto_conn *c, int *type, uint8_t **payload, uint32_t *len
             goto out;
     }
     if (c->authed && mtype == MSG_CHUNK) {
-        /* The MAC covered only the content id: the data must match it
-         * (here, or by the caller that asked to defer it). */
+        /* The MAC covered only the content id: the data must match it. */
         uint64_t ci;
         const uint8_t *cd;
         uint32_t cl;
-        if (c->defer_chunk_check)
-            rc = proto_chunk_split(buf, n, &ci, &cd, &cl, msg, sizeof msg);
-        else
-            rc = proto_chunk_parse(buf, n, &ci, &cd, &cl, msg, sizeof msg);
+        rc = proto_chunk_parse(buf, n, &ci, &cd, &cl, msg, sizeof msg);
         if (rc)
             goto out;
     }

@@ -140,11 +140,6 @@ struct proto_conn {
     int rx_err;           /* first proto_recv failure; 0 while healthy */
     char rx_errmsg[160];
     bool wfd_not_socket;  /* learnt on the first write: send() said ENOTSOCK */
-    /* CHUNKs come back from proto_recv() with their header checked (the MAC
-     * covers it) but their data not yet checked against the content id: the
-     * caller must call proto_chunk_parse() before it uses the data (so that
-     * a pipeline checks one chunk while the next arrives). */
-    bool defer_chunk_check;
     int64_t deadline_ms;  /* during the handshake: when it must be done */
 };
 

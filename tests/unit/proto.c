@@ -148,7 +148,6 @@ static long elapsed_ms(const struct timespec *t0)
 
 /* Feed bytes to a fresh destination-side connection (authenticated or not)
  * and receive one message; then once more, to see the failure stick. */
-static bool rx_defer; /* receive with defer_chunk_check */
 static void recv_raw(const uint8_t *bytes, size_t n, bool close_after, bool is_authed,
                      int timeout, struct rx *out)
 {
@@ -167,7 +166,6 @@ static void recv_raw(const uint8_t *bytes, size_t n, bool close_after, bool is_a
         proto_init(&c, sv[1], sv[1], timeout);
         c.role = PROTO_ROLE_DEST;
     }
-    c.defer_chunk_check = rx_defer;
     /* What fits in the socket's buffer is there before the receiver starts:
      * on a loaded machine the thread may not run within a short timeout,
      * and a "stall" test must see the bytes before the stall. */
@@ -726,27 +724,6 @@ static void test_bad_frames(void)
         refused(&r, -EBADMSG, "MAC mismatch", "a CHUNK index changed without the key");
         buf[20 + 7] ^= 1;
 
-        /* defer_chunk_check: the data comes back unchecked, the caller's
-         * proto_chunk_parse() refuses it; the MAC still guards the header. */
-        rx_defer = true;
-        buf[20 + PROTO_CHUNK_HDR + 50] ^= 1;
-        recv_raw(buf, n + 16, false, true, 2000, &r);
-        ok(r.rc == 0 && r.type == MSG_CHUNK, "deferred check: a CHUNK with a flipped data byte is returned");
-        if (r.rc == 0) {
-            uint64_t ci;
-            const uint8_t *cd;
-            uint32_t cl;
-            char perr[200] = "";
-            is_int(proto_chunk_parse(r.payload, r.len, &ci, &cd, &cl, perr, sizeof perr), -EBADMSG,
-                   "  ...and proto_chunk_parse refuses it: %s", perr);
-            free(r.payload);
-        }
-        buf[20 + PROTO_CHUNK_HDR + 50] ^= 1;
-        buf[20 + 7] ^= 1;
-        recv_raw(buf, n + 16, false, true, 2000, &r);
-        refused(&r, -EBADMSG, "MAC mismatch", "deferred check: a CHUNK index changed is still refused");
-        buf[20 + 7] ^= 1;
-        rx_defer = false;
     }
 
     n = frame(buf, MSG_ABORT, 0, text, 12, true);
