@@ -324,7 +324,9 @@ static bool relay(struct proto_conn *c, struct console_input *in, const struct m
                     return false;
             }
             known = running;
-            next_check = t + 20;
+            /* From the check's end: a slow check (libxl and vmmigfs under
+             * load) must leave time for the console and the client. */
+            next_check = now_ms() + 20;
         }
         /* A file is always readable: the log is read every turn instead. */
         if (io->log && log_drain(c, io->out))
@@ -344,12 +346,18 @@ static bool relay(struct proto_conn *c, struct console_input *in, const struct m
                 return !(io->log && log_drain(c, io->out));
             }
         }
-        if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+        /* Every message waiting (a key is a message): one per turn, after
+         * a check that takes longer than the time between two keys, would
+         * let input fall behind for as long as the user types. */
+        for (int n = 0; n < 256 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)); n++) {
             enum client_event ev = client_turn(c, in, known == 1 ? io->in : -1, hold_fd, 0);
-            if (ev == CLIENT_RETURNED)
+            if (ev == CLIENT_RETURNED) {
                 known = -1; /* told again whether it runs: "running" makes the client resend */
-            else if (ev != CLIENT_IDLE)
+                break;
+            }
+            if (ev != CLIENT_IDLE)
                 return false;
+            p[1].revents = poll(&p[1], 1, 0) == 1 ? p[1].revents : 0;
         }
     }
 }
