@@ -213,4 +213,9 @@ like "$(cat "$dir/err")" "expected HOST and at least one DOMAIN" "  ...saying wh
 is "$rc" 2 "a domain named twice: usage error"
 "$VMMIG" comigrate --bogus hostB a >/dev/null 2>&1; rc=$?
 is "$rc" 2 "an unknown option: usage error"
+reset
+comigrate -a postcopy hostB a b >/dev/null 2>"$dir/err"; rc=$?
+is "$rc" 2 "-a postcopy: refused"
+like "$(cat "$dir/err")" "post-copy cannot move a group together" "  ...saying why"
+ok "$([ ! -s "$dir/log" ]; echo $?)" "  ...and no member was started"
 done_testing

@@ -40,7 +40,8 @@ static const char comigrate_help[] =
     "\n"
     "  -p, --port N          destination agent's TCP port (default 8123)\n"
     "  -s, --via CMD         exec transport instead of TCP (see vmmig send)\n"
-    "  -a, --algorithm A     precopy (default) or stopcopy\n"
+    "  -a, --algorithm A     precopy (default) or stopcopy (post-copy is refused:\n"
+    "                        each destination would run before the others commit)\n"
     "  -f, --force           go ahead over guest holds past their quota\n"
     "  -t, --timeout S       longest silence from a peer (default 30)\n"
     "  -R, --recover         settle every member after a coordinator that died\n"
@@ -390,7 +391,16 @@ static int comigrate_main(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "p:s:a:ft:k:d:P:Rh", longopts, NULL)) != -1) {
         char *o;
         switch (opt) {
-        case 'p': case 's': case 'a': case 't': case 'k': case 'd': case 'P': {
+        case 'a':
+            /* Post-copy runs each destination as soon as it switches, before
+             * the other members have committed: no all-or-nothing, no
+             * resuming together. */
+            if (!strcmp(optarg, "postcopy"))
+                usage_exit(&applet_comigrate, "post-copy cannot move a group together (each "
+                           "destination runs as soon as it switches, before the others have "
+                           "committed): use precopy or stopcopy");
+            /* fall through */
+        case 'p': case 's': case 't': case 'k': case 'd': case 'P': {
             /* `send` checks the values, as it would for one domain */
             const char *name = "";
             for (const struct option *lo = longopts; lo->name; lo++)
