@@ -251,6 +251,22 @@ bool console_migrate_holds_input(const char *migrate_line, bool engine_drains)
     return !engine_drains;
 }
 
+/* Where vmmigfs says the domain is being migrated to ("running HOST ..."). */
+static void migrating_to(const char *mount, const char *name, char *host, size_t size)
+{
+    char path[512], *text = NULL;
+    snprintf(path, sizeof path, "%s/%s/migrate", mount, name);
+    host[0] = 0;
+    if (!read_file(path, &text, NULL) && !strncmp(text, "running ", 8)) {
+        size_t n = strcspn(text + 8, " \n");
+        if (n && n < size) {
+            memcpy(host, text + 8, n);
+            host[n] = 0;
+        }
+    }
+    free(text);
+}
+
 static bool moving(const char *mount, const char *name, bool engine_drains)
 {
     char path[512], *text = NULL;
@@ -320,7 +336,11 @@ static bool relay(struct proto_conn *c, struct console_input *in, const struct m
              * keeps input until it knows. */
             bool ack = in->next != in->told && t - in->told_at >= 200;
             if (running != known || ack) {
-                if (send_state(c, running ? "running" : "paused", why, NULL, in))
+                /* Moving: where to, so that the client attaches there now. */
+                char to[256] = "";
+                if (why && (!strcmp(why, "stopping") || !strcmp(why, "migrating")))
+                    migrating_to(mount, name, to, sizeof to);
+                if (send_state(c, running ? "running" : "paused", why, to[0] ? to : NULL, in))
                     return false;
             }
             known = running;

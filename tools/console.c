@@ -1,7 +1,10 @@
 /* vmmig console: attach to a domain's console through the vmmig agent of
  * the host it runs on, and stay attached when it migrates: the agent says
  * where it went, input typed meanwhile waits here and is delivered once the
- * domain runs again. */
+ * domain runs again.  While the domain is being stopped for a move, the
+ * client already attaches to the destination's agent (standby), so that
+ * input flows there as soon as the domain runs there, and the destination's
+ * output is shown once the source's has all been. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
@@ -28,7 +31,8 @@ static const char console_help[] =
     "Attach to DOMAIN's console through the vmmig agent on HOST (default\n"
     "localhost; the agent a listening vmmigfs runs) and follow it when it migrates:\n"
     "input typed while it moves is held and delivered once it runs on its new\n"
-    "host.  On Xen the console is xenconsoled's pty, on QEMU the virtio console\n"
+    "host (the client attaches there as the domain stops, not after it left).\n"
+    "On Xen the console is xenconsoled's pty, on QEMU the virtio console\n"
     "hvc0 (console.sock, output from console.log).  On a terminal, Ctrl-] detaches.\n"
     "\n"
     "  -p, --port N          the agents' TCP port (default 8123)\n"
@@ -46,28 +50,12 @@ static const char console_help[] =
 
 #define ESCAPE_CHAR 0x1d /* Ctrl-] as xl console */
 
-/* Input not yet known to be written to the console, in order: on this
- * connection, pending.s[0] is input byte number base (the agent numbers
- * them from 0 on each connection) and bytes before sent have been sent. */
+/* Input typed and not yet known to be written to the console, in order. */
 static struct strbuf pending;
-static uint64_t base, sent;
-
-/* The agent wrote input up to byte n: forget it. */
-static void pending_written(uint64_t n)
-{
-    if (n <= base)
-        return;
-    size_t drop = n - base > pending.len ? pending.len : (size_t)(n - base);
-    memmove(pending.s, pending.s + drop, pending.len - drop);
-    pending.len -= drop;
-    base += drop;
-    if (sent < base)
-        sent = base;
-}
 
 static bool verbose;
 
-/* -v: what the agent said, stamped with the wall clock (ms). */
+/* -v: what happened, stamped with the wall clock (s.ms). */
 static void say(const char *host, const char *fmt, ...)
 {
     if (!verbose)
@@ -98,120 +86,175 @@ static int write_all(int fd, const void *buf, size_t n)
     return 0;
 }
 
-enum session_end { END_DETACHED, END_MOVED, END_GONE, END_LOST };
+/* One connection to one host's agent.  Input goes to one at a time (the
+ * target): pending.s[0] is input byte number base of that connection (the
+ * agent numbers them from 0 on each), and bytes before sent were sent. */
+struct session {
+    bool open;
+    char host[256];
+    struct proto_conn c;
+    int fd;
+    pid_t pid;
+    bool served;         /* the agent answered */
+    bool running;        /* it said the domain runs there: it takes input */
+    uint64_t base, sent;
+    struct strbuf held;  /* a standby's output, shown once the current one ends */
+};
 
-/* One connection to one host's agent.  follow: the domain just moved
- * there, so its console from the moment it arrived is asked for
- * (from=start); *served once the agent answered. */
-static enum session_end session(struct proto_conn *c, const char *host, const char *domain,
-                                bool follow, bool *served, bool *stdin_open, bool interactive,
-                                char *moved_to, size_t movedsize)
+/* The settings every connection needs. */
+struct client {
+    const char *domain, *via;
+    unsigned port;
+    const uint8_t *psk;
+    size_t psklen;
+    char err[300];
+};
+
+static void session_close(struct session *s)
+{
+    if (!s->open)
+        return;
+    proto_wipe(&s->c);
+    close(s->fd);
+    if (s->pid > 0) {
+        kill(s->pid, SIGTERM);
+        waitpid(s->pid, NULL, 0);
+    }
+    sb_free(&s->held);
+    memset(s, 0, sizeof *s);
+}
+
+/* Connect to host's agent and ask for the domain's console; follow: it
+ * moves (moved) there, so ask for its console from its arrival
+ * (from=start).  0, or -1 with cl->err. */
+static int session_open(struct client *cl, struct session *s, const char *host, bool follow)
 {
     struct strbuf req = {0};
-    bool running = false;
-    char err[200];
+    int fd;
+    pid_t pid = 0;
 
-    /* A new connection numbers input from 0: what is pending is sent first. */
-    base = sent = 0;
-    kv_add(&req, "name", "%s", domain);
+    memset(s, 0, sizeof *s);
+    cl->err[0] = 0;
+    if (mig_connect(host, cl->port, cl->via, 10000, &fd, &pid, cl->err, sizeof cl->err))
+        return -1;
+    s->open = true;
+    s->fd = fd;
+    s->pid = pid;
+    strlcpy0(s->host, host, sizeof s->host);
+    proto_init(&s->c, fd, fd, 30000);
+    kv_add(&req, "name", "%s", cl->domain);
     if (follow)
         kv_add(&req, "from", "start");
-    int rc = proto_send(c, MSG_CONSOLE, req.s, (uint32_t)req.len);
-    sb_free(&req);
-    if (rc)
-        return END_LOST;
-    for (;;) {
-        /* Deliver what waits, while the domain runs. */
-        if (running && sent < base + pending.len) {
-            uint8_t msg[8 + 4096];
-            size_t off = (size_t)(sent - base), n = pending.len - off;
-            if (n > 4096)
-                n = 4096;
-            for (int i = 0; i < 8; i++)
-                msg[i] = (uint8_t)(sent >> (56 - 8 * i));
-            memcpy(msg + 8, pending.s + off, n);
-            if (proto_send(c, MSG_CONSOLE_DATA, msg, (uint32_t)(8 + n)))
-                return END_LOST;
-            sent += n;
-            continue;
-        }
-        struct pollfd p[2] = {{.fd = c->rfd, .events = POLLIN}, {.fd = 0, .events = POLLIN}};
-        int np = *stdin_open ? 2 : 1;
-        if (poll(p, (nfds_t)np, -1) < 0) {
-            if (errno == EINTR)
-                continue;
-            return END_LOST;
-        }
-        if (np == 2 && (p[1].revents & (POLLIN | POLLHUP))) {
-            uint8_t buf[4096];
-            ssize_t r = read(0, buf, sizeof buf);
-            if (r <= 0) {
-                *stdin_open = false;
-            } else {
-                if (interactive && memchr(buf, ESCAPE_CHAR, (size_t)r))
-                    return END_DETACHED;
-                sb_add(&pending, (const char *)buf, (size_t)r);
-            }
-        }
-        if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
-            continue;
-        int type;
-        uint8_t *pl = NULL;
-        uint32_t len;
-        if (proto_recv(c, &type, &pl, &len, err, sizeof err))
-            return END_LOST;
-        *served = true;
-        enum session_end end = END_LOST;
-        bool done = false;
-        char state[16] = "", why[32] = "", written[24] = "";
-        if (type == MSG_CONSOLE_STATE || type == MSG_CONSOLE_RETURN) {
-            /* How much input the agent has written (not there: none new). */
-            long long n = -1;
-            if (!kv_get(pl, len, "input", written, sizeof written))
-                n = atoll(written);
-            if (n >= 0)
-                pending_written((uint64_t)n);
-        }
-        switch (type) {
-        case MSG_CONSOLE_DATA:
-            if (write_all(1, pl, len))
-                end = END_DETACHED, done = true;
-            break;
-        case MSG_CONSOLE_RETURN:
-            if (!written[0]) {
-                done = true; /* a return that does not say from where: protocol error */
-                break;
-            }
-            /* It stopped taking input at byte base: from there again, once running. */
-            say(host, "input from byte %llu not written, %zu bytes held", (unsigned long long)base,
-                pending.len);
-            sent = base;
-            running = false;
-            break;
-        case MSG_CONSOLE_STATE:
-            kv_get(pl, len, "state", state, sizeof state);
-            kv_get(pl, len, "why", why, sizeof why);
-            if (!strcmp(state, "running")) {
-                if (!running)
-                    say(host, "running, input written %s", written[0] ? written : "?");
-                running = true;
-            } else if (!strcmp(state, "paused")) {
-                say(host, "paused (%s), %zu input bytes held", why[0] ? why : "?", pending.len);
-                running = false;
-            } else if (!strcmp(state, "moved") &&
-                       !kv_get(pl, len, "host", moved_to, movedsize) && moved_to[0]) {
-                end = END_MOVED, done = true;
-            } else {
-                end = END_GONE, done = true;
-            }
-            break;
-        default:
-            done = true;
-        }
-        free(pl);
-        if (done)
-            return end;
+    if (proto_handshake_client(&s->c, cl->psk, cl->psklen, NULL, cl->err, sizeof cl->err) ||
+        proto_send(&s->c, MSG_CONSOLE, req.s, (uint32_t)req.len)) {
+        if (!cl->err[0])
+            snprintf(cl->err, sizeof cl->err, "cannot ask for the console");
+        sb_free(&req);
+        session_close(s);
+        return -1;
     }
+    sb_free(&req);
+    return 0;
+}
+
+/* The target's agent wrote its input up to byte n: forget it. */
+static void pending_written(struct session *t, uint64_t n)
+{
+    if (n <= t->base)
+        return;
+    size_t drop = n - t->base > pending.len ? pending.len : (size_t)(n - t->base);
+    memmove(pending.s, pending.s + drop, pending.len - drop);
+    pending.len -= drop;
+    t->base += drop;
+    if (t->sent < t->base)
+        t->sent = t->base;
+}
+
+/* Send what waits to the target, while the domain runs there.  -1: lost. */
+static int deliver(struct session *t)
+{
+    while (t->running && t->sent < t->base + pending.len) {
+        uint8_t msg[8 + 4096];
+        size_t off = (size_t)(t->sent - t->base), n = pending.len - off;
+        if (n > 4096)
+            n = 4096;
+        for (int i = 0; i < 8; i++)
+            msg[i] = (uint8_t)(t->sent >> (56 - 8 * i));
+        memcpy(msg + 8, pending.s + off, n);
+        if (proto_send(&t->c, MSG_CONSOLE_DATA, msg, (uint32_t)(8 + n)))
+            return -1;
+        t->sent += n;
+    }
+    return 0;
+}
+
+enum msg_event { EV_NONE, EV_RUNNING, EV_PAUSED, EV_MOVED, EV_GONE, EV_LOST, EV_DETACH };
+
+/* One message from s's agent.  is_target: its input counts are ours;
+ * shown: its output goes to standard output (else it is held).  On
+ * EV_MOVED the host is in where; on EV_PAUSED where says where the domain
+ * is going, if the agent said ("" if not). */
+static enum msg_event session_recv(struct session *s, bool is_target, bool shown, char *where,
+                                   size_t wsize)
+{
+    int type;
+    uint8_t *pl = NULL;
+    uint32_t len;
+    char err[200], state[16] = "", why[32] = "", written[24] = "";
+    enum msg_event ev = EV_NONE;
+
+    where[0] = 0;
+    if (proto_recv(&s->c, &type, &pl, &len, err, sizeof err))
+        return EV_LOST;
+    s->served = true;
+    if (is_target && (type == MSG_CONSOLE_STATE || type == MSG_CONSOLE_RETURN) &&
+        !kv_get(pl, len, "input", written, sizeof written))
+        pending_written(s, (uint64_t)strtoull(written, NULL, 10));
+    switch (type) {
+    case MSG_CONSOLE_DATA:
+        if (!shown)
+            sb_add(&s->held, (const char *)pl, len);
+        else if (write_all(1, pl, len))
+            ev = EV_DETACH;
+        break;
+    case MSG_CONSOLE_RETURN:
+        if (kv_get(pl, len, "input", written, sizeof written)) {
+            ev = EV_LOST; /* a return that does not say from where */
+            break;
+        }
+        if (is_target) {
+            say(s->host, "input from byte %llu not written, %zu bytes held",
+                (unsigned long long)s->base, pending.len);
+            s->sent = s->base; /* from there again, once running */
+        }
+        s->running = false;
+        break;
+    case MSG_CONSOLE_STATE:
+        kv_get(pl, len, "state", state, sizeof state);
+        kv_get(pl, len, "why", why, sizeof why);
+        if (!strcmp(state, "running")) {
+            if (!s->running)
+                say(s->host, "running, input written %s", written[0] ? written : "?");
+            s->running = true;
+            ev = EV_RUNNING;
+        } else if (!strcmp(state, "paused")) {
+            kv_get(pl, len, "host", where, wsize);
+            say(s->host, "paused (%s)%s%s, %zu input bytes held", why[0] ? why : "?",
+                where[0] ? ", going to " : "", where, pending.len);
+            s->running = false;
+            ev = EV_PAUSED;
+        } else if (!strcmp(state, "moved") && !kv_get(pl, len, "host", where, wsize) &&
+                   where[0]) {
+            ev = EV_MOVED;
+        } else {
+            ev = EV_GONE;
+        }
+        break;
+    default:
+        ev = EV_LOST;
+    }
+    free(pl);
+    return ev;
 }
 
 static int console_main(int argc, char **argv)
@@ -223,14 +266,13 @@ static int console_main(int argc, char **argv)
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    const char *key_file = proto_key_file(), *via = NULL;
-    unsigned port = PROTO_DEFAULT_PORT;
+    const char *key_file = proto_key_file();
     int timeout_s = 60, opt, rc = 1;
     bool quiet = false;
     long v;
     static uint8_t psk[PROTO_KEY_MAX];
-    size_t psklen;
-    char err[300], host[256];
+    struct client cl = {.port = PROTO_DEFAULT_PORT, .psk = psk};
+    char host[256];
 
     toolname = "vmmig console";
     while ((opt = getopt_long(argc, argv, "p:s:t:k:qvh", longopts, NULL)) != -1) {
@@ -238,9 +280,9 @@ static int console_main(int argc, char **argv)
         case 'p':
             if (parse_long(optarg, 1, 65535, &v))
                 usage_exit(&applet_console, "bad port '%s' (1-65535)", optarg);
-            port = (unsigned)v;
+            cl.port = (unsigned)v;
             break;
-        case 's': via = optarg; break;
+        case 's': cl.via = optarg; break;
         case 't':
             if (parse_long(optarg, 1, 3600, &v))
                 usage_exit(&applet_console, "bad timeout '%s' (1-3600 seconds)", optarg);
@@ -255,12 +297,12 @@ static int console_main(int argc, char **argv)
     }
     if (argc - optind < 1 || argc - optind > 2)
         usage_exit(&applet_console, "expected DOMAIN [HOST]");
-    const char *domain = argv[optind];
+    cl.domain = argv[optind];
     strlcpy0(host, argc - optind == 2 ? argv[optind + 1] : "localhost", sizeof host);
-    if (!domain[0] || !host[0] || host[0] == '-')
+    if (!cl.domain[0] || !host[0] || host[0] == '-')
         usage_exit(&applet_console, "bad domain or host");
-    if (proto_load_key(key_file, psk, &psklen, err, sizeof err)) {
-        error_msg("%s", err);
+    if (proto_load_key(key_file, psk, &cl.psklen, cl.err, sizeof cl.err)) {
+        error_msg("%s", cl.err);
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -275,52 +317,145 @@ static int console_main(int argc, char **argv)
         interactive = false;
     }
 
+    /* cur: the host the domain runs on (its output is shown); standby: the
+     * host it is moving to, attached while it stops there. */
+    struct session cur = {0}, standby = {0};
     time_t give_up = time(NULL) + timeout_s;
     bool follow = false;
     for (;;) {
-        bool served = false;
-        struct proto_conn c;
-        int fd;
-        pid_t pid = 0;
-        enum session_end end = END_LOST;
-        char moved[256] = "";
-
-        if (!mig_connect(host, port, via, 10000, &fd, &pid, err, sizeof err)) {
-            proto_init(&c, fd, fd, 30000);
-            if (!proto_handshake_client(&c, psk, psklen, NULL, err, sizeof err))
-                end = session(&c, host, domain, follow, &served, &stdin_open, interactive,
-                              moved, sizeof moved);
-            proto_wipe(&c);
-            close(fd);
-            if (pid > 0) {
-                kill(pid, SIGTERM);
-                waitpid(pid, NULL, 0);
+        if (!cur.open && session_open(&cl, &cur, host, follow)) {
+            if (time(NULL) >= give_up) {
+                error_msg("%s: lost the console of %s: %s", host, cl.domain,
+                          cl.err[0] ? cl.err : "connection closed");
+                break;
+            }
+            sleep(1); /* the agent may be restarting, or the link coming back */
+            continue;
+        }
+        /* Input goes to the standby once the domain runs there. */
+        struct session *target = standby.open && standby.running ? &standby : &cur;
+        if (deliver(target)) {
+            if (target == &standby) {
+                session_close(&standby);
+                continue;
+            }
+            goto lost;
+        }
+        struct pollfd p[3] = {{.fd = cur.fd, .events = POLLIN},
+                              {.fd = standby.open ? standby.fd : -1, .events = POLLIN},
+                              {.fd = stdin_open ? 0 : -1, .events = POLLIN}};
+        if (poll(p, 3, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            goto lost;
+        }
+        if (p[2].revents & (POLLIN | POLLHUP)) {
+            uint8_t buf[4096];
+            ssize_t r = read(0, buf, sizeof buf);
+            if (r <= 0) {
+                stdin_open = false;
+            } else {
+                if (interactive && memchr(buf, ESCAPE_CHAR, (size_t)r)) {
+                    rc = 0;
+                    break;
+                }
+                sb_add(&pending, (const char *)buf, (size_t)r);
             }
         }
-        if (end == END_DETACHED) {
+        char where[256];
+        if (standby.open && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+            bool was_target = target == &standby;
+            enum msg_event ev = session_recv(&standby, was_target, false, where, sizeof where);
+            if (ev == EV_RUNNING && !was_target) {
+                /* Input typed since the source held it goes here now,
+                 * numbered from 0 on this connection. */
+                standby.base = standby.sent = 0;
+                say(standby.host, "the domain runs here: input goes here");
+            } else if (ev == EV_LOST || ev == EV_GONE || ev == EV_MOVED) {
+                say(standby.host, "standby ended");
+                if (was_target) {
+                    /* What it was sent and did not say it wrote: to the
+                     * current host again, from its start. */
+                    cur.base = cur.sent = 0;
+                    cur.running = false;
+                }
+                session_close(&standby);
+            }
+        }
+        if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        enum msg_event ev = session_recv(&cur, target == &cur, true, where, sizeof where);
+        if (ev == EV_DETACH) {
             rc = 0;
             break;
         }
-        if (end == END_GONE) {
-            error_msg("%s: no domain '%s' there, and it did not say where it went", host, domain);
+        if (ev == EV_RUNNING && standby.open) {
+            /* It runs here again (the move failed): no standby. */
+            say(standby.host, "standby dropped: %s runs on %s", cl.domain, cur.host);
+            session_close(&standby);
+        } else if (ev == EV_PAUSED && where[0] && !standby.open && strcmp(where, cur.host) &&
+                   strcmp(where, "localhost")) {
+            if (session_open(&cl, &standby, where, true))
+                say(where, "no standby: %s", cl.err);
+            else
+                say(where, "standby attached");
+        } else if (ev == EV_GONE) {
+            error_msg("%s: no domain '%s' there, and it did not say where it went", cur.host,
+                      cl.domain);
             break;
-        }
-        if (end == END_MOVED) {
+        } else if (ev == EV_MOVED) {
             if (!quiet)
-                fprintf(stderr, "%s: following %s to %s\n", toolname, domain, moved);
-            strlcpy0(host, moved, sizeof host);
+                fprintf(stderr, "%s: following %s to %s\n", toolname, cl.domain, where);
+            session_close(&cur);
+            if (standby.open && !strcmp(standby.host, where)) {
+                /* The source's output is all shown: then the standby's. */
+                if (standby.held.len && write_all(1, standby.held.s, standby.held.len)) {
+                    rc = 0;
+                    break;
+                }
+                sb_free(&standby.held);
+                cur = standby;
+                memset(&standby, 0, sizeof standby);
+            } else {
+                session_close(&standby);
+            }
+            strlcpy0(host, where, sizeof host);
             give_up = time(NULL) + timeout_s;
             follow = true;
+        } else if (ev == EV_LOST) {
+            goto lost;
+        }
+        continue;
+    lost:
+        if (cur.served) {
+            follow = false; /* what that agent sent was shown */
+            give_up = time(NULL) + timeout_s; /* the timeout counts from here */
+        }
+        session_close(&cur);
+        if (standby.open && standby.running) {
+            /* The source's agent went away, the domain runs at the standby. */
+            say(standby.host, "the source's agent is gone: staying here");
+            if (standby.held.len && write_all(1, standby.held.s, standby.held.len)) {
+                rc = 0;
+                break;
+            }
+            sb_free(&standby.held);
+            strlcpy0(host, standby.host, sizeof host);
+            cur = standby;
+            memset(&standby, 0, sizeof standby);
             continue;
         }
-        if (served)
-            follow = false; /* what that agent sent was shown */
+        /* The agent may be restarting, or the link coming back: what it
+         * was sent and did not say it wrote is sent again. */
+        session_close(&standby);
         if (time(NULL) >= give_up) {
-            error_msg("%s: lost the console of %s: %s", host, domain, err[0] ? err : "connection closed");
+            error_msg("%s: lost the console of %s: connection closed", host, cl.domain);
             break;
         }
-        sleep(1); /* the agent may be restarting, or the link coming back */
+        sleep(1);
     }
+    session_close(&cur);
+    session_close(&standby);
     if (interactive)
         tcsetattr(0, TCSANOW, &saved);
     sb_free(&pending);

@@ -75,24 +75,7 @@ qwait 5 "[ \"\$(cat '$MA/web1/lock')\" = 0 ]"
 ok $? "cat web1/lock: 0"
 
 # --- vmmig console across a live migration -------------------------------
-# hvc0: a key recorder (raw, no echo) and a ticker, 10 lines a second.
-guest A web1 '(stty raw -echo; exec cat > /tmp/keys) < /dev/hvc0 > /dev/null 2>&1 &
-(i=0; while :; do i=$((i+1)); echo "tick $i"; usleep 100000; done) > /dev/hvc0 2>&1 &
-echo started' >/dev/null
-KEYS=0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
-: > "$QDIR/typed"
-typer() {
-    local i=0 k
-    while [ ! -e "$QDIR/stop" ]; do
-        k=${KEYS:i%62:1}
-        printf '%s' "$k"
-        printf '%s' "$k" >> "$QDIR/typed"
-        i=$((i + 1))
-        sleep 0.05
-    done
-}
-typer | on A "$VMMIG" console web1 > "$QDIR/con.out" 2> "$QDIR/con.err" &
-con=$!
+console_start A web1
 sleep 2
 t0=$(date +%s%N)
 echo hostB > "$MA/web1/migrate"

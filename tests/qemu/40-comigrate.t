@@ -158,24 +158,7 @@ like "$(grep 'qb' "$MB/events" | tail -n 3)" 'qb' "  events name qb" ||
     diag "$(tail -n 5 "$MB/events")"
 echo 0 > "$MB/qb/lock"
 
-# qa's hvc0: a key recorder (raw, no echo) and a ticker, 10 lines a second.
-guest B qa '(stty raw -echo; exec cat > /tmp/keys) < /dev/hvc0 > /dev/null 2>&1 &
-(i=0; while :; do i=$((i+1)); echo "tick $i"; usleep 100000; done) > /dev/hvc0 2>&1 &
-echo started' >/dev/null
-KEYS=0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
-: > "$QDIR/typed"
-typer() {
-    local i=0 k
-    while [ ! -e "$QDIR/stop" ]; do
-        k=${KEYS:i%62:1}
-        printf '%s' "$k"
-        printf '%s' "$k" >> "$QDIR/typed"
-        i=$((i + 1))
-        sleep 0.05
-    done
-}
-typer | on B "$VMMIG" console qa > "$QDIR/con.out" 2> "$QDIR/con.err" &
-con=$!
+console_start B qa
 sleep 2
 echo hostA > "$MB/qa/migrate"
 ok $? "echo hostA > qa/migrate: the group moves, a console attached to qa"

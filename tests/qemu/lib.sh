@@ -161,6 +161,32 @@ descendants() {
 # HOST and printed "tick N" lines: every key arrived exactly once, in order,
 # no tick was lost or repeated, the client followed NAME to HOST, and ticks
 # came from HOST after a marker line.  WHAT names the move in the test names.
+# console_start HOST NAME: NAME's hvc0 gets a key recorder (raw, no echo,
+# into /tmp/keys) and a ticker (10 lines a second); `vmmig console -v NAME`
+# runs on HOST (pid in con, output in $QDIR/con.out, messages in con.err)
+# while typer types a key every 50 ms (also into $QDIR/typed) until
+# $QDIR/stop exists.
+KEYS=0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
+typer() {
+    local i=0 k
+    while [ ! -e "$QDIR/stop" ]; do
+        k=${KEYS:i%62:1}
+        printf '%s' "$k"
+        printf '%s' "$k" >> "$QDIR/typed"
+        i=$((i + 1))
+        sleep 0.05
+    done
+}
+console_start() { # HOST NAME
+    guest "$1" "$2" '(stty raw -echo; exec cat > /tmp/keys) < /dev/hvc0 > /dev/null 2>&1 &
+(i=0; while :; do i=$((i+1)); echo "tick $i"; usleep 100000; done) > /dev/hvc0 2>&1 &
+echo started' >/dev/null
+    rm -f "$QDIR/stop"
+    : > "$QDIR/typed"
+    typer | on "$1" "$VMMIG" console -v "$2" > "$QDIR/con.out" 2> "$QDIR/con.err" &
+    con=$!
+}
+
 console_verify() { # HOST NAME WHAT
     local h=$1 name=$2 what=$3 typed got ticks n gaps after
     guest "$h" "$name" "echo MARK-ON-$h > /dev/hvc0" >/dev/null
@@ -186,6 +212,13 @@ console_verify() { # HOST NAME WHAT
         diag "gaps: $gaps" "$(head -c 2000 "$QDIR/con.out")" "$(cat "$QDIR/con.err")"
     like "$(cat "$QDIR/con.err")" "following $name to host$h" "the console client followed $name to host$h" ||
         diag "$(cat "$QDIR/con.err")"
+    # the client attached to the destination's agent while the domain was
+    # moving (QEMU: from the start of the job), and input went there as
+    # soon as the domain ran there
+    like "$(cat "$QDIR/con.err")" "host$h: standby attached" \
+        "  it attached to host$h's agent while $name was moving (standby)" || diag "$(cat "$QDIR/con.err")"
+    like "$(cat "$QDIR/con.err")" "host$h: the domain runs here: input goes here" \
+        "  and typed there once $name ran there"
     after=$(tr -d '\r' < "$QDIR/con.out" | sed -n "/^MARK-ON-$h\$/,\$p" | grep -c '^tick ')
     ok "$([ "$after" -ge 10 ]; echo $?)" "  $after of the ticks were written on host$h (after its marker line)"
 }

@@ -466,8 +466,9 @@ int main(void)
     start(&s, &cfd, &t, "name=web1\n", 2000);
     authed(&cl, cfd);
     q = accept_wait(lfd);
-    ok(await_msg(&cl, MSG_CONSOLE_STATE, 1000, got, sizeof got) && strstr(got, "state=paused"),
-       "no drain, a job running: the client is told paused");
+    ok(await_msg(&cl, MSG_CONSOLE_STATE, 1000, got, sizeof got) && strstr(got, "state=paused") &&
+           strstr(got, "why=migrating") && strstr(got, "host=hostB"),
+       "no drain, a job running: the client is told paused (why=migrating, host=hostB)");
     send_input(&cl, 0, 'x');
     ok(await_msg(&cl, MSG_CONSOLE_RETURN, 1000, got, sizeof got) && !strcmp(got, "input=0\n"),
        "  the client is told to send it again from byte 0 (RETURN input=0)");
@@ -489,8 +490,9 @@ int main(void)
     int hold = console_hold_open(state_dir, UUID);
     ok(hold >= 0 && !console_hold_take(hold), "send takes the console hold (before the stop)");
     ok(await_msg(&cl, MSG_CONSOLE_STATE, 1000, got, sizeof got) && strstr(got, "state=paused") &&
-           strstr(got, "why=stopping") && strstr(got, "input=1"),
-       "  the client is told paused (why=stopping), with the input written (input=1)");
+           strstr(got, "why=stopping") && strstr(got, "input=1") && strstr(got, "host=hostB"),
+       "  the client is told paused (why=stopping), where the domain goes (host=hostB, from "
+       "the migrate file), and the input written (input=1)");
     send_input(&cl, 1, 'b');
     ok(await_msg(&cl, MSG_CONSOLE_RETURN, 1000, got, sizeof got) && !strcmp(got, "input=1\n"),
        "  input sent meanwhile: send again from byte 1");
