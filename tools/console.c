@@ -207,8 +207,8 @@ static enum msg_event session_recv(struct session *s, bool is_target, bool shown
     if (proto_recv(&s->c, &type, &pl, &len, err, sizeof err))
         return EV_LOST;
     s->served = true;
-    if (is_target && (type == MSG_CONSOLE_STATE || type == MSG_CONSOLE_RETURN) &&
-        !kv_get(pl, len, "input", written, sizeof written))
+    if ((type == MSG_CONSOLE_STATE || type == MSG_CONSOLE_RETURN) &&
+        !kv_get(pl, len, "input", written, sizeof written) && is_target)
         pending_written(s, (uint64_t)strtoull(written, NULL, 10));
     switch (type) {
     case MSG_CONSOLE_DATA:

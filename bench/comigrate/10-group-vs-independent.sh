@@ -74,12 +74,17 @@ stamp() { awk '{ getline t < "/proc/uptime"; close("/proc/uptime"); split(t, u, 
 # agent saying "paused (stopping)" (send holds the input before the stop)
 # to the next "running", in ms; and the guest's own downtime then, from
 # the migration's status on the source (STATUS-FILE-TEXT)
+# and from the hold to the guest seen suspended (stop_ms, the source's
+# clock, against the client's stamp: the same clock for the move A->B)
 hold_of_move() { # N (1st, 2nd move) STATUS
-    local n=$1 status=$2 hold down
+    local n=$1 status=$2 hold down stop held_at
     hold=$(awk -v n="$n" '/paused \(stopping\)/ && !open { k++; if (k == n) { t0 = $1; open = 1 } }
         open && / running, / { printf "%d\n", ($1 - t0) * 1000; exit }' /tmp/cp.err)
+    held_at=$(awk -v n="$n" '/paused \(stopping\)/ { k++; if (k == n) { printf "%.0f\n", $4 * 1000; exit } }' /tmp/cp.err)
     down=$(printf '%s\n' "$status" | sed -n 's/^downtime_ms: *\([0-9]*\).*/\1/p' | head -n1)
-    echo "hold_ms=${hold:--} downtime_ms=${down:--}"
+    stop=$(printf '%s\n' "$status" | sed -n 's/^stop_ms: *\([0-9]*\).*/\1/p' | head -n1)
+    [ -n "$stop" ] && [ -n "$held_at" ] && stop=$((stop - held_at)) || stop=-
+    echo "hold_ms=${hold:--} downtime_ms=${down:--} held_to_stop_ms=$stop"
 }
 console_pause() {
     guest_run grpa 'stty -F /dev/hvc0 raw -echo &&
@@ -116,7 +121,7 @@ echo started' >/dev/null
     h1=$(hold_of_move 1 "$st1"); h2=$(hold_of_move 2 "$st2")
     diag "console hold, move A->B: $h1; move B->A: $h2"
     head -n 60 /tmp/cp.err | while read -r l; do diag "  $l"; done
-    res="$res hold1_ms=$(val hold_ms " $h1") down1_ms=$(val downtime_ms " $h1") hold2_ms=$(val hold_ms " $h2") down2_ms=$(val downtime_ms " $h2")"
+    res="$res hold1_ms=$(val hold_ms " $h1") down1_ms=$(val downtime_ms " $h1") hold2_ms=$(val hold_ms " $h2") down2_ms=$(val downtime_ms " $h2") held_to_stop1_ms=$(val held_to_stop_ms " $h1")"
     # keys typed in the last moments may still be on their way: at most 2
     if [ "$(grep -c following /tmp/cp.err)" -ge 2 ] && [ "$(val lost " $res")" -le 2 ]; then
         tap_ok "console through two group moves: $res"
