@@ -77,6 +77,21 @@ ok $? "cat web1/lock: 0"
 # --- vmmig console across a live migration -------------------------------
 console_start A web1
 sleep 2
+# A move cancelled before its commit point (during its 2 s test delay): the
+# client attached to hostB's agent as a standby, drops it when web1 runs on
+# hostA again, and the keys typed meanwhile reach web1 there (checked with
+# all the others after the move below).
+echo hostB > "$MA/web1/migrate"
+qwait 60 "grep -q 'stage=4' '$MA/web1/migrate'"
+ok $? "a move with the console attached reaches stage 4 (the guest stopped)" ||
+    diag "$(cat "$MA/web1/migrate")"
+echo cancel > "$MA/web1/migrate"
+qwait 30 "grep -q '^failed hostB: .*cancelled' '$MA/web1/migrate'"
+ok $? "  cancelled: $(cat "$MA/web1/migrate")"
+qwait 10 "grep -q 'standby dropped: web1 runs on localhost' '$QDIR/con.err'"
+ok $? "  the console client dropped its standby on hostB: web1 runs on hostA again" ||
+    diag "$(cat "$QDIR/con.err")"
+sleep 1
 t0=$(date +%s%N)
 echo hostB > "$MA/web1/migrate"
 ok $? "echo hostB > migrate (unlocked): accepted, with a console attached"
