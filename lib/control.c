@@ -930,6 +930,7 @@ static void progress_reset(struct mig_progress *p)
     p->new_domid = p->total_ms = p->downtime_ms = p->rounds = -1;
     p->stop_ms = p->resume_ms = p->stop_skew_ms = p->resume_skew_ms = -1;
     p->stop_request_skew_ms = -1;
+    p->disk_size = p->disk_sent = p->disk_compared = -1;
 }
 
 /* Event values are quoted: a quote inside becomes an apostrophe. */
@@ -1430,6 +1431,7 @@ static void mig_parse_line(struct ctl *c, struct domain *d, char *line)
     long long stage = -1, round = -1, sent = -1, pages = -1, rate = -1, member = -1;
     long long new_domid = -1, total = -1, downtime = -1, rounds = -1, stop = -1, resume = -1,
               stop_skew = -1, resume_skew = -1, stop_request_skew = -1;
+    long long disk_size = -1, disk_sent = -1, disk_compared = -1;
     char name[32] = "", where[32] = "", why[300], algo[16] = "";
     bool result = false, ok = false, have_why = false;
     char *p;
@@ -1515,6 +1517,12 @@ static void mig_parse_line(struct ctl *c, struct domain *d, char *line)
             take_num(&resume_skew, val);
         else if (!strcmp(key, "stop_request_skew_ms"))
             take_num(&stop_request_skew, val);
+        else if (!strcmp(key, "disk_size"))
+            take_num(&disk_size, val);
+        else if (!strcmp(key, "disk_sent"))
+            take_num(&disk_sent, val);
+        else if (!strcmp(key, "disk_compared"))
+            take_num(&disk_compared, val);
         else if (!strcmp(key, "domain"))
             take_word(where, sizeof where, val);
         else if (!strcmp(key, "algorithm"))
@@ -1535,6 +1543,13 @@ static void mig_parse_line(struct ctl *c, struct domain *d, char *line)
         np.sent = sent;
     if (algo[0])
         strlcpy0(np.algorithm, algo, sizeof np.algorithm);
+    /* disk_size also comes with each disk's first progress line: the
+     * counts come together, once the disks are synced. */
+    if (disk_sent >= 0 && disk_size >= 0) {
+        np.disk_size = disk_size;
+        np.disk_sent = disk_sent;
+        np.disk_compared = disk_compared;
+    }
     if (result) {
         np.result = true;
         np.ok = ok;
@@ -1666,6 +1681,9 @@ static void job_settle(struct ctl *c, struct domain *d, struct domain *lead)
             sb_printf(&extra, " stop_ms=%lld", own->stop_ms);
         if (own->resume_ms >= 0)
             sb_printf(&extra, " resume_ms=%lld", own->resume_ms);
+        if (own->disk_sent >= 0)
+            sb_printf(&extra, " disk_size=%lld disk_sent=%lld disk_compared=%lld", own->disk_size,
+                      own->disk_sent, own->disk_compared);
         d->mig_done = true;
         d->mig_end = time(NULL);
         snprintf(d->migration, sizeof d->migration, "done %s", d->mig_host);
@@ -1902,6 +1920,17 @@ void ctl_format_migration(struct ctl *c, struct domain *d, struct strbuf *sb)
     sb_printf(sb, "\n");
 }
 
+/* Mirrored disks, once synced: their size, the bytes copied, and the
+ * bytes compared by hash with a copy the destination already had. */
+static void status_disk_bytes(struct strbuf *sb, const struct mig_progress *p)
+{
+    if (p->disk_sent < 0)
+        return;
+    sb_printf(sb, "disk_size: %lld\n", p->disk_size);
+    sb_printf(sb, "disk_bytes_sent: %lld\n", p->disk_sent);
+    sb_printf(sb, "disk_bytes_compared: %lld\n", p->disk_compared);
+}
+
 /* The lines after "migration:" in status: the job's progress or outcome. */
 static void format_job(const struct domain *d, struct strbuf *sb)
 {
@@ -1922,7 +1951,9 @@ static void format_job(const struct domain *d, struct strbuf *sb)
             sb_printf(sb, "bytes_sent: %lld\n", p->sent);
         if (p->dirty_rate >= 0)
             sb_printf(sb, "dirty_rate: %lld pages/s\n", p->dirty_rate);
+        status_disk_bytes(sb, p);
     } else if (!strncmp(d->migration, "done ", 5)) {
+        status_disk_bytes(sb, p);
         if (p->sent >= 0)
             sb_printf(sb, "bytes_sent: %lld\n", p->sent);
         if (p->downtime_ms >= 0)

@@ -778,8 +778,8 @@ static int disk_prep(struct rjob *r, const uint8_t *pl, uint32_t len)
     return 0;
 }
 
-/* Before the commit point: stop the secondaries (their device lets go)
- * and drop the copies.  After it the copies are the disks: keep them. */
+/* Before the commit point: stop the secondaries (their device lets go);
+ * their copies stay as stale replicas.  After it the copies are the disks. */
 static void disks_drop(struct rjob *r)
 {
     for (int i = 0; i < r->ndisks; i++) {
@@ -797,11 +797,15 @@ static void disks_drop(struct rjob *r)
             kill(rd->pid, SIGKILL);
             waitpid(rd->pid, &status, 0);
         }
+        /* The copy stays: a later attempt finds it as a stale replica and
+         * is sent only the blocks that differ.  Its state file is of no
+         * use any more. */
         char st[4300];
         snprintf(st, sizeof st, "%s.bmstate", rd->image);
         unlink(st);
-        if (unlink(rd->image) == 0)
-            say("dropped the copy of %s's disk %s (%s)", r->name, rd->d.vdev, rd->image);
+        if (!access(rd->image, F_OK))
+            say("kept the copy of %s's disk %s for a later attempt (a stale replica; remove %s "
+                "to free its space)", r->name, rd->d.vdev, rd->image);
     }
     r->ndisks = 0;
 }

@@ -602,6 +602,13 @@ static void console_hold(struct job *j)
         error_msg("cannot see %s's console ring: %s", j->dom.name, strerror(-unread));
 }
 
+static void console_release(struct job *j)
+{
+    if (j->console_hold_fd >= 0)
+        close(j->console_hold_fd);
+    j->console_hold_fd = -1;
+}
+
 /* The engine is about to ask the domain to stop: say so (stage 3), and in
  * a group wait until every member is ready too (the stop barrier), so that
  * they are asked together. */
@@ -612,9 +619,14 @@ static int stop_barrier(void *arg, char *why, size_t whylen)
     j->stage = STAGE_STOPCOPY;
     progress_line(j, NULL);
     test_delay("stop");
-    if (sync_point("stop", why, whylen))
-        return 1;
+    /* Console input is held and drained before the barrier, not after it:
+     * each member's drain takes its own time, which after the barrier
+     * would spread the members' stops apart. */
     console_hold(j);
+    if (sync_point("stop", why, whylen)) {
+        console_release(j); /* the domain runs on here: input flows again */
+        return 1;
+    }
     j->stop_req_ms = epoch_ms();
     atomic_store(&stop_released, true);
     return 0;
@@ -661,7 +673,13 @@ static struct {
     int n;
     bool attached[DISKMIG_MAX];
     bool switched; /* a disk was handed over: the copy here must not run again */
-} disks;
+    /* Once every disk is there: bytes copied, bytes compared by hash with a
+     * copy the destination already had (a stale replica: only what differs
+     * is copied), and their sizes; all -1 without mirrored disks. */
+    long long sent, compared, size;
+    /* each primary's counters when it was attached: they count from its start */
+    long long sent0[DISKMIG_MAX], compared0[DISKMIG_MAX];
+} disks = {.sent = -1, .compared = -1, .size = -1};
 
 /* Stop mirroring to the destination: the primaries here keep serving. */
 static void disks_detach(void)
@@ -675,6 +693,35 @@ static void disks_detach(void)
             error_msg("disk %s: detach: %s", disks.d[i].vdev, err);
         disks.attached[i] = false;
     }
+}
+
+/* What the copy of the disks to this destination cost, from their
+ * primaries' counters (a primary may have served earlier attempts). */
+static int disks_count_bytes(char *err, size_t errlen)
+{
+    struct strbuf ans = {0};
+    char v[32], e2[300];
+    int rc = -1;
+
+    disks.sent = disks.compared = disks.size = 0;
+    for (int i = 0; i < disks.n; i++) {
+        if (!disks.attached[i])
+            continue;
+        sb_reset(&ans);
+        if (bmctl_call(disks.d[i].control, "status", &ans, e2, sizeof e2) ||
+            bmctl_field(&ans, "bytes_sent", v, sizeof v)) {
+            snprintf(err, errlen, "disk %s: %s", disks.d[i].vdev, e2);
+            goto out;
+        }
+        disks.sent += strtoll(v, NULL, 10) - disks.sent0[i];
+        if (!bmctl_field(&ans, "compared_bytes", v, sizeof v))
+            disks.compared += strtoll(v, NULL, 10) - disks.compared0[i];
+        disks.size += (long long)disks.d[i].size;
+    }
+    rc = 0;
+out:
+    sb_free(&ans);
+    return rc;
 }
 
 /* The domain's local disks to the destination, before its memory: each
@@ -710,6 +757,9 @@ static int disks_mirror(struct job *j, const char *config, const char *state_dir
         }
         bmctl_field(&ans, "peer", peer, sizeof peer);
         d->size = strtoull(v, NULL, 10);
+        disks.sent0[i] = !bmctl_field(&ans, "bytes_sent", v, sizeof v) ? strtoll(v, NULL, 10) : 0;
+        disks.compared0[i] =
+            !bmctl_field(&ans, "compared_bytes", v, sizeof v) ? strtoll(v, NULL, 10) : 0;
         if (!strcmp(state, "switched") || (peer[0] && strcmp(peer, "none"))) {
             snprintf(err, errlen, "disk %s (%s): its primary is %s%s%s; 'vmmig blockmirror "
                      "detach -c %s' first", d->vdev, d->device, state, peer[0] ? " with peer " : "",
@@ -787,8 +837,11 @@ static int disks_mirror(struct job *j, const char *config, const char *state_dir
                      (bmctl_field(&ans, "last_error", lost, sizeof lost) || !strcmp(lost, "none")))
                 snprintf(lost, sizeof lost, "%s", state);
         }
-        if (nsynced == nmirrored)
+        if (nsynced == nmirrored) {
+            if (nmirrored && disks_count_bytes(err, errlen))
+                goto out;
             break;
+        }
         if (cancelled) {
             snprintf(err, errlen, "cancelled");
             goto out;
@@ -825,8 +878,9 @@ static int disks_mirror(struct job *j, const char *config, const char *state_dir
             snprintf(err, errlen, "%s: sending DISKS_SYNCED failed", j->host);
             goto out;
         }
-        printf("progress stage=%d name=%s sent=0 disks=%d disks_synced=yes\n", j->stage,
-               mig_stage_name(j->stage), disks.n);
+        printf("progress stage=%d name=%s sent=0 disks=%d disks_synced=yes disk_size=%lld "
+               "disk_sent=%lld disk_compared=%lld\n", j->stage, mig_stage_name(j->stage), disks.n,
+               disks.size, disks.sent, disks.compared);
     }
     rc = 0;
 out:
@@ -1686,11 +1740,15 @@ static int send_main(int argc, char **argv)
     j.eng->close(j.e);
     sigprocmask(SIG_UNBLOCK, &block, NULL);
     mig_run_hooks("source", j.dom.name, j.dom.uuid, j.myhost, j.host);
+    char diskbytes[128] = "";
+    if (disks.sent >= 0)
+        snprintf(diskbytes, sizeof diskbytes, " disk_size=%lld disk_sent=%lld disk_compared=%lld",
+                 disks.size, disks.sent, disks.compared);
     printf("result ok host=%s domid=%s total_ms=%lld downtime_ms=%lld sent=%llu rounds=%u "
-           "stop_ms=%lld resume_ms=%s stop_request_ms=%lld console_drain_ms=%lld algorithm=%s%s\n",
+           "stop_ms=%lld resume_ms=%s stop_request_ms=%lld console_drain_ms=%lld algorithm=%s%s%s\n",
            j.host, newdomid, total, downtime, (unsigned long long)atomic_load(&j.sent),
            j.round ? j.round : 1, j.stop_ms, resumed[0] ? resumed : "0", j.stop_req_ms,
-           j.console_drain_ms, j.algo, j.switched ? " postcopy=switched" : "");
+           j.console_drain_ms, j.algo, j.switched ? " postcopy=switched" : "", diskbytes);
     return 0;
 }
 

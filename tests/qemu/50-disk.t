@@ -11,6 +11,8 @@
 # each destination's copy at the commit point is byte-identical to the
 # source's image at the switch, the source's primary exits, and the guest
 # goes on from the destination's own copy with nothing left on the source.
+# Last, web1 and a diskless peer move together (a peer group, through
+# vmmigfs), web1's disk with it.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/lib.sh"
 export VMMIG_TEST_TIMEOUT=${VMMIG_TEST_TIMEOUT:-600} # three faults, two migrations
@@ -127,7 +129,9 @@ settled
 like "$(cat "$MB/events")" 'a disk secondary of web1 went away while its memory arrived' \
     "  ...hostB's agent ended the incoming copy at once"
 ok "$( [ ! -e "$MB/web1" ] && [ ! -e "$QDIR/B/run/web1" ]; echo $? )" "  ...no web1 on hostB"
-ok "$( [ ! -e "$QDIR/B/state/disks/web1.xvda.img" ]; echo $? )" "  ...hostB dropped its copy"
+ok "$( [ -e "$QDIR/B/state/disks/web1.xvda.img" ] && [ ! -e "$QDIR/B/state/disks/web1.xvda.img.bmstate" ]; echo $? )" \
+    "  ...hostB kept its copy (a stale replica for a later attempt), without its state file"
+like "$(cat "$MB/events")" 'kept the copy of web1.s disk xvda for a later attempt' "  ...and says so"
 
 # --- fault: hostB's agent killed after RECEIVED, before the commit ---------
 VMMIG_TEST_DELAY=received:10 on A "$VMMIG" send web1 hostB > "$QDIR/f2.out" 2>&1 &
@@ -168,6 +172,7 @@ wait "$other"
 grows A "  ...the guest keeps writing on hostA"
 
 # --- the retry: echo hostB > migrate ---------------------------------------
+cp "$QDIR/B/state/disks/web1.xvda.img" "$QDIR/stale.img" # what hostB kept
 echo hostB > "$MA/web1/migrate"
 ok $? "echo hostB > web1/migrate: accepted"
 qwait 120 "[ ! -e '$MA/web1' ]"
@@ -187,6 +192,26 @@ rm -f "$IMG" "$IMG.bmstate"
 grows B "hostA's image removed: the guest keeps writing on hostB"
 est=$(on B ss -tn state established 2>/dev/null | grep -c "$SUBNET.1:")
 is "$est" 0 "nothing on hostB is connected to hostA"
+# hostB kept its copy from the failed attempts (a stale replica): compared
+# by hash, only what the guest wrote since was copied, and the job says so
+ev=$(grep ' migrate-done ' "$MA/events" | tail -n 1)
+dsize=$(field disk_size "$ev") dsent=$(field disk_sent "$ev") dcmp=$(field disk_compared "$ev")
+is "$dsize" $((MIB << 20)) "the retry's migrate-done event reports the disk's size ($ev)"
+is "$dcmp" "$dsize" "  ...the whole disk compared by hash with hostB's stale replica"
+# A block is copied only if it differed when compared; a block the guest
+# wrote after that is mirrored, not copied, and differs at the end too.
+bs=$(bmstatus B block_size)
+differ=$(python3 -c '
+import sys
+bs = int(sys.argv[3]); n = 0
+with open(sys.argv[1], "rb") as a, open(sys.argv[2], "rb") as b:
+    while True:
+        x, y = a.read(bs), b.read(bs)
+        if not x and not y: break
+        n += x != y
+print(n * bs)' "$QDIR/stale.img" "$QDIR/snap/web1.xvda.img" "${bs:-65536}")
+ok "$( [ -n "$dsent" ] && [ "$dsent" -le "$differ" ]; echo $? )" \
+    "  ...and only blocks that differed copied: $dsent bytes, $differ in blocks that differ from the stale copy at the end, of $dsize"
 v=$(guest B web1 'memcheck verify')
 like "$v" 'bad=0' "memory verified on hostB: $v"
 
@@ -203,18 +228,47 @@ like "$(cat "$QDIR/B/state/blockmirror/web1.xvda.log")" 'switched; the peer is t
 is "$(sha256sum < "$QDIR/snap/web1.xvda.img")" "$(sha256sum < "$QDIR/B/state/disks/web1.xvda.img")" \
     "hostA's copy at the commit point is byte-identical to hostB's image at the switch"
 is "$(bmstatus A)" standalone "hostA's primary of blockmirror:web1.xvda is its own copy"
+ev=$(grep ' migrate-done ' "$MB/events" | tail -n 1)
+dsent=$(field disk_sent "$ev") dcmp=$(field disk_compared "$ev")
+dsize=$(field disk_size "$ev")
+is "$dcmp" $((MIB << 20)) "the way back: the whole disk compared by hash with hostA's (new, empty) copy ($ev)"
+ok "$( [ -n "$dsent" ] && [ "$dsent" -gt 0 ] && [ "$dsent" -le $((MIB << 21)) ]; echo $? )" \
+    "  ...and what differed copied: $dsent bytes"
 rm -f "$QDIR/B/state/disks/web1.xvda.img"*
 grows A "hostB's image removed: the guest keeps writing on hostA"
 
+# --- co-migration: web1 and its diskless peer move together ----------------
+qenv_boot A peer1
+ok $? "peer1 (no disk) boots on hostA"
+echo peer1 > "$MA/web1/peer"
+ok $? "echo peer1 > web1/peer"
+echo hostB > "$MA/web1/migrate"
+ok $? "echo hostB > web1/migrate: the group moves, web1 with its disk"
+qwait 120 "grep -Eq 'comigrate-(done|failed)' '$MA/events'"
+ev=$(grep -E 'comigrate-(done|failed)' "$MA/events" | tail -n 1)
+like "$ev" 'comigrate-done to=hostB group=web1,peer1' "the group moved: $ev" ||
+    diag "$(tail -n 12 "$MA/events")"
+qwait 10 "grep -q 'state: running' '$MB/web1/status' 2>/dev/null && grep -q 'state: running' '$MB/peer1/status' 2>/dev/null"
+ok $? "web1 and peer1 run on hostB"
+is "$(sha256sum < "$QDIR/snap/web1.xvda.img")" "$(sha256sum < "$QDIR/A/state/disks/web1.xvda.img")" \
+    "hostB's copy at the commit point is byte-identical to hostA's image at the switch"
+is "$(bmstatus B)" standalone "hostB's own primary serves web1's disk, standalone"
+rm -f "$QDIR/A/state/disks/web1.xvda.img"*
+grows B "hostA's image removed: the guest keeps writing on hostB"
+est=$(on B ss -tn state established 2>/dev/null | grep -c "$SUBNET.1:")
+is "$est" 0 "nothing on hostB is connected to hostA"
+v=$(guest B peer1 'echo alive')
+like "$v" 'alive' "peer1 answers on hostB"
+
 # --- the guest's verdict -----------------------------------------------------
-like "$(guest A web1 'diskcheck stop')" 'errors=0' "diskcheck stopped: no write ever failed"
-v=$(guest A web1 'diskcheck verify /dev/vda' 60)
+like "$(guest B web1 'diskcheck stop')" 'errors=0' "diskcheck stopped: no write ever failed"
+v=$(guest B web1 'diskcheck verify /dev/vda' 60)
 like "$v" 'bad=0$' "the guest finds every acknowledged write on its disk: $v"
-is "$(guest A web1 'md5sum /dev/vda' 60 | tail -n 1 | cut -d' ' -f1)" \
-    "$(md5sum < "$QDIR/A/state/disks/web1.xvda.img" | cut -d' ' -f1)" \
-    "the guest's vda is byte-identical to hostA's local image"
-v=$(guest A web1 'memcheck verify')
-like "$v" 'bad=0' "memory verified on hostA: $v"
-on A "$VMMIG" blockmirror status --disk web1.xvda >/dev/null 2>&1
-ok $? "hostA's primary still answers (the cleanup stops it)"
+is "$(guest B web1 'md5sum /dev/vda' 60 | tail -n 1 | cut -d' ' -f1)" \
+    "$(md5sum < "$QDIR/B/state/disks/web1.xvda.img" | cut -d' ' -f1)" \
+    "the guest's vda is byte-identical to hostB's local image"
+v=$(guest B web1 'memcheck verify')
+like "$v" 'bad=0' "memory verified on hostB: $v"
+on B "$VMMIG" blockmirror status --disk web1.xvda >/dev/null 2>&1
+ok $? "hostB's primary still answers (the cleanup stops it)"
 done_testing
