@@ -598,6 +598,14 @@ static int dest_start(struct cold_dest *d, const struct cold_cfg *cfg, uint32_t 
         snprintf(why, whylen, "%s", err);
         goto out;
     }
+    /* This host's own settings for such domains (tsc_mode, on_crash...). */
+    const char *extra = env_or("VMMIG_COLD_XL_DEFAULTS", "/etc/vmmig/cold-xl.cfg");
+    char *more = NULL;
+    if (!read_file(extra, &more, NULL)) {
+        sb_printf(&sb, "# from %s\n%s%s", extra, more,
+                  *more && more[strlen(more) - 1] != '\n' ? "\n" : "");
+        free(more);
+    }
     int r = atomic_write(d->cfgpath, sb.s, sb.len, 0644);
     if (r) {
         snprintf(why, whylen, "cannot write %s: %s", d->cfgpath, strerror(-r));
