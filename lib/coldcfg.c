@@ -563,7 +563,8 @@ int cold_from_neutral(const char *text, struct cold_cfg *c, char *err, size_t er
         } else if (!strcmp(k, "migration") || !strcmp(k, "nomigrate")) {
             if (is_off(v) == !strcmp(k, "migration")) {
                 c->nomigrate = true;
-                snprintf(c->nomigrate_what, sizeof c->nomigrate_what, "%s = %s", k, v);
+                snprintf(c->nomigrate_what, sizeof c->nomigrate_what,
+                         !strcmp(k, "migration") ? "%s = \"%s\"" : "%s = %s", k, v);
             }
         } else if (!strcmp(k, "disk")) {
             for (int i = 0; i < e->nitems; i++) {
