@@ -291,6 +291,12 @@ int main(void)
     is_int(run(&f, START, NULL), 1, "an admin hold: refused here, exit 1");
     is_str(f.req_backend, "", "  nothing was asked of the destination");
     ok(exists(cfgpath), "  the configuration here is untouched");
+    memset(&st, 0, sizeof st);
+    strcpy(st.peers[0], "11111111-2222-4333-8444-555555555555");
+    st.npeers = 1;
+    state_save(statedir, "6a1c0f4e-7d2b-4c11-9e0a-c01d00000001", &st);
+    is_int(run(&f, START, NULL), 1, "a member of a peer group: refused here, exit 1");
+    is_str(f.req_backend, "", "  nothing was asked of the destination");
 
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
