@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "applet.h"
+#include "coldmig.h"
 #include "migjob.h"
 #include "mountclient.h"
 #include "state.h"
@@ -22,6 +23,7 @@
 static const char migrate_help[] =
     "usage: vmmig migrate [-n] [-a ALG] [-m DIR] DOMAIN HOST [wait[=SECONDS]|force]\n"
     "       vmmig migrate [-m DIR] DOMAIN cancel\n"
+    "       vmmig migrate --cold [-c FILE] [-p PORT] [-k KEY] [-t S] DOMAIN HOST\n"
     "\n"
     "Live-migrate DOMAIN to HOST through vmmigfs (as 'echo HOST > DOMAIN/migrate'),\n"
     "then wait for the end, showing the stage, round, data sent and dirty rate.\n"
@@ -37,7 +39,24 @@ static const char migrate_help[] =
     "  -m, --mount DIR       vmmigfs mount (default $VMMIG_MOUNT or " DEFAULT_MOUNT ")\n"
     "  -h, --help            show this help\n"
     "\n"
-    "Exit status: 0 migrated (or started/cancelled), 1 refused or failed, 2 usage.\n";
+    "With --cold, DOMAIN is a stopped domain: its configuration, kernel, ramdisk\n"
+    "and raw disks are copied to the agent on HOST (a listening vmmigfs or vmmig\n"
+    "receive), verified (SHA-256, read back there), and it boots afresh there,\n"
+    "also across hypervisors (Xen PVH <-> QEMU/KVM); no memory state crosses.\n"
+    "A running or paused domain, a held one (migration = \"no\", an admin hold)\n"
+    "and what cannot be carried (pci, vif, bootloader, non-raw disks...) are\n"
+    "refused with the reason.  Once it runs there, this host's configuration is\n"
+    "renamed NAME.cfg.moved-to-HOST (Xen) or its stopped instance removed (QEMU).\n"
+    "\n"
+    "  -C, --cold            move a stopped domain cold (see above; no vmmigfs needed)\n"
+    "  -c, --config FILE     its configuration (default $VMMIG_XEN_CONFIG_DIR/DOMAIN.cfg\n"
+    "                        or /etc/xen/DOMAIN.cfg on Xen; the stopped QEMU domain's)\n"
+    "  -p, --port N          HOST's agent port (default 8123)\n"
+    "  -k, --key FILE        pre-shared key (default $VMMIG_KEY_FILE or /etc/vmmig/key)\n"
+    "  -t, --timeout S       longest silence from HOST (default 30)\n"
+    "\n"
+    "Exit status: 0 migrated (or started/cancelled), 1 refused or failed, 2 usage;\n"
+    "with --cold, 3 unknown (the link broke after the commit point).\n";
 
 /* What the migrate file says: "running HOST stage=N NAME round=R sent=B dirty_rate=P". */
 struct job_view {
@@ -337,14 +356,37 @@ static int migrate_main(int argc, char **argv)
                                              {"algorithm", required_argument, 0, 'a'},
                                              {"mount", required_argument, 0, 'm'},
                                              {"help", no_argument, 0, 'h'},
+                                             {"cold", no_argument, 0, 'C'},
+                                             {"config", required_argument, 0, 'c'},
+                                             {"port", required_argument, 0, 'p'},
+                                             {"key", required_argument, 0, 'k'},
+                                             {"timeout", required_argument, 0, 't'},
                                              {0, 0, 0, 0}};
+    struct cold_send_opts co = {.port = PROTO_DEFAULT_PORT, .timeout_ms = PROTO_DEFAULT_TIMEOUT_MS};
+    bool cold = false, cold_opt = false;
+    long lv;
     const char *mnt = env_default("VMMIG_MOUNT", DEFAULT_MOUNT);
     const char *algo = NULL;
     bool wait = true;
     int opt, rc;
 
-    while ((opt = getopt_long(argc, argv, "na:m:h", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "na:m:hCc:p:k:t:", longopts, NULL)) != -1) {
         switch (opt) {
+        case 'C': cold = true; break;
+        case 'c': co.config = optarg; cold_opt = true; break;
+        case 'k': co.key_file = optarg; cold_opt = true; break;
+        case 'p':
+            if (parse_long(optarg, 1, 65535, &lv))
+                usage_exit(&applet_migrate, "bad port '%s' (1-65535)", optarg);
+            co.port = (unsigned)lv;
+            cold_opt = true;
+            break;
+        case 't':
+            if (parse_long(optarg, 1, 3600, &lv))
+                usage_exit(&applet_migrate, "bad timeout '%s' (1-3600 seconds)", optarg);
+            co.timeout_ms = (int)lv * 1000;
+            cold_opt = true;
+            break;
         case 'n': wait = false; break;
         case 'a':
             if (!mig_algo_known(optarg))
@@ -358,6 +400,20 @@ static int migrate_main(int argc, char **argv)
         }
     }
     int nargs = argc - optind;
+    if (cold_opt && !cold)
+        usage_exit(&applet_migrate, "--config, --port, --key and --timeout go with --cold");
+    if (cold) {
+        if (nargs != 2)
+            usage_exit(&applet_migrate, "--cold takes DOMAIN and HOST");
+        if (algo || !wait)
+            usage_exit(&applet_migrate, "--cold takes no --algorithm or --no-wait");
+        co.name = argv[optind];
+        co.host = argv[optind + 1];
+        if (!co.key_file)
+            co.key_file = proto_key_file();
+        co.state_dir = env_default("VMMIG_STATE_DIR", DEFAULT_STATE_DIR);
+        return cold_send(&co);
+    }
     if (nargs != 2 && nargs != 3)
         usage_exit(&applet_migrate, nargs < 2 ? "expected DOMAIN and HOST" : "too many arguments");
     const char *dom = argv[optind], *host = argv[optind + 1];

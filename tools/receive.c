@@ -27,6 +27,7 @@
 #include "consolerelay.h"
 #include "diskmig.h"
 #include "nbddev.h"
+#include "coldmig.h"
 #include "lock.h"
 #include "migengine.h"
 #include "migjob.h"
@@ -1067,6 +1068,12 @@ static int receive_main(int argc, char **argv)
     if (type != MSG_MIG_REQ) {
         say("%s sent %s first; expected MIG_REQ, QUERY or CONSOLE", r.peer, msg_type_name(type));
         reply(&r, MSG_ABORT, "reason", "expected MIG_REQ, QUERY or CONSOLE", NULL, NULL);
+        goto out;
+    }
+    char cold[8] = "";
+    if (!kv_get(pl, len, "cold", cold, sizeof cold) && !strcmp(cold, "1")) {
+        /* vmmig migrate --cold: a stopped domain's files, booted afresh here */
+        rc = cold_receive(&r.conn, r.eng, r.e, &pol, pl, len, r.state_dir, r.disk_dir, r.peer);
         goto out;
     }
     /* What this host accepts: all the engine can do, or fewer (a QUERY

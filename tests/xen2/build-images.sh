@@ -110,11 +110,32 @@ add_module() {
     echo "$name" >> "$O/xen2/modules.list"
 }
 : > "$O/xen2/modules.list"
-for m in $nic_modules; do add_module "$m"; done
+for m in $nic_modules loop; do add_module "$m"; done
 chmod 644 "$O/xen2/modules.list"
 say "NIC $NIC: modules $(tr '\n' ' ' < "$O/xen2/modules.list")"
 
 # 2d. Overlay archive, appended to the one-host dom0 image.
+# The cold-migration guest (scenarios/70-cold.sh) boots on Xen and on QEMU:
+# the domU initramfs (xen-blkfront), tests/qemu's (the virtio modules) and
+# image/cold-init as /init, concatenated (later files win).
+QINITRD=$TOP/.cache/qemu/initrd.gz
+if [ ! -s "$QINITRD" ] && [ -x "$TOP/build/static/vmmig" ]; then
+    "$TOP/tests/qemu/fetch.sh" >&2 || die "tests/qemu/fetch.sh failed"
+fi
+if [ -s "$QINITRD" ]; then
+    C=$WORK/cold
+    mkdir -p "$C"
+    install -m 755 "$HERE/image/cold-init" "$C/init"
+    # one gzip stream of the three archives: Xen's domain builder reads
+    # the size of a gzip'd ramdisk from its end, the last member's only
+    { gzip -dc "$OUT/domu-initrd.gz" "$QINITRD"
+      (cd "$C" && echo init | cpio -o -H newc -R 0:0 --quiet); } | gzip -1 > "$O/xen2/cold-initrd.gz"
+    chmod 644 "$O/xen2/cold-initrd.gz"
+    say "cold guest: /xen2/cold-initrd.gz ($(du -h "$O/xen2/cold-initrd.gz" | cut -f1))"
+else
+    say "no $QINITRD (tests/qemu/fetch.sh needs make static first): no cold guest"
+fi
+
 (cd "$O" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) > "$WORK/overlay.cpio"
 cat "$OUT/dom0-initrd" "$WORK/overlay.cpio" > "$OUT/dom0-initrd-xen2.tmp"
 mv "$OUT/dom0-initrd-xen2.tmp" "$OUT/dom0-initrd-xen2"

@@ -20,6 +20,12 @@
 #                                  KEY in /etc/vmmig/key, POLICY lines in
 #                                  /etc/vmmig/policy and mounts vmmigfs
 #                                  --listen 8123 on /run/vmmig (if not yet)
+#   kvm_run 'bash script'          run it on the QEMU/KVM host of the cold
+#                                  scenario (tests/xen2/kvmhost/, this machine,
+#                                  reached through hostA's second NIC; hostA
+#                                  only): output, then its exit status (125
+#                                  when the host cannot be reached)
+#   kvm_net_up                     bring that NIC up as 10.0.2.15/24 (hostA)
 #   now                            seconds since boot, 2 decimals (for timings)
 #   elapsed_since T                seconds since T (a `now` value), 2 decimals
 #
@@ -131,4 +137,38 @@ vmmig_setup() {
     printf '%s' "mkdir -p /etc/vmmig /run/vmmig && (umask 077; printf '%s\\n' '$1' > /etc/vmmig/key) &&
 printf '${2:-}' > /etc/vmmig/policy &&
 { mountpoint -q /run/vmmig || vmmigfs --listen 8123 /run/vmmig; }"
+}
+
+# The QEMU/KVM host of the cold scenario (run.sh: XEN2_KVMHOST): its
+# command service behind QEMU's guestfwd, the token from the command line.
+KVM_ADDR=10.0.2.100
+kvm_net_up() {
+    local i
+    for i in /sys/class/net/*; do
+        [ "$(cat "$i/address" 2>/dev/null)" = 52:54:00:99:01:01 ] || continue
+        ip link set "${i##*/}" up &&
+            { ip addr show dev "${i##*/}" | grep -q 10.0.2.15/ || ip addr add 10.0.2.15/24 dev "${i##*/}"; }
+        return
+    done
+    echo "kvm_net_up: no NIC 52:54:00:99:01:01 (run.sh without XEN2_KVMHOST?)" >&2
+    return 1
+}
+kvm_run() {
+    local tok f rc last
+    tok=$(sed -n 's/.*XEN2_KVM_TOKEN=\([0-9a-f]*\).*/\1/p' /proc/cmdline)
+    f=$(mktemp /tmp/kvm-run.XXXXXX)
+    { printf '%s\n' "$tok"; printf '%s' "$1"; } |
+        timeout "${HOST_RUN_TIMEOUT:-120}" xen2-tcp connect -w 10 "$KVM_ADDR" 7001 > "$f"
+    rc=$?
+    last=$(tail -n 1 "$f")
+    case "$last" in
+        "XEN2-RC "*)
+            sed '$d' "$f"
+            rm -f "$f"
+            return "${last#XEN2-RC }" ;;
+    esac
+    cat "$f"
+    rm -f "$f"
+    echo "kvm_run: no answer from the QEMU/KVM host (status $rc)" >&2
+    return 125
 }

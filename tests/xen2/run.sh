@@ -25,6 +25,13 @@
 #   XEN2_XEN_ARGS     added to Xen's command line (default none; see below)
 #   XEN2_NET_MB, XEN2_NC_MB  MB sent A->B by 00-net.sh's throughput checks
 #                     through xen2-tcp (default 50) and busybox nc (default 10)
+#   XEN2_KVMHOST      1: a QEMU/KVM host on this machine for the cold scenario
+#                     (tests/xen2/kvmhost/), 0: none; default: 1 when a
+#                     scenario uses kvm_run.  hostA then has a second NIC on
+#                     QEMU's user network (restrict=on): 10.0.2.100:8123 is
+#                     that host's agent and 10.0.2.100:7001 its command
+#                     service (guestfwd to 127.0.0.1), and 127.0.0.1:PORT on
+#                     this machine is hostA's 10.0.2.15:8123 (hostfwd)
 # Serial consoles of both machines, timestamped and prefixed with "A|" or
 # "B|", go to .cache/xen2/logs/boot-*.log (latest.log points to the last).
 set -eu
@@ -107,6 +114,7 @@ ls -1t "$LOGDIR"/boot-*.log 2>/dev/null | tail -n +21 | xargs -r rm -f
 # One run directory per run (pid files, markers): runs may overlap.
 RUNDIR=$(mktemp -d "$CACHE2/run.XXXXXX")
 
+KVM_PID=""
 # Background helpers of the current boot (watchdog, hostB's pipeline, the
 # resource sampler); killed by pid.
 HELPERS=""
@@ -132,11 +140,51 @@ cleanup() {
     stop_helpers
     kill_qemu A
     kill_qemu B
+    if [ -n "$KVM_PID" ]; then
+        kill "$KVM_PID" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$KVM_PID" 2>/dev/null || break; sleep 0.1; done
+        KVM_PID=""
+    fi
     rm -rf "$RUNDIR"
     return 0
 }
 trap cleanup EXIT
 trap 'cleanup; trap - EXIT; bail "interrupted"' INT TERM HUP
+
+# The QEMU/KVM host (XEN2_KVMHOST): its services on loopback, for all boots.
+KVMHOST=${XEN2_KVMHOST:-auto}
+if [ "$KVMHOST" = auto ]; then
+    KVMHOST=0
+    grep -qs 'kvm_run' "$SCENARIOS"/*.sh && KVMHOST=1
+fi
+KVM_DIR="" KVM_DOM0="" A_EXTRA=()
+free_port() { # a free loopback port not in "$*"
+    local p i
+    for i in $(seq 100); do
+        p=$((20000 + RANDOM % 12000))
+        case " $* " in *" $p "*) continue ;; esac
+        [ -z "$(ss -Htan "sport = :$p" 2>/dev/null)" ] && { echo "$p"; return; }
+    done
+    echo 0
+}
+if [ "$KVMHOST" = 1 ]; then
+    TCP=$CACHE2/build/xen2-tcp
+    KVM_DIR=$(abs "$(mktemp -d "$CACHE2/kvmhost.XXXXXX")")
+    case "$TCP$KVM_DIR" in
+        *,*|*=*|*" "*) bail "QEMU cannot take paths with ',', '=' or spaces: $TCP" ;;
+    esac
+    KP1=$(free_port); KP2=$(free_port "$KP1"); KP3=$(free_port "$KP1" "$KP2")
+    # not our child: boot_pair's wait waits for every child
+    KVM_PID=$("$HERE/kvmhost/run.sh" "$KVM_DIR" "$KP1" "$KP2" "$KP3" "$(abs "$VMMIG_BIN")" "$TCP" \
+        </dev/null >"$LOGDIR/kvmhost.log" 2>&1 & echo $!)
+    for i in $(seq 50); do [ -s "$KVM_DIR/token" ] && break; sleep 0.1; done
+    [ -s "$KVM_DIR/token" ] || bail "tests/xen2/kvmhost/run.sh did not start (see $LOGDIR/kvmhost.log)"
+    A_EXTRA=(-netdev "user,id=n1,restrict=on,net=10.0.2.0/24,guestfwd=tcp:10.0.2.100:8123-cmd:$TCP connect 127.0.0.1 $KP1,guestfwd=tcp:10.0.2.100:7001-cmd:$TCP connect 127.0.0.1 $KP2,hostfwd=tcp:127.0.0.1:$KP3-10.0.2.15:8123"
+             -device "$NICDEV,netdev=n1,mac=52:54:00:99:01:01")
+    KVM_DOM0="XEN2_KVM_TOKEN=$(cat "$KVM_DIR/token")"
+    echo "# QEMU/KVM host on this machine: agent 127.0.0.1:$KP1, commands :$KP2, hostA's agent at :$KP3"
+fi
+
 
 # logline WHO TS TEXT: one line of the combined log.
 logline() { printf '[%7s] %s| %s\n' "$2" "$1" "$3" >> "$LOG"; }
@@ -158,15 +206,16 @@ pick_port() {
 # plus the NIC; XEN2_HOST=H on the dom0 command line picks the role. Its
 # serial console on stdout, then a VMMIG-HOST-QEMU-EXIT line.
 qemu_host() {
-    local h=$1 net=$2 mac=$3 qrc=0
+    local h=$1 net=$2 mac=$3 qrc=0 extra=()
+    [ "$h" = A ] && extra=("${A_EXTRA[@]}")
     timeout -k 10 "$TOTAL_TIMEOUT" qemu-system-x86_64 \
         -machine pc -accel tcg -cpu "$CPU" -smp 1 -m "$MEM" \
         -display none -vga none -nodefaults -no-reboot -serial stdio -monitor none \
         -pidfile "$RUNDIR/qemu-$h.pid" \
-        -netdev "socket,id=n0,$net" -device "$NICDEV,netdev=n0,mac=$mac" \
+        -netdev "socket,id=n0,$net" -device "$NICDEV,netdev=n0,mac=$mac" "${extra[@]}" \
         -kernel "$IMAGES/xen.elf" \
         -append "console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all dom0_mem=768M,max:768M dom0_max_vcpus=1 smap=0 bootscrub=0 $XEN_ARGS" \
-        -initrd "$IMAGES/vmlinuz console=hvc0 earlyprintk=xen loglevel=6 rdinit=/init SCENARIO_TIMEOUT=$SCENARIO_TIMEOUT BENCH_ROUNDS=$BENCH_ROUNDS XEN2_HOST=$h NET_MB=$NET_MB NC_MB=$NC_MB,$IMAGES/dom0-initrd-xen2" \
+        -initrd "$IMAGES/vmlinuz console=hvc0 earlyprintk=xen loglevel=6 rdinit=/init SCENARIO_TIMEOUT=$SCENARIO_TIMEOUT BENCH_ROUNDS=$BENCH_ROUNDS XEN2_HOST=$h NET_MB=$NET_MB NC_MB=$NC_MB${KVM_DOM0:+ $KVM_DOM0},$IMAGES/dom0-initrd-xen2" \
         </dev/null 2>&1 || qrc=$?
     echo "VMMIG-HOST-QEMU-EXIT $qrc"
 }
