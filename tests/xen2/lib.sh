@@ -79,21 +79,28 @@ host_addr() {
         /etc/hosts | grep . || { echo "host_addr: unknown host '$1'" >&2; return 1; }
 }
 
+# cmd_answer FILE: a command service's answer (the output, then a last line
+# "XEN2-RC N"): the output to stdout and N in CMD_RC; CMD_RC empty when that
+# line is missing (the output so far to stdout).  FILE is removed.
+cmd_answer() {
+    local last
+    last=$(tail -n 1 "$1")
+    CMD_RC=
+    case "$last" in
+        "XEN2-RC "*) sed '$d' "$1"; CMD_RC=${last#XEN2-RC } ;;
+        *) cat "$1" ;;
+    esac
+    rm -f "$1"
+}
+
 host_run() {
-    local host=$1 cmd=$2 ip f rc last
+    local host=$1 cmd=$2 ip f rc
     ip=$(host_addr "$host") || return 125
     f=$(mktemp /tmp/host-run.XXXXXX)
     printf '%s' "$cmd" | timeout "${HOST_RUN_TIMEOUT:-120}" xen2-tcp connect -w 10 "$ip" "$XEN2_CMD_PORT" > "$f"
     rc=$?
-    last=$(tail -n 1 "$f")
-    case "$last" in
-        "XEN2-RC "*)
-            sed '$d' "$f"
-            rm -f "$f"
-            return "${last#XEN2-RC }" ;;
-    esac
-    cat "$f"
-    rm -f "$f"
+    cmd_answer "$f"
+    [ -n "$CMD_RC" ] && return "$CMD_RC"
     case "$rc" in
         124|143) echo "host_run: no answer from $host ($ip) within ${HOST_RUN_TIMEOUT:-120} s" >&2; return 124 ;;
         *) echo "host_run: connection to $host ($ip) failed or broke (status $rc)" >&2; return 125 ;;
@@ -154,21 +161,14 @@ kvm_net_up() {
     return 1
 }
 kvm_run() {
-    local tok f rc last
+    local tok f rc
     tok=$(sed -n 's/.*XEN2_KVM_TOKEN=\([0-9a-f]*\).*/\1/p' /proc/cmdline)
     f=$(mktemp /tmp/kvm-run.XXXXXX)
     { printf '%s\n' "$tok"; printf '%s' "$1"; } |
         timeout "${HOST_RUN_TIMEOUT:-120}" xen2-tcp connect -w 10 "$KVM_ADDR" 7001 > "$f"
     rc=$?
-    last=$(tail -n 1 "$f")
-    case "$last" in
-        "XEN2-RC "*)
-            sed '$d' "$f"
-            rm -f "$f"
-            return "${last#XEN2-RC }" ;;
-    esac
-    cat "$f"
-    rm -f "$f"
+    cmd_answer "$f"
+    [ -n "$CMD_RC" ] && return "$CMD_RC"
     echo "kvm_run: no answer from the QEMU/KVM host (status $rc)" >&2
     return 125
 }
