@@ -36,7 +36,10 @@ MUSL_CC          ?= musl-gcc
 # Sections per function and --gc-sections: the linker drops what nothing
 # calls from inside the objects it takes (build-deps.sh compiles the libraries
 # the same way); with libxl linked in, about 300 KB of the stripped binary.
-STATIC_CFLAGS    ?= -Os -ffunction-sections -fdata-sections
+# No unwind tables for vmmig's own C: nothing unwinds through it (no C++,
+# no pthread_cancel), and .eh_frame is kept by strip (about 60 KB of ours).
+STATIC_CFLAGS    ?= -Os -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables \
+                    -fno-unwind-tables
 STATIC_LDFLAGS   ?= -Wl,--gc-sections
 STATIC_MAX_BYTES ?= 1500000
 MUSL_DIR         := .cache/musl
