@@ -980,11 +980,20 @@ static int guest_change(struct bm *m, enum op op, const void *buf, uint32_t len,
 
     bool mirror = true;
     switch (op) {
-    case OP_WRITE:
+    case OP_WRITE: {
+        /* The peer's round trip and the local write (and its sync, FUA)
+         * overlap: the guest is answered once both are done. */
+        struct nbd_pending pw;
+        if (c)
+            nbd_client_pwrite_start(c, &pw, buf, len, off, flags);
         rc = pwrite_full(m->img.fd, buf, len, off);
-        if (!rc && c)
-            prc = nbd_client_pwrite(c, buf, len, off, flags);
+        if (!rc && (flags & NBD_CMD_FLAG_FUA))
+            rc = sync_fd(m->img.fd);
+        if (c)
+            prc = nbd_client_wait(c, &pw);
+        flags &= ~(uint32_t)NBD_CMD_FLAG_FUA; /* synced above */
         break;
+    }
     case OP_ZERO:
         rc = zero_fd(m->img.fd, len, off, !(flags & NBD_CMD_FLAG_NO_HOLE));
         if (!rc && c)

@@ -733,14 +733,6 @@ int nbd_serve_transmission(int rfd, int wfd, const struct nbd_export *exp, int w
 
 /* ---- client ---- */
 
-struct pending {
-    uint64_t cookie;
-    void *rbuf; /* read data or hashes go here */
-    uint32_t rlen;
-    bool done;
-    int err;
-    struct pending *next;
-};
 
 struct nbd_client {
     int fd;
@@ -755,7 +747,7 @@ struct nbd_client {
     pthread_mutex_t send_lock;
     pthread_t reader;
     bool reader_started;
-    struct pending *pending;
+    struct nbd_pending *pending;
     uint64_t next_cookie;
     int dead; /* 0 while up, else the errno that ended it */
 };
@@ -787,7 +779,7 @@ static void mark_dead(struct nbd_client *c, int err)
         return;
     c->dead = err ? err : ECONNRESET;
     shutdown(c->fd, SHUT_RDWR);
-    for (struct pending *p = c->pending; p; p = p->next)
+    for (struct nbd_pending *p = c->pending; p; p = p->next)
         if (!p->done) {
             p->done = true;
             p->err = -c->dead;
@@ -812,7 +804,7 @@ static void *reader_main(void *arg)
         uint32_t error = get32(h + 4);
         uint64_t cookie = get64(h + 8);
         pthread_mutex_lock(&c->lock);
-        struct pending **pp = &c->pending, *p;
+        struct nbd_pending **pp = &c->pending, *p;
         while ((p = *pp) && p->cookie != cookie)
             pp = &p->next;
         if (p)
@@ -842,23 +834,27 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
-static int request(struct nbd_client *c, uint16_t type, uint16_t flags, uint64_t off, uint32_t len,
-                   const void *payload, void *rbuf, uint32_t rlen)
+/* Send a request; its reply is waited for by request_wait (p lives until then). */
+static void request_send(struct nbd_client *c, struct nbd_pending *p, uint16_t type, uint16_t flags,
+                         uint64_t off, uint32_t len, const void *payload, void *rbuf, uint32_t rlen)
 {
-    struct pending p = {.rbuf = rbuf, .rlen = rlen};
     struct nbd_request req = {.flags = flags, .type = type, .offset = off, .length = len};
     uint8_t hdr[NBD_REQUEST_SIZE];
     int rc;
 
+    memset(p, 0, sizeof *p);
+    p->rbuf = rbuf;
+    p->rlen = rlen;
     pthread_mutex_lock(&c->lock);
     if (c->dead) {
-        rc = -c->dead;
+        p->err = -c->dead;
+        p->done = true;
         pthread_mutex_unlock(&c->lock);
-        return rc;
+        return;
     }
-    p.cookie = req.cookie = ++c->next_cookie;
-    p.next = c->pending;
-    c->pending = &p;
+    p->cookie = req.cookie = ++c->next_cookie;
+    p->next = c->pending;
+    c->pending = p;
     pthread_mutex_unlock(&c->lock);
 
     nbd_request_encode(&req, hdr);
@@ -866,10 +862,18 @@ static int request(struct nbd_client *c, uint16_t type, uint16_t flags, uint64_t
     pthread_mutex_lock(&c->send_lock);
     rc = writev_full(c->fd, iov, payload ? 2 : 1);
     pthread_mutex_unlock(&c->send_lock);
+    if (rc) {
+        pthread_mutex_lock(&c->lock);
+        mark_dead(c, -rc);
+        pthread_mutex_unlock(&c->lock);
+    }
+}
+
+static int request_wait(struct nbd_client *c, struct nbd_pending *p)
+{
+    int rc;
 
     pthread_mutex_lock(&c->lock);
-    if (rc)
-        mark_dead(c, -rc);
     struct timespec deadline;
     clock_gettime(CLOCK_MONOTONIC, &deadline);
     deadline.tv_sec += c->timeout_ms / 1000;
@@ -878,17 +882,36 @@ static int request(struct nbd_client *c, uint16_t type, uint16_t flags, uint64_t
         deadline.tv_sec++;
         deadline.tv_nsec -= 1000000000L;
     }
-    while (!p.done) {
+    while (!p->done) {
         if (!c->timeout_ms || c->dead) {
             pthread_cond_wait(&c->cond, &c->lock);
             continue;
         }
-        if (pthread_cond_timedwait(&c->cond, &c->lock, &deadline) == ETIMEDOUT && !p.done)
+        if (pthread_cond_timedwait(&c->cond, &c->lock, &deadline) == ETIMEDOUT && !p->done)
             mark_dead(c, ETIMEDOUT); /* fails p too, and every other request */
     }
-    rc = p.err;
+    rc = p->err;
     pthread_mutex_unlock(&c->lock);
     return rc;
+}
+
+static int request(struct nbd_client *c, uint16_t type, uint16_t flags, uint64_t off, uint32_t len,
+                   const void *payload, void *rbuf, uint32_t rlen)
+{
+    struct nbd_pending p;
+    request_send(c, &p, type, flags, off, len, payload, rbuf, rlen);
+    return request_wait(c, &p);
+}
+
+void nbd_client_pwrite_start(struct nbd_client *c, struct nbd_pending *p, const void *buf,
+                             uint32_t len, uint64_t off, uint32_t flags)
+{
+    request_send(c, p, NBD_CMD_WRITE, (uint16_t)(flags & NBD_CMD_FLAG_FUA), off, len, buf, NULL, 0);
+}
+
+int nbd_client_wait(struct nbd_client *c, struct nbd_pending *p)
+{
+    return request_wait(c, p);
 }
 
 int nbd_client_pread(struct nbd_client *c, void *buf, uint32_t len, uint64_t off)

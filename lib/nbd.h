@@ -187,6 +187,23 @@ uint32_t nbd_client_max_payload(const struct nbd_client *c);
 
 /* Each blocks until its reply; -errno (the server's error, or ECONNRESET,
  * ETIMEDOUT... once the connection is gone: then every request fails). */
+/* A request on its way (nbd_client_pwrite_start .. nbd_client_wait): the
+ * caller keeps it, and the buffer, until the wait returns. */
+struct nbd_pending {
+    uint64_t cookie;
+    void *rbuf; /* read data or hashes go here */
+    uint32_t rlen;
+    bool done;
+    int err;
+    struct nbd_pending *next;
+};
+
+/* Send a write and return; nbd_client_wait then waits for its reply (so
+ * that the caller can do something else meanwhile). */
+void nbd_client_pwrite_start(struct nbd_client *c, struct nbd_pending *p, const void *buf,
+                             uint32_t len, uint64_t off, uint32_t flags);
+int nbd_client_wait(struct nbd_client *c, struct nbd_pending *p);
+
 int nbd_client_pread(struct nbd_client *c, void *buf, uint32_t len, uint64_t off);
 int nbd_client_pwrite(struct nbd_client *c, const void *buf, uint32_t len, uint64_t off,
                       uint32_t flags);
