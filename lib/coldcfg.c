@@ -404,6 +404,66 @@ static int vdev_check(const char *vdev, int i, char *err, size_t errlen)
     return 0;
 }
 
+/* The keys both forms carry alike.  1 taken, 0 not one of them, or
+ * -EINVAL with err. */
+static int common_key(struct cold_cfg *c, const char *k, const char *v, char *err, size_t errlen)
+{
+    if (!strcmp(k, "name")) {
+        strlcpy0(c->name, v, sizeof c->name);
+    } else if (!strcmp(k, "uuid")) {
+        strlcpy0(c->uuid, v, sizeof c->uuid);
+    } else if (!strcmp(k, "memory") || !strcmp(k, "vcpus")) {
+        long n;
+        if (parse_long(v, 1, !strcmp(k, "memory") ? 1 << 22 : 256, &n)) {
+            snprintf(err, errlen, "bad %s '%s'", k, v);
+            return -EINVAL;
+        }
+        *(!strcmp(k, "memory") ? &c->memory_mib : &c->vcpus) = (unsigned)n;
+    } else if (!strcmp(k, "kernel")) {
+        strlcpy0(c->kernel, v, sizeof c->kernel);
+    } else if (!strcmp(k, "ramdisk")) {
+        strlcpy0(c->ramdisk, v, sizeof c->ramdisk);
+    } else if (!strcmp(k, "migration") || !strcmp(k, "nomigrate")) {
+        if (is_off(v) == !strcmp(k, "migration")) {
+            c->nomigrate = true;
+            snprintf(c->nomigrate_what, sizeof c->nomigrate_what,
+                     !strcmp(k, "migration") ? "%s = \"%s\"" : "%s = %s", k, v);
+        }
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+/* Append a disk (xl's disk spec); need_vdev: it must name its vdev. */
+static int add_disk(struct cold_cfg *c, const char *spec, bool need_vdev, char *err,
+                    size_t errlen)
+{
+    char vdev[32];
+
+    if (c->ndisks == COLD_MAX_DISKS) {
+        snprintf(err, errlen, "more than %d disks", COLD_MAX_DISKS);
+        return -EINVAL;
+    }
+    if (xl_disk(spec, &c->disks[c->ndisks], vdev, sizeof vdev, err, errlen))
+        return -EINVAL;
+    if (!vdev[0] && need_vdev) {
+        snprintf(err, errlen, "disk '%s': no vdev", spec);
+        return -EINVAL;
+    }
+    if (vdev[0] && vdev_check(vdev, c->ndisks, err, errlen))
+        return -EINVAL;
+    c->ndisks++;
+    return 0;
+}
+
+static void cfg_defaults(struct cold_cfg *c)
+{
+    memset(c, 0, sizeof *c);
+    c->memory_mib = 128;
+    c->vcpus = 1;
+}
+
 int cold_from_xl(const char *text, struct cold_cfg *c, char *err, size_t errlen)
 {
     struct cfg_entry *e = xmalloc(sizeof *e);
@@ -412,9 +472,7 @@ int cold_from_xl(const char *text, struct cold_cfg *c, char *err, size_t errlen)
     bool have_cmdline = false;
     int line = 1, r, rc = -EINVAL;
 
-    memset(c, 0, sizeof *c);
-    c->memory_mib = 128;
-    c->vcpus = 1;
+    cfg_defaults(c);
     while ((r = next_entry(&p, &line, e, err, errlen)) > 0) {
         const char *k = e->key, *v = e->items[0];
         bool done = false;
@@ -439,23 +497,13 @@ int cold_from_xl(const char *text, struct cold_cfg *c, char *err, size_t errlen)
             snprintf(err, errlen, "line %d: %s %s a list", line, k, e->list ? "is" : "is not");
             goto out;
         }
-        if (!strcmp(k, "name")) {
-            strlcpy0(c->name, v, sizeof c->name);
-        } else if (!strcmp(k, "uuid")) {
-            strlcpy0(c->uuid, v, sizeof c->uuid);
+        int taken = common_key(c, k, v, err, errlen);
+        if (taken < 0)
+            goto out;
+        if (taken) {
+            continue;
         } else if (!strcmp(k, "type") || !strcmp(k, "builder")) {
             strlcpy0(type, !strcmp(v, "generic") ? "pv" : v, sizeof type);
-        } else if (!strcmp(k, "memory") || !strcmp(k, "vcpus")) {
-            long n;
-            if (parse_long(v, 1, !strcmp(k, "memory") ? 1 << 22 : 256, &n)) {
-                snprintf(err, errlen, "bad %s '%s'", k, v);
-                goto out;
-            }
-            *(!strcmp(k, "memory") ? &c->memory_mib : &c->vcpus) = (unsigned)n;
-        } else if (!strcmp(k, "kernel")) {
-            strlcpy0(c->kernel, v, sizeof c->kernel);
-        } else if (!strcmp(k, "ramdisk")) {
-            strlcpy0(c->ramdisk, v, sizeof c->ramdisk);
         } else if (!strcmp(k, "cmdline")) {
             strlcpy0(cmdline, v, sizeof cmdline);
             have_cmdline = true;
@@ -463,33 +511,10 @@ int cold_from_xl(const char *text, struct cold_cfg *c, char *err, size_t errlen)
             strlcpy0(extra, v, sizeof extra);
         } else if (!strcmp(k, "root")) {
             strlcpy0(root, v, sizeof root);
-        } else if (!strcmp(k, "migration")) {
-            if (is_off(v)) {
-                c->nomigrate = true;
-                snprintf(c->nomigrate_what, sizeof c->nomigrate_what, "migration = \"%s\"", v);
-            }
-        } else if (!strcmp(k, "nomigrate")) {
-            if (!is_off(v)) {
-                c->nomigrate = true;
-                snprintf(c->nomigrate_what, sizeof c->nomigrate_what, "nomigrate = %s", v);
-            }
         } else if (!strcmp(k, "disk")) {
-            for (int i = 0; i < e->nitems; i++) {
-                char vdev[32];
-                if (c->ndisks == COLD_MAX_DISKS) {
-                    snprintf(err, errlen, "more than %d disks", COLD_MAX_DISKS);
+            for (int i = 0; i < e->nitems; i++)
+                if (add_disk(c, e->items[i], true, err, errlen))
                     goto out;
-                }
-                if (xl_disk(e->items[i], &c->disks[c->ndisks], vdev, sizeof vdev, err, errlen))
-                    goto out;
-                if (!vdev[0]) {
-                    snprintf(err, errlen, "disk '%s': no vdev", e->items[i]);
-                    goto out;
-                }
-                if (vdev_check(vdev, c->ndisks, err, errlen))
-                    goto out;
-                c->ndisks++;
-            }
         } else {
             snprintf(err, errlen, "%s: vmmig does not know how to carry it to QEMU (remove it "
                      "to migrate cold)", k);
@@ -538,52 +563,28 @@ int cold_from_neutral(const char *text, struct cold_cfg *c, char *err, size_t er
     const char *p = text;
     int line = 1, r, rc = -EINVAL;
 
-    memset(c, 0, sizeof *c);
-    c->memory_mib = 128;
-    c->vcpus = 1;
+    cfg_defaults(c);
     while ((r = next_entry(&p, &line, e, err, errlen)) > 0) {
         const char *k = e->key, *v = e->items[0];
-        if (!strcmp(k, "name")) {
-            strlcpy0(c->name, v, sizeof c->name);
-        } else if (!strcmp(k, "uuid")) {
-            strlcpy0(c->uuid, v, sizeof c->uuid);
-        } else if (!strcmp(k, "memory") || !strcmp(k, "vcpus")) {
-            long n;
-            if (parse_long(v, 1, !strcmp(k, "memory") ? 1 << 22 : 256, &n)) {
-                snprintf(err, errlen, "bad %s '%s'", k, v);
-                goto out;
-            }
-            *(!strcmp(k, "memory") ? &c->memory_mib : &c->vcpus) = (unsigned)n;
-        } else if (!strcmp(k, "kernel")) {
-            strlcpy0(c->kernel, v, sizeof c->kernel);
-        } else if (!strcmp(k, "ramdisk") || !strcmp(k, "initrd")) {
+        int taken = common_key(c, k, v, err, errlen);
+        if (taken < 0)
+            goto out;
+        if (taken) {
+            continue;
+        } else if (!strcmp(k, "initrd")) {
             strlcpy0(c->ramdisk, v, sizeof c->ramdisk);
         } else if (!strcmp(k, "cmdline") || !strcmp(k, "extra")) {
             strlcpy0(c->cmdline, v, sizeof c->cmdline);
-        } else if (!strcmp(k, "migration") || !strcmp(k, "nomigrate")) {
-            if (is_off(v) == !strcmp(k, "migration")) {
-                c->nomigrate = true;
-                snprintf(c->nomigrate_what, sizeof c->nomigrate_what,
-                         !strcmp(k, "migration") ? "%s = \"%s\"" : "%s = %s", k, v);
-            }
         } else if (!strcmp(k, "disk")) {
             for (int i = 0; i < e->nitems; i++) {
-                char vdev[32];
                 const char *t = strstr(e->items[i], "target=");
-                if (c->ndisks == COLD_MAX_DISKS) {
-                    snprintf(err, errlen, "more than %d disks", COLD_MAX_DISKS);
-                    goto out;
-                }
                 if (t && !strncmp(t + 7, "blockmirror:", 12)) {
                     snprintf(err, errlen, "disk '%s': a blockmirror disk: migrate the domain "
                              "live with it, or stop its blockmirror and name the image", e->items[i]);
                     goto out;
                 }
-                if (xl_disk(e->items[i], &c->disks[c->ndisks], vdev, sizeof vdev, err, errlen))
+                if (add_disk(c, e->items[i], false, err, errlen))
                     goto out;
-                if (vdev[0] && vdev_check(vdev, c->ndisks, err, errlen))
-                    goto out;
-                c->ndisks++;
             }
         } else if (!e->list || e->nitems) {
             snprintf(err, errlen, "%s: vmmig does not know how to carry it to Xen (remove it "

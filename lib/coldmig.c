@@ -74,6 +74,40 @@ static void send_kv(struct proto_conn *c, int type, const char *k1, const char *
     sb_free(&sb);
 }
 
+/* Send type with sb's pairs and expect the reply want.  0, or -1 with the
+ * error printed: what the link said, or the refusal (refusal's %s is the
+ * host) with the destination's reason. */
+static int cold_exchange(struct proto_conn *c, const struct cold_send_opts *o, int type,
+                         const struct strbuf *sb, int want, const char *refusal)
+    __attribute__((format(printf, 6, 0)));
+static int cold_exchange(struct proto_conn *c, const struct cold_send_opts *o, int type,
+                         const struct strbuf *sb, int want, const char *refusal)
+{
+    char why[300] = "", what[300], reason[300] = "";
+    uint8_t *pl = NULL;
+    uint32_t len;
+    int got, rc = -1;
+
+    if (proto_send(c, type, sb->s, (uint32_t)sb->len)) {
+        error_msg("%s: %s: the %s was not sent", o->name, o->host, msg_type_name(type));
+        goto out;
+    }
+    if (proto_recv(c, &got, &pl, &len, why, sizeof why)) {
+        error_msg("%s: %s: %s", o->name, o->host, why);
+        goto out;
+    }
+    if (got != want) {
+        kv_get(pl, len, "reason", reason, sizeof reason);
+        snprintf(what, sizeof what, refusal, o->host);
+        error_msg("%s: %s: %s", o->name, what, reason[0] ? reason : msg_type_name(got));
+        goto out;
+    }
+    rc = 0;
+out:
+    free(pl);
+    return rc;
+}
+
 /* A file's size: a regular file's, or a block device's. */
 static int file_size(int fd, uint64_t *size)
 {
@@ -138,29 +172,16 @@ static int source_busy(const struct mig_engine_ops *eng, const char *name, char 
     return 1;
 }
 
+/* Does host run (or hold paused) the domain?  1 yes, 0 no, -1 unknown. */
 static int cold_recover_query(const struct cold_send_opts *o, const struct cold_cfg *cfg,
                               const uint8_t *psk, size_t psklen)
 {
-    struct proto_conn c;
-    char err[300], state[32] = "";
-    int fd, type, rc = -1;
-    pid_t pid;
-    uint8_t *pl = NULL;
-    uint32_t len;
+    char err[300], state[32];
 
-    if (mig_connect(o->host, o->port, NULL, o->timeout_ms, &fd, &pid, err, sizeof err))
+    if (mig_query(o->host, o->port, NULL, o->timeout_ms, psk, psklen, NULL, cfg->uuid, cfg->name,
+                  state, sizeof state, err, sizeof err))
         return -1;
-    proto_init(&c, fd, fd, o->timeout_ms);
-    if (!proto_handshake_client(&c, psk, psklen, NULL, err, sizeof err)) {
-        send_kv(&c, MSG_QUERY, "uuid", cfg->uuid, "name", cfg->name);
-        if (!proto_recv(&c, &type, &pl, &len, err, sizeof err) && type == MSG_STATE &&
-            !kv_get(pl, len, "state", state, sizeof state))
-            rc = !strcmp(state, "active") || !strcmp(state, "paused");
-    }
-    free(pl);
-    proto_wipe(&c);
-    close(fd);
-    return rc;
+    return !strcmp(state, "active") || !strcmp(state, "paused");
 }
 
 /* Mark this host's copy moved: the domain runs on host now. */
@@ -337,18 +358,8 @@ int cold_send(const struct cold_send_opts *o)
     kv_add(&sb, "vcpus", "%u", cfg->vcpus);
     kv_add(&sb, "backend", "%s", eng->name);
     kv_add(&sb, "boot_id", "%s", bootid);
-    if (proto_send(&c, MSG_MIG_REQ, sb.s, (uint32_t)sb.len) ||
-        proto_recv(&c, &type, &pl, &len, why, sizeof why)) {
-        error_msg("%s: %s: %s", o->name, o->host, c.rx_err ? why : "the request was not sent");
+    if (cold_exchange(&c, o, MSG_MIG_REQ, &sb, MSG_REQ_OK, "refused by %s"))
         goto out;
-    }
-    if (type != MSG_REQ_OK) {
-        kv_get(pl, len, "reason", v, sizeof v);
-        error_msg("%s: refused by %s: %s", o->name, o->host, v[0] ? v : msg_type_name(type));
-        goto out;
-    }
-    free(pl);
-    pl = NULL;
     sb_reset(&sb);
     char *paths[COLD_MAX_DISKS];
     for (int i = 0; i < cfg->ndisks; i++)
@@ -358,19 +369,8 @@ int cold_send(const struct cold_send_opts *o)
     kv_add(&sb, "config", "%s", neutral.s);
     for (int i = 0; i < nfiles; i++)
         kv_add(&sb, "file", "%s:%llu", files[i].role, (unsigned long long)files[i].size);
-    if (proto_send(&c, MSG_MIG_CFG, sb.s, (uint32_t)sb.len) ||
-        proto_recv(&c, &type, &pl, &len, why, sizeof why)) {
-        error_msg("%s: %s: %s", o->name, o->host, why);
+    if (cold_exchange(&c, o, MSG_MIG_CFG, &sb, MSG_CFG_OK, "%s refused its configuration"))
         goto out;
-    }
-    if (type != MSG_CFG_OK) {
-        kv_get(pl, len, "reason", v, sizeof v);
-        error_msg("%s: %s refused its configuration: %s", o->name, o->host,
-                  v[0] ? v : msg_type_name(type));
-        goto out;
-    }
-    free(pl);
-    pl = NULL;
 
     /* the files, back to back */
     uint64_t index = 0, bytes = 0;
@@ -416,19 +416,8 @@ int cold_send(const struct cold_send_opts *o)
         hex(files[i].digest, SHA256_LEN, h);
         kv_add(&sb, "sha256", "%s:%s", files[i].role, h);
     }
-    if (proto_send(&c, MSG_STREAM_END, sb.s, (uint32_t)sb.len) ||
-        proto_recv(&c, &type, &pl, &len, why, sizeof why)) {
-        error_msg("%s: %s: %s", o->name, o->host, why);
+    if (cold_exchange(&c, o, MSG_STREAM_END, &sb, MSG_RECEIVED, "%s did not take the copy"))
         goto out;
-    }
-    if (type != MSG_RECEIVED) {
-        kv_get(pl, len, "reason", v, sizeof v);
-        error_msg("%s: %s did not take the copy: %s", o->name, o->host,
-                  v[0] ? v : msg_type_name(type));
-        goto out;
-    }
-    free(pl);
-    pl = NULL;
     /* the commit point: from here the domain is the destination's to start */
     if (proto_send(&c, MSG_COMMIT, NULL, 0)) {
         error_msg("%s: %s: the commit was not sent", o->name, o->host);

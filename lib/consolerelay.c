@@ -251,42 +251,39 @@ bool console_migrate_holds_input(const char *migrate_line, bool engine_drains)
     return !engine_drains;
 }
 
-/* Where vmmigfs says the domain is being migrated to ("running HOST ..."). */
-static void migrating_to(const char *mount, const char *name, char *host, size_t size)
+/* Read the domain's vmmigfs migrate file once: does it hold input, and
+ * where is the domain being migrated to ("running HOST ...", else ""). */
+static bool moving(const char *mount, const char *name, bool engine_drains, char *host,
+                   size_t size)
 {
     char path[512], *text = NULL;
+    bool busy = false;
     snprintf(path, sizeof path, "%s/%s/migrate", mount, name);
     host[0] = 0;
-    if (!read_file(path, &text, NULL) && !strncmp(text, "running ", 8)) {
-        size_t n = strcspn(text + 8, " \n");
+    if (!read_file(path, &text, NULL)) {
+        busy = console_migrate_holds_input(text, engine_drains);
+        size_t n = strncmp(text, "running ", 8) ? 0 : strcspn(text + 8, " \n");
         if (n && n < size) {
             memcpy(host, text + 8, n);
             host[n] = 0;
         }
     }
     free(text);
-}
-
-static bool moving(const char *mount, const char *name, bool engine_drains)
-{
-    char path[512], *text = NULL;
-    bool busy = false;
-    snprintf(path, sizeof path, "%s/%s/migrate", mount, name);
-    if (!read_file(path, &text, NULL))
-        busy = console_migrate_holds_input(text, engine_drains);
-    free(text);
     return busy;
 }
 
 /* Why input is not written to the console now, or NULL when the domain
  * runs here under its own name (not arriving, not leaving, not suspended or
- * paused, its input not held): input is only written to its console then. */
+ * paused, its input not held): input is only written to its console then.
+ * When it is moving ("migrating"), to says where; else to is "". */
 static const char *not_running(const struct mig_engine_ops *eng, struct mig_engine *e,
-                               uint32_t domid, const char *name, const char *mount, int hold_fd)
+                               uint32_t domid, const char *name, const char *mount, int hold_fd,
+                               char *to, size_t tolen)
 {
     char id[16];
     struct mig_dom d;
     bool drains = eng->console_drain && hold_fd >= 0;
+    to[0] = 0;
     snprintf(id, sizeof id, "%u", domid);
     if (eng->lookup(e, id, &d))
         return "gone";
@@ -300,7 +297,7 @@ static const char *not_running(const struct mig_engine_ops *eng, struct mig_engi
         return "arriving";
     if (drains && console_hold_held(hold_fd))
         return "stopping";
-    if (moving(mount, name, drains))
+    if (moving(mount, name, drains, to, tolen))
         return "migrating";
     return NULL;
 }
@@ -330,16 +327,17 @@ static bool relay(struct proto_conn *c, struct console_input *in, const struct m
     for (;;) {
         long long t = now_ms();
         if (t >= next_check && !(known == -1 && t < in->retry_at)) {
-            const char *why = not_running(eng, e, domid, name, mount, hold_fd);
+            char to[256];
+            const char *why = not_running(eng, e, domid, name, mount, hold_fd, to, sizeof to);
             int running = !why;
             /* Also, now and then, how much input was written: the client
              * keeps input until it knows. */
             bool ack = in->next != in->told && t - in->told_at >= 200;
             if (running != known || ack) {
-                /* Moving: where to, so that the client attaches there now. */
-                char to[256] = "";
-                if (why && (!strcmp(why, "stopping") || !strcmp(why, "migrating")))
-                    migrating_to(mount, name, to, sizeof to);
+                /* Moving: where to, so that the client attaches there now
+                 * (a stop for a move holds input before the file is read). */
+                if (why && !strcmp(why, "stopping"))
+                    moving(mount, name, false, to, sizeof to);
                 if (send_state(c, running ? "running" : "paused", why, to[0] ? to : NULL, in))
                     return false;
             }

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proto.h"
 #include "util.h"
 
 const char *mig_stage_name(enum mig_stage s)
@@ -245,6 +246,47 @@ int mig_connect(const char *host, unsigned port, const char *via, int timeout_ms
     if (!via || !*via || !strcmp(via, "tcp"))
         return connect_tcp(host, port, timeout_ms, fd, err, errlen);
     return connect_exec(host, via, fd, pid, err, errlen);
+}
+
+int mig_query(const char *host, unsigned port, const char *via, int timeout_ms,
+              const uint8_t *psk, size_t psklen, const char *myhost, const char *uuid,
+              const char *name, char *state, size_t statelen, char *err, size_t errlen)
+{
+    struct proto_conn c;
+    struct strbuf sb = {0};
+    uint8_t *pl = NULL;
+    uint32_t len;
+    int fd, type, rc;
+    pid_t pid;
+
+    if ((rc = mig_connect(host, port, via, timeout_ms, &fd, &pid, err, errlen)))
+        return rc;
+    proto_init(&c, fd, fd, timeout_ms);
+    if ((rc = proto_handshake_client(&c, psk, psklen, myhost, err, errlen)))
+        goto out;
+    kv_add(&sb, "uuid", "%s", uuid);
+    kv_add(&sb, "name", "%s", name);
+    if ((rc = proto_send(&c, MSG_QUERY, sb.s, (uint32_t)sb.len))) {
+        snprintf(err, errlen, "sending QUERY to %s: %s", host, strerror(-rc));
+        goto out;
+    }
+    if ((rc = proto_recv(&c, &type, &pl, &len, err, errlen)))
+        goto out;
+    if (type != MSG_STATE || kv_get(pl, len, "state", state, statelen)) {
+        snprintf(err, errlen, "%s answered QUERY with %s, not a STATE with a state", host,
+                 msg_type_name(type));
+        rc = -EPROTO;
+    }
+out:
+    sb_free(&sb);
+    free(pl);
+    proto_wipe(&c);
+    close(fd);
+    if (pid > 0) {
+        kill(pid, SIGTERM);
+        waitpid(pid, NULL, 0);
+    }
+    return rc;
 }
 
 size_t mig_strip_suffix(const char *name, const char *suffix)

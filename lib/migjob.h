@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 enum mig_stage {
@@ -48,6 +49,14 @@ long mig_test_delay(const char *spec, const char *point, const char *domain);
  * transport's process (or 0).  timeout_ms bounds the TCP connect. */
 int mig_connect(const char *host, unsigned port, const char *via, int timeout_ms, int *fd,
                 pid_t *pid, char *err, size_t errlen);
+
+/* Ask host's agent on a new connection what it holds of a domain (QUERY,
+ * vmmig-protocol(7)): its STATE's state ("active", "paused", "absent", ...)
+ * into state.  myhost may be NULL.  A transport's process is reaped.  0, or
+ * non-zero with err. */
+int mig_query(const char *host, unsigned port, const char *via, int timeout_ms,
+              const uint8_t *psk, size_t psklen, const char *myhost, const char *uuid,
+              const char *name, char *state, size_t statelen, char *err, size_t errlen);
 
 /* If name ends in suffix (and has something before it), the length of
  * the part before it; else 0.  For the NAME--incoming / NAME--migratedaway

@@ -1046,43 +1046,20 @@ static _Noreturn void fail_here(struct job *j, char *why, size_t whylen, const c
 static int query_destination(struct job *j, const uint8_t *psk, size_t psklen, unsigned port,
                              const char *via)
 {
-    struct proto_conn c;
-    char err[300], state[32] = "";
-    int fd, type, rc = -1;
-    pid_t pid;
-    uint8_t *pl = NULL;
-    uint32_t len;
+    char err[300], state[32];
 
-    for (int attempt = 0; attempt < 3 && rc < 0; attempt++) {
+    for (int attempt = 0; attempt < 3; attempt++) {
         if (attempt)
             sleep(2);
-        if (mig_connect(j->host, port, via, j->timeout_ms, &fd, &pid, err, sizeof err))
+        if (mig_query(j->host, port, via, j->timeout_ms, psk, psklen, j->myhost, j->dom.uuid,
+                      j->dom.name, state, sizeof state, err, sizeof err))
             continue;
-        proto_init(&c, fd, fd, j->timeout_ms);
-        if (!proto_handshake_client(&c, psk, psklen, j->myhost, err, sizeof err)) {
-            struct strbuf sb = {0};
-            kv_add(&sb, "uuid", "%s", j->dom.uuid);
-            kv_add(&sb, "name", "%s", j->dom.name);
-            if (!proto_send(&c, MSG_QUERY, sb.s, (uint32_t)sb.len) &&
-                !proto_recv(&c, &type, &pl, &len, err, sizeof err) && type == MSG_STATE &&
-                !kv_get(pl, len, "state", state, sizeof state)) {
-                if (!strcmp(state, "active"))
-                    rc = 1;
-                else if (!strcmp(state, "absent"))
-                    rc = 0;
-            }
-            sb_free(&sb);
-            free(pl);
-            pl = NULL;
-        }
-        proto_wipe(&c);
-        close(fd);
-        if (pid > 0) {
-            kill(pid, SIGTERM);
-            waitpid(pid, NULL, 0);
-        }
+        if (!strcmp(state, "active"))
+            return 1;
+        if (!strcmp(state, "absent"))
+            return 0;
     }
-    return rc;
+    return -1;
 }
 
 /* --recover: a job whose agent died (killed) may have left the domain
