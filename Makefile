@@ -137,6 +137,7 @@ demo: $(B)/bin/vmmig $(KMOD)
 
 bench: $(B)/bin/vmmig test-helpers $(KMOD)
 	bench/run.sh
+	bench/hash/run.sh
 	bench/migrate/run.sh
 	bench/comigrate/run.sh
 	bench/blockmirror/run.sh

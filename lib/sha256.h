@@ -24,6 +24,11 @@ void sha256_update(struct sha256_ctx *ctx, const void *data, size_t len);
 /* Writes the digest and wipes the context. */
 void sha256_final(struct sha256_ctx *ctx, uint8_t out[SHA256_LEN]);
 void sha256(const void *data, size_t len, uint8_t out[SHA256_LEN]);
+/* Does this CPU have the SHA extensions (x86-64 SHA-NI)?  They are used
+ * when it has; sha256_use_hw(false) makes this process use the portable
+ * code (tests and benchmarks compare the two). */
+bool sha256_hw_available(void);
+void sha256_use_hw(bool on);
 
 struct hmac_sha256_ctx {
     struct sha256_ctx inner, outer;
