@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -49,6 +50,14 @@ static const char console_help[] =
     "2 usage.\n";
 
 #define ESCAPE_CHAR 0x1d /* Ctrl-] as xl console */
+
+/* How much of a standby's output is held, at most, while the source's
+ * agent still sends its own (VMMIG_TEST_STANDBY_HELD_MAX sets it for
+ * tests).  Past it, a standby the domain runs at becomes the session: the
+ * source's agent is taken as hung, and what it did not send yet is not
+ * shown.  A standby the domain does not run at yet is dropped: the client
+ * attaches there after the move, from the domain's arrival (from=start). */
+#define STANDBY_HELD_MAX (4u << 20)
 
 /* Input typed and not yet known to be written to the console, in order. */
 static struct strbuf pending;
@@ -257,6 +266,69 @@ static enum msg_event session_recv(struct session *s, bool is_target, bool shown
     return ev;
 }
 
+/* A standby being opened in a thread of its own: connecting and the
+ * handshake may take seconds (or hang, until their timeouts), and the
+ * source's output and input must not wait for them. */
+struct standby_open {
+    bool busy;       /* the thread runs (or is done and not yet joined) */
+    bool unwanted;   /* the move ended meanwhile: close it when done */
+    int done[2];     /* the thread writes a byte when done */
+    pthread_t thread;
+    struct client cl; /* a copy: its err is the thread's own */
+    struct session s;
+    char host[256];
+    int rc;
+};
+
+static void *standby_open_main(void *arg)
+{
+    struct standby_open *o = arg;
+    o->rc = session_open(&o->cl, &o->s, o->host, true);
+    while (write(o->done[1], "", 1) < 0 && errno == EINTR)
+        ;
+    return NULL;
+}
+
+static void standby_open_start(struct standby_open *o, const struct client *cl, const char *host)
+{
+    o->cl = *cl;
+    o->unwanted = false;
+    strlcpy0(o->host, host, sizeof o->host);
+    if (o->done[0] <= 0 && pipe(o->done)) {
+        o->done[0] = o->done[1] = -1;
+        say(host, "no standby: %s", strerror(errno));
+        return;
+    }
+    if (pthread_create(&o->thread, NULL, standby_open_main, o)) {
+        say(host, "no standby: cannot start a thread");
+        return;
+    }
+    o->busy = true;
+}
+
+/* Wait for the opening thread; install the standby if it opened and is
+ * still wanted. */
+static void standby_open_finish(struct standby_open *o, struct session *standby)
+{
+    char c;
+    if (!o->busy)
+        return;
+    pthread_join(o->thread, NULL);
+    while (read(o->done[0], &c, 1) < 0 && errno == EINTR)
+        ;
+    o->busy = false;
+    if (o->rc) {
+        say(o->host, "no standby: %s", o->cl.err);
+    } else if (o->unwanted || standby->open) {
+        say(o->host, "standby not needed any more: closed");
+        session_close(&o->s);
+    } else {
+        *standby = o->s;
+        memset(&o->s, 0, sizeof o->s);
+        say(o->host, "standby attached");
+    }
+}
+
 static int console_main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -320,6 +392,12 @@ static int console_main(int argc, char **argv)
     /* cur: the host the domain runs on (its output is shown); standby: the
      * host it is moving to, attached while it stops there. */
     struct session cur = {0}, standby = {0};
+    struct standby_open opening = {.done = {-1, -1}};
+    bool standby_too_big = false; /* this move's standby held too much: no other */
+    size_t held_max = STANDBY_HELD_MAX;
+    const char *test_max = getenv("VMMIG_TEST_STANDBY_HELD_MAX");
+    if (test_max && !parse_long(test_max, 1, STANDBY_HELD_MAX, &v))
+        held_max = (size_t)v;
     time_t give_up = time(NULL) + timeout_s;
     bool follow = false;
     for (;;) {
@@ -341,14 +419,17 @@ static int console_main(int argc, char **argv)
             }
             goto lost;
         }
-        struct pollfd p[3] = {{.fd = cur.fd, .events = POLLIN},
+        struct pollfd p[4] = {{.fd = cur.fd, .events = POLLIN},
                               {.fd = standby.open ? standby.fd : -1, .events = POLLIN},
-                              {.fd = stdin_open ? 0 : -1, .events = POLLIN}};
-        if (poll(p, 3, -1) < 0) {
+                              {.fd = stdin_open ? 0 : -1, .events = POLLIN},
+                              {.fd = opening.busy ? opening.done[0] : -1, .events = POLLIN}};
+        if (poll(p, 4, -1) < 0) {
             if (errno == EINTR)
                 continue;
             goto lost;
         }
+        if (p[3].revents & POLLIN)
+            standby_open_finish(&opening, &standby);
         if (p[2].revents & (POLLIN | POLLHUP)) {
             uint8_t buf[4096];
             ssize_t r = read(0, buf, sizeof buf);
@@ -366,7 +447,17 @@ static int console_main(int argc, char **argv)
         if (standby.open && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
             bool was_target = target == &standby;
             enum msg_event ev = session_recv(&standby, was_target, false, where, sizeof where);
-            if (ev == EV_RUNNING && !was_target) {
+            if (standby.held.len > held_max && was_target) {
+                error_msg("%s: %s runs on %s and %s's agent has not finished sending its "
+                          "output (%zu bytes from %s held): leaving %s", cur.host, cl.domain,
+                          standby.host, cur.host, standby.held.len, standby.host, cur.host);
+                goto lost;
+            } else if (standby.held.len > held_max) {
+                say(standby.host, "standby dropped: more than %zu bytes of its output held",
+                    held_max);
+                session_close(&standby);
+                standby_too_big = true;
+            } else if (ev == EV_RUNNING && !was_target) {
                 /* Input typed since the source held it goes here now,
                  * numbered from 0 on this connection. */
                 standby.base = standby.sent = 0;
@@ -389,16 +480,18 @@ static int console_main(int argc, char **argv)
             rc = 0;
             break;
         }
-        if (ev == EV_RUNNING && standby.open) {
+        if (ev == EV_RUNNING && (standby.open || opening.busy)) {
             /* It runs here again (the move failed): no standby. */
-            say(standby.host, "standby dropped: %s runs on %s", cl.domain, cur.host);
+            say(standby.open ? standby.host : opening.host, "standby dropped: %s runs on %s",
+                cl.domain, cur.host);
             session_close(&standby);
-        } else if (ev == EV_PAUSED && where[0] && !standby.open && strcmp(where, cur.host) &&
-                   strcmp(where, "localhost")) {
-            if (session_open(&cl, &standby, where, true))
-                say(where, "no standby: %s", cl.err);
-            else
-                say(where, "standby attached");
+            opening.unwanted = true;
+        } else if (ev == EV_RUNNING) {
+            standby_too_big = false;
+        } else if (ev == EV_PAUSED && where[0] && !standby.open && !opening.busy &&
+                   !standby_too_big &&
+                   strcmp(where, cur.host) && strcmp(where, "localhost")) {
+            standby_open_start(&opening, &cl, where);
         } else if (ev == EV_GONE) {
             error_msg("%s: no domain '%s' there, and it did not say where it went", cur.host,
                       cl.domain);
@@ -407,6 +500,8 @@ static int console_main(int argc, char **argv)
             if (!quiet)
                 fprintf(stderr, "%s: following %s to %s\n", toolname, cl.domain, where);
             session_close(&cur);
+            /* A standby still opening: it is the way there, wait for it. */
+            standby_open_finish(&opening, &standby);
             if (standby.open && !strcmp(standby.host, where)) {
                 /* The source's output is all shown: then the standby's. */
                 if (standby.held.len && write_all(1, standby.held.s, standby.held.len)) {
@@ -422,6 +517,7 @@ static int console_main(int argc, char **argv)
             strlcpy0(host, where, sizeof host);
             give_up = time(NULL) + timeout_s;
             follow = true;
+            standby_too_big = false;
         } else if (ev == EV_LOST) {
             goto lost;
         }
@@ -432,6 +528,7 @@ static int console_main(int argc, char **argv)
             give_up = time(NULL) + timeout_s; /* the timeout counts from here */
         }
         session_close(&cur);
+        standby_open_finish(&opening, &standby);
         if (standby.open && standby.running) {
             /* The source's agent went away, the domain runs at the standby. */
             say(standby.host, "the source's agent is gone: staying here");
@@ -454,8 +551,14 @@ static int console_main(int argc, char **argv)
         }
         sleep(1);
     }
+    opening.unwanted = true;
+    standby_open_finish(&opening, &standby);
     session_close(&cur);
     session_close(&standby);
+    if (opening.done[0] >= 0) {
+        close(opening.done[0]);
+        close(opening.done[1]);
+    }
     if (interactive)
         tcsetattr(0, TCSANOW, &saved);
     sb_free(&pending);

@@ -75,12 +75,45 @@ qwait 5 "[ \"\$(cat '$MA/web1/lock')\" = 0 ]"
 ok $? "cat web1/lock: 0"
 
 # --- vmmig console across a live migration -------------------------------
-console_start A web1
+# The client reaches the agents through convia (TCP to port 8123), which
+# makes a connection to another host wait 10 s while $QDIR/slow-standby
+# exists (an agent slow to answer), and, while $QDIR/stall-source exists,
+# stops passing on what the local agent sends once another host's agent
+# was reached (a source agent that hangs after the standby attached).
+cat > "$QDIR/convia" <<EOF
+#!/usr/bin/python3
+import os, select, socket, sys, time
+local = sys.argv[1] == "localhost"
+if not local and os.path.exists("$QDIR/slow-standby"):
+    time.sleep(10)
+s = socket.create_connection((sys.argv[1], 8123))
+if not local and os.path.exists("$QDIR/stall-source"):
+    open("$QDIR/standby-reached", "w").close()
+def stalled():
+    return local and os.path.exists("$QDIR/stall-source") and \\
+        os.path.exists("$QDIR/standby-reached")
+while True:
+    r = select.select([0] + ([] if stalled() else [s]), [], [], 0.05)[0]
+    if 0 in r:
+        d = os.read(0, 65536)
+        if not d:
+            break
+        s.sendall(d)
+    if s in r:
+        d = s.recv(65536)
+        if not d:
+            break
+        os.write(1, d)
+EOF
+chmod 755 "$QDIR/convia"
+touch "$QDIR/slow-standby"
+CONSOLE_VIA="$QDIR/convia %h" console_start A web1
 sleep 2
 # A move cancelled before its commit point (during its 2 s test delay): the
-# client attached to hostB's agent as a standby, drops it when web1 runs on
-# hostA again, and the keys typed meanwhile reach web1 there (checked with
-# all the others after the move below).
+# client starts attaching to hostB's agent as a standby (10 s away), drops
+# it when web1 runs on hostA again, and the keys typed meanwhile reach web1
+# there (checked with all the others after the move below).  Output goes
+# on while the standby is still being attached.
 echo hostB > "$MA/web1/migrate"
 qwait 60 "grep -q 'stage=4' '$MA/web1/migrate'"
 ok $? "a move with the console attached reaches stage 4 (the guest stopped)" ||
@@ -88,9 +121,17 @@ ok $? "a move with the console attached reaches stage 4 (the guest stopped)" ||
 echo cancel > "$MA/web1/migrate"
 qwait 30 "grep -q '^failed hostB: .*cancelled' '$MA/web1/migrate'"
 ok $? "  cancelled: $(cat "$MA/web1/migrate")"
+ticks0=$(grep -c '^tick' "$QDIR/con.out")
+qwait 4 "[ \$(grep -c '^tick' '$QDIR/con.out') -ge $((ticks0 + 10)) ]"
+ok $? "  output goes on while hostB's agent is still being reached (from $ticks0 ticks to $(grep -c '^tick' "$QDIR/con.out"))"
 qwait 10 "grep -q 'standby dropped: web1 runs on localhost' '$QDIR/con.err'"
 ok $? "  the console client dropped its standby on hostB: web1 runs on hostA again" ||
     diag "$(cat "$QDIR/con.err")"
+unlike "$(cat "$QDIR/con.err")" 'hostB: (standby attached|no standby|standby not needed)' \
+    "  (hostB's agent not reached yet)"
+qwait 15 "grep -q 'hostB: standby not needed any more: closed' '$QDIR/con.err'"
+ok $? "  once reached, the standby no longer wanted is closed" || diag "$(cat "$QDIR/con.err")"
+rm -f "$QDIR/slow-standby"
 sleep 1
 t0=$(date +%s%N)
 echo hostB > "$MA/web1/migrate"
@@ -110,10 +151,25 @@ like "$out" 'rc=0' "guestctl lock on hostB" || diag "$out"
 qwait 5 "[ \"\$(cat '$MB/web1/lock')\" = 1 ]"
 ok $? "hostB's lock file shows it"
 sleep 3
+# With a console attached whose source agent (hostB's) stops sending once
+# the client reached hostA's as a standby: when the standby holds more of
+# hostA's output than the client keeps (1 byte here), the client leaves
+# hostB's agent as hung and stays on hostA; no key is lost.
+rm -f "$QDIR/standby-reached"
+touch "$QDIR/stall-source"
+CONSOLE_VIA="$QDIR/convia %h" CONSOLE_ENV=VMMIG_TEST_STANDBY_HELD_MAX=1 console_start B web1
+sleep 2
 err=$(echo "hostA force" 2>&1 > "$MB/web1/migrate")
 ok $? "echo 'hostA force' > migrate: over the hold past guest_max_hold" || diag "$err"
 qwait 60 "grep -Eq '^(done|migrated)' '$MB/web1/migrate' 2>/dev/null || [ ! -e '$MB/web1' ]"
 ok $? "back on hostA" || diag "$(tail -20 "$QDIR/B/vmmigfs.log")"
+qwait 20 "grep -q 'has not finished sending its output' '$QDIR/con.err'"
+ok $? "  the console client: web1 runs on hostA, hostB's agent still has not finished" ||
+    diag "$(cat "$QDIR/con.err")"
+like "$(cat "$QDIR/con.err")" "hostA: the source's agent is gone: staying here" \
+    "  it stays with hostA's agent"
+console_verify A web1 "move with a hung source agent" keys-only
+rm -f "$QDIR/stall-source"
 qwait 10 "grep -q '^hold: guest .*reason=carried' '$MA/web1/status' 2>/dev/null"
 ok $? "the guest's hold arrived with the domain" || diag "$(cat "$MA/web1/status")"
 is "$(cat "$MA/web1/lock")" 1 "hostA's lock file: 1"

@@ -165,7 +165,8 @@ descendants() {
 # into /tmp/keys) and a ticker (10 lines a second); `vmmig console -v NAME`
 # runs on HOST (pid in con, output in $QDIR/con.out, messages in con.err)
 # while typer types a key every 50 ms (also into $QDIR/typed) until
-# $QDIR/stop exists.
+# $QDIR/stop exists.  CONSOLE_VIA: the client's transport (-s); CONSOLE_ENV:
+# VAR=VALUE words for its environment.
 KEYS=0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
 typer() {
     local i=0 k
@@ -178,16 +179,22 @@ typer() {
     done
 }
 console_start() { # HOST NAME
-    guest "$1" "$2" '(stty raw -echo; exec cat > /tmp/keys) < /dev/hvc0 > /dev/null 2>&1 &
+    # (an earlier session's recorder and ticker stop first)
+    guest "$1" "$2" 'kill $(cat /tmp/con.pids 2>/dev/null) 2>/dev/null
+(stty raw -echo; exec cat > /tmp/keys) < /dev/hvc0 > /dev/null 2>&1 &
+echo $! > /tmp/con.pids
 (i=0; while :; do i=$((i+1)); echo "tick $i"; usleep 100000; done) > /dev/hvc0 2>&1 &
+echo $! >> /tmp/con.pids
 echo started' >/dev/null
     rm -f "$QDIR/stop"
     : > "$QDIR/typed"
-    typer | on "$1" "$VMMIG" console -v "$2" > "$QDIR/con.out" 2> "$QDIR/con.err" &
+    # shellcheck disable=SC2086  # CONSOLE_ENV is words
+    typer | on "$1" env ${CONSOLE_ENV:-} "$VMMIG" console -v ${CONSOLE_VIA:+-s "$CONSOLE_VIA"} \
+        "$2" > "$QDIR/con.out" 2> "$QDIR/con.err" &
     con=$!
 }
 
-console_verify() { # HOST NAME WHAT
+console_verify() { # HOST NAME WHAT [keys-only]
     local h=$1 name=$2 what=$3 typed got ticks n gaps after
     guest "$h" "$name" "echo MARK-ON-$h > /dev/hvc0" >/dev/null
     sleep 3
@@ -202,6 +209,7 @@ console_verify() { # HOST NAME WHAT
     sleep 1
     kill $(descendants "$con") "$con" 2>/dev/null
     wait "$con" 2>/dev/null
+    [ "${4:-}" = keys-only ] && return
     ticks=$(tr -d '\r' < "$QDIR/con.out" | awk '/^tick [0-9]+$/ {print $2}')
     # a last line without its newline may be cut
     [ -n "$(tail -c 1 "$QDIR/con.out")" ] && ticks=$(echo "$ticks" | sed '$d')
