@@ -196,35 +196,10 @@ boot_once() {
     printf '[%7s] VMMIG-HOST: %s\n' "$T_BOOT" "$WHY" >> "$LOG"
 }
 
-log_tail() {
-    echo "# --- last lines of $LOG ---"
-    tail -n "${1:-40}" "$LOG" | sed 's/^/#   /'
-}
-
-try=1
-while :; do
-    boot_once "$try"
-    [ "$REACHED" = 1 ] && break
-    if [ "$try" -ge "$TRIES" ]; then
-        log_tail 60
-        bail "dom0 never came up in $try boot(s) ($WHY); see $LOG"
-    fi
-    echo "# boot $try never reached dom0 ($WHY), retrying; log: $LOG"
-    try=$((try + 1))
-done
-
-if [ "$DONE" != 1 ]; then
-    log_tail 60
-    bail "the scenarios did not finish: $WHY; see $LOG"
-fi
-
+. "$TOP/tests/lib/bootloop.sh"
+boot_until_up boot_once dom0
 # dom0 printed its own count last: if the console lost a line, say so.
-DOM0_PLAN=${DOM0_PLAN//[!0-9]/}
-if [ -n "$DOM0_PLAN" ] && [ "$DOM0_PLAN" -ne "$NTESTS" ]; then
-    NTESTS=$((NTESTS + 1)); NFAIL=$((NFAIL + 1))
-    echo "not ok $NTESTS - dom0 reported $DOM0_PLAN results, the console carried $((NTESTS - 1))"
-fi
-[ "$NTESTS" -gt 0 ] || { NTESTS=1; NFAIL=1; echo "not ok 1 - no scenario printed any result"; }
+tap_summary dom0
 echo "# timing: prepare $T_PREP s, boot to dom0 $T_READY s, whole boot $T_BOOT s, total $(elapsed) s"
 echo "1..$NTESTS"
 [ "$NFAIL" -eq 0 ]

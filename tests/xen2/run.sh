@@ -379,34 +379,9 @@ boot_pair() {
     logline HOST "$T_BOOT" "$WHY"
 }
 
-log_tail() {
-    echo "# --- last lines of $LOG ---"
-    tail -n "${1:-40}" "$LOG" | sed 's/^/#   /'
-}
-
-try=1
-while :; do
-    boot_pair "$try"
-    [ "$REACHED" = 1 ] && break
-    if [ "$try" -ge "$TRIES" ]; then
-        log_tail 60
-        bail "the dom0s never both came up in $try boot(s) ($WHY); see $LOG"
-    fi
-    echo "# boot $try of the pair never reached both dom0s ($WHY), retrying; log: $LOG"
-    try=$((try + 1))
-done
-
-if [ "$DONE" != 1 ]; then
-    log_tail 60
-    bail "the scenarios did not finish: $WHY; see $LOG"
-fi
-
-DOM0_PLAN=${DOM0_PLAN//[!0-9]/}
-if [ -n "$DOM0_PLAN" ] && [ "$DOM0_PLAN" -ne "$NTESTS" ]; then
-    NTESTS=$((NTESTS + 1)); NFAIL=$((NFAIL + 1))
-    echo "not ok $NTESTS - hostA reported $DOM0_PLAN results, the console carried $((NTESTS - 1))"
-fi
-[ "$NTESTS" -gt 0 ] || { NTESTS=1; NFAIL=1; echo "not ok 1 - no scenario printed any result"; }
+. "$TOP/tests/lib/bootloop.sh"
+boot_until_up boot_pair "both dom0s"
+tap_summary hostA
 echo "# timing: prepare $T_PREP s, dom0 up A $T_READY_A s B $T_READY_B s, A reaches B $T_PEER s, whole boot $T_BOOT s, total $(elapsed) s"
 echo "# QEMU peak RSS / CPU: hostA ${USAGE_A% *} MiB / ${USAGE_A#* } s, hostB ${USAGE_B% *} MiB / ${USAGE_B#* } s"
 echo "1..$NTESTS"

@@ -1,0 +1,42 @@
+# tests/lib/bootloop.sh - what tests/xen/run.sh and tests/xen2/run.sh share
+# after their own boot function: boot again while the dom0(s) never came
+# up, then check that the scenarios finished and print the TAP plan.
+# Expects: LOG, TRIES, and bail (prints and exits); the boot function sets
+# REACHED, WHY, DONE, NTESTS, NFAIL and DOM0_PLAN (tests/xen/run.sh).
+
+log_tail() {
+    echo "# --- last lines of $LOG ---"
+    tail -n "${1:-40}" "$LOG" | sed 's/^/#   /'
+}
+
+# boot_until_up BOOT_FN WHAT: BOOT_FN TRY, up to TRIES times, until it set
+# REACHED=1; WHAT names what must come up ("dom0", "both dom0s").
+boot_until_up() {
+    local fn=$1 what=$2 try=1
+    while :; do
+        "$fn" "$try"
+        [ "$REACHED" = 1 ] && break
+        if [ "$try" -ge "$TRIES" ]; then
+            log_tail 60
+            bail "$what never came up in $try boot(s) ($WHY); see $LOG"
+        fi
+        echo "# boot $try never reached $what ($WHY), retrying; log: $LOG"
+        try=$((try + 1))
+    done
+    if [ "$DONE" != 1 ]; then
+        log_tail 60
+        bail "the scenarios did not finish: $WHY; see $LOG"
+    fi
+}
+
+# tap_summary REPORTER: a failed result more when the console carried
+# fewer results than REPORTER (the dom0 that ran the scenarios) counted
+# last, or when there was none at all; the caller prints the plan.
+tap_summary() {
+    DOM0_PLAN=${DOM0_PLAN//[!0-9]/}
+    if [ -n "$DOM0_PLAN" ] && [ "$DOM0_PLAN" -ne "$NTESTS" ]; then
+        NTESTS=$((NTESTS + 1)); NFAIL=$((NFAIL + 1))
+        echo "not ok $NTESTS - $1 reported $DOM0_PLAN results, the console carried $((NTESTS - 1))"
+    fi
+    [ "$NTESTS" -gt 0 ] || { NTESTS=1; NFAIL=1; echo "not ok 1 - no scenario printed any result"; }
+}
