@@ -570,7 +570,7 @@ static int dest_start(struct cold_dest *d, const struct cold_cfg *cfg, uint32_t 
         struct qemu_dom qd;
         char err[400];
         cold_to_neutral(cfg, kernel, ramdisk, disks, &sb);
-        if (qemu_dom_start(sb.s, cfg->name, false, &qd, err, sizeof err)) {
+        if (qemu_dom_start(sb.s, cfg->name, false, NULL, &qd, err, sizeof err)) {
             snprintf(why, whylen, "%s", err);
             if (qd.domid)
                 qemu_dom_remove(&qd, err, sizeof err);
