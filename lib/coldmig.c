@@ -761,6 +761,12 @@ int cold_receive(struct proto_conn *c, const struct mig_engine_ops *eng, struct 
                     cfg->name, cfg->uuid);
         goto out;
     }
+    /* the bridges, before any file is copied (Xen's hotplug script needs
+     * them in dom0 as much as QEMU's taps do) */
+    if (qemu_net_check(cfg->vifs, cfg->nvifs, why, sizeof why)) {
+        dest_refuse(d, MSG_CFG_FAIL, NULL, "%s", why);
+        goto out;
+    }
     if (!strcmp(eng->name, "xen")) {
         struct strbuf t = {0};
         char *dummy[COLD_MAX_DISKS];
