@@ -252,9 +252,11 @@ static int tap_create(int sock, const struct qemu_vif *vif, int index, char *nam
         snprintf(err, errlen, "vif %d: bringing the tap %s up: %s", index, name, strerror(errno));
         goto out;
     }
-    return fd;
+    rc = fd;
+    fd = -1;
 out:
-    close(fd); /* not persistent: this removes it, off the bridge too */
+    if (fd >= 0)
+        close(fd); /* not persistent: this removes it, off the bridge too */
     return rc;
 }
 

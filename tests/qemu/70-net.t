@@ -6,7 +6,10 @@
 # without the bridge refuses the configuration (the guest runs on at hostA,
 # no tap is left on hostB), and so does one where no tap can be made; `vmmig create` refuses malformed vif specs, missing
 # bridges and interfaces that are not bridges, leaving no domain and no
-# tap; a tap goes when its domain ends.  One boot.
+# tap; a co-migration with a second guest (two vifs) is refused while the
+# destination lacks one of its bridges, then moves both; a tap goes when
+# its domain ends, also when QEMU is killed.  Two boots (and an e1000
+# domain that is killed as it starts).
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/lib.sh"
 qenv_init "$@"
@@ -126,11 +129,53 @@ is "$(guest B net1 'cat /sys/class/net/eth0/address' | tr -d '\r')" "$want" \
     "  the guest kept its MAC"
 like "$(ip -n "$NS_B" neigh show "$BNET.10")" "$want" "  hostB sees that MAC answer"
 
-# --- the tap goes with the domain ---------------------------------------------
-pid=$(cat "$QDIR/B/run/net1/qemu.pid")
-guest B net1 'poweroff -f' 2 >/dev/null
-qwait 20 "! kill -0 $pid 2>/dev/null"
-ok $? "the guest powers off: its QEMU ends"
+# --- co-migration: a second guest with two vifs, br0 and br1 -------------------
+ip -n "$NS_B" link add br1 type bridge && ip -n "$NS_B" link set br1 up ||
+    bail_out "cannot make hostB's br1"
+qenv_boot B net3 "vif = [ 'bridge=br0', 'bridge=br1' ]"
+ok $? "net3 boots on hostB with vifs on br0 and br1" || done_testing
+like "$(guest B net3 'ls /sys/class/net | tr "\n" " "')" 'eth0 eth1' "  the guest has eth0 and eth1"
+guest B net3 "ip addr add $BNET.11/24 dev eth0 && ip link set eth0 up && echo up" >/dev/null
+out=$(on B "$VMMIG" comigrate hostA net1 net3 2>&1); rc=$?
+is "$rc" 1 "vmmig comigrate hostA net1 net3: hostA has no br1, the group fails" || diag "$out"
+like "$out" 'vif 1: no bridge br1 on this host' "  naming the bridge" || diag "$out"
+qwait 10 "grep -q 'state: running' '$MB/net1/status' && grep -q 'state: running' '$MB/net3/status'"
+ok $? "  both run on at hostB"
+qwait 5 "[ -z \"\$(taps A)\" ] && [ -z \"\$(ls '$QDIR/A/run/.dom' 2>/dev/null)\" ]"
+ok $? "  nothing of either on hostA" || diag "$(taps A)" "$(ls -la "$QDIR/A/run/.dom")"
+ip -n "$NS_A" link add br1 type bridge && ip -n "$NS_A" link set br1 up ||
+    bail_out "cannot make hostA's br1"
+out=$(on B "$VMMIG" comigrate hostA net1 net3 2>&1); rc=$?
+is "$rc" 0 "with br1 on hostA: the group moves" || diag "$out"
+qwait 10 "grep -q 'state: running' '$MA/net1/status' && grep -q 'state: running' '$MA/net3/status'"
+ok $? "  both run on hostA"
+is "$(taps A | awk '{print $2}' | sort | tr '\n' ' ')" "br0 br0 br1 " "  three taps there: br0, br0, br1"
 qwait 5 "[ -z \"\$(taps B)\" ]"
-ok $? "  and its tap is gone" || diag "$(taps B)"
+ok $? "  none left on hostB" || diag "$(taps B)"
+qwait 10 "hping A"
+ok $? "hostA pings net1 again"
+on A busybox ping -c 2 -W 3 "$BNET.11" >/dev/null 2>&1
+ok $? "  and net3"
+
+# --- the tap goes with the domain ---------------------------------------------
+pid=$(cat "$QDIR/A/run/net1/qemu.pid")
+tap=$(cut -d' ' -f1 "$QDIR/A/run/net1/taps")
+guest A net1 'poweroff -f' 2 >/dev/null
+qwait 20 "! kill -0 $pid 2>/dev/null"
+ok $? "net1 powers off: its QEMU ends"
+qwait 5 "! taps A | grep -q '^$tap '"
+ok $? "  and its tap $tap is gone" || diag "$(taps A)"
+is "$(taps A | wc -l)" 2 "  net3's two stay"
+
+# --- model=e1000, and a QEMU that is killed -------------------------------------
+mkcfg net2 "vif = [ 'bridge=br0,mac=00:16:3E:5a:01:02,model=e1000' ]"
+out=$(on A "$VMMIG" create "$QDIR/net2.cfg" 2>&1)
+ok $? "vmmig create: net2 with an e1000 vif" || diag "$out"
+pid=$(cat "$QDIR/A/run/net2/qemu.pid")
+like "$(tr '\0' ' ' < "/proc/$pid/cmdline")" 'e1000,netdev=net0,id=nic0,mac=00:16:3e:5a:01:02 ' \
+    "  QEMU has an e1000 with the given MAC"
+is "$(taps A | wc -l)" 3 "  its tap, beside net3's"
+kill -9 "$pid"
+qwait 5 "[ \"\$(taps A | wc -l)\" = 2 ]"
+ok $? "QEMU killed: the tap is gone with it" || diag "$(taps A)"
 done_testing
