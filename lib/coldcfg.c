@@ -166,7 +166,6 @@ static const char *const refused_keys[][2] = {
                    "directly: set kernel= and ramdisk= instead"},
     {"bootloader_args", "a bootloader runs in dom0; set kernel= and ramdisk= instead"},
     {"pci", "PCI passthrough devices are this host's hardware"},
-    {"vif", "network interfaces: vmmig's QEMU domains have none yet"},
     {"vfb", "a virtual framebuffer: vmmig's QEMU domains have no display"},
     {"vkb", "a virtual keyboard: vmmig's QEMU domains have no display"},
     {"channel", "PV channels have no counterpart in vmmig's QEMU domains"},
@@ -404,6 +403,57 @@ static int vdev_check(const char *vdev, int i, char *err, size_t errlen)
     return 0;
 }
 
+/* One xl vif spec (xl-network-configuration(5)): its bridge (xl's default
+ * xenbr0) and MAC cross; where the backend runs and how it is plugged
+ * stay behind, said in a note. */
+static int xl_vif(struct cold_cfg *c, const char *spec, char *err, size_t errlen)
+{
+    char copy[512], *save = NULL, bridge[64] = "xenbr0", mac[64] = "", why[300];
+    int i = c->nvifs;
+
+    if (c->nvifs == QEMU_MAX_VIFS) {
+        snprintf(err, errlen, "more than %d vifs", QEMU_MAX_VIFS);
+        return -EINVAL;
+    }
+    strlcpy0(copy, spec, sizeof copy);
+    bool have_bridge = false;
+    for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq) {
+            snprintf(err, errlen, "vif '%s': '%s' is not KEY=VALUE", spec, kv);
+            return -EINVAL;
+        }
+        *eq = 0;
+        trim(kv);
+        char *v = eq + 1;
+        trim(v);
+        if (!strcmp(kv, "bridge")) {
+            strlcpy0(bridge, v, sizeof bridge);
+            have_bridge = true;
+        } else if (!strcmp(kv, "mac")) {
+            strlcpy0(mac, v, sizeof mac);
+        } else if (!strcmp(kv, "backend") && strcmp(v, "0") && strcmp(v, "Domain-0")) {
+            snprintf(err, errlen, "vif '%s': served by the driver domain %s, not dom0", spec, v);
+            return -EINVAL;
+        } else if (strcmp(kv, "backend") && strcmp(kv, "type")) {
+            cold_note(c, "vif %d: %s=%s stays behind", i, kv, v);
+        }
+    }
+    if (!have_bridge)
+        cold_note(c, "vif %d joins xenbr0 (xl's default bridge)", i);
+    char qspec[160];
+    snprintf(qspec, sizeof qspec, "bridge=%s%s%s", bridge, mac[0] ? ",mac=" : "", mac);
+    if (qemu_vif_parse(qspec, &c->vifs[i], why, sizeof why)) {
+        snprintf(err, errlen, "vif '%s': %s", spec, strstr(why, "': ") ? strstr(why, "': ") + 3 : why);
+        return -EINVAL;
+    }
+    if (!mac[0])
+        cold_note(c, "vif %d has no mac= here: QEMU makes one from the uuid (Xen's was random)",
+                  i);
+    c->nvifs++;
+    return 0;
+}
+
 /* The keys both forms carry alike.  1 taken, 0 not one of them, or
  * -EINVAL with err. */
 static int common_key(struct cold_cfg *c, const char *k, const char *v, char *err, size_t errlen)
@@ -493,7 +543,7 @@ int cold_from_xl(const char *text, struct cold_cfg *c, char *err, size_t errlen)
             }
         if (done)
             continue;
-        if (e->list != !strcmp(k, "disk")) {
+        if (e->list != (!strcmp(k, "disk") || !strcmp(k, "vif"))) {
             snprintf(err, errlen, "line %d: %s %s a list", line, k, e->list ? "is" : "is not");
             goto out;
         }
@@ -514,6 +564,10 @@ int cold_from_xl(const char *text, struct cold_cfg *c, char *err, size_t errlen)
         } else if (!strcmp(k, "disk")) {
             for (int i = 0; i < e->nitems; i++)
                 if (add_disk(c, e->items[i], true, err, errlen))
+                    goto out;
+        } else if (!strcmp(k, "vif")) {
+            for (int i = 0; i < e->nitems; i++)
+                if (xl_vif(c, e->items[i], err, errlen))
                     goto out;
         } else {
             snprintf(err, errlen, "%s: vmmig does not know how to carry it to QEMU (remove it "
@@ -586,6 +640,20 @@ int cold_from_neutral(const char *text, struct cold_cfg *c, char *err, size_t er
                 if (add_disk(c, e->items[i], false, err, errlen))
                     goto out;
             }
+        } else if (!strcmp(k, "vif")) {
+            for (int i = 0; i < e->nitems; i++) {
+                struct qemu_vif *vif = &c->vifs[c->nvifs];
+                if (c->nvifs == QEMU_MAX_VIFS) {
+                    snprintf(err, errlen, "more than %d vifs", QEMU_MAX_VIFS);
+                    goto out;
+                }
+                if (qemu_vif_parse(e->items[i], vif, err, errlen))
+                    goto out;
+                if (strcmp(vif->model, "virtio-net-pci"))
+                    cold_note(c, "vif %d: model=%s stays behind (Xen's PV network interface)",
+                              c->nvifs, vif->model);
+                c->nvifs++;
+            }
         } else if (!e->list || e->nitems) {
             snprintf(err, errlen, "%s: vmmig does not know how to carry it to Xen (remove it "
                      "to migrate cold)", k);
@@ -602,6 +670,10 @@ int cold_from_neutral(const char *text, struct cold_cfg *c, char *err, size_t er
         snprintf(err, errlen, "no kernel: a PVH domain boots a kernel given directly (kernel=)");
         goto out;
     }
+    /* the MACs QEMU gave the guest go with it (Xen would pick random ones) */
+    for (int i = 0; i < c->nvifs && c->uuid[0]; i++)
+        if (!c->vifs[i].mac[0])
+            qemu_vif_default_mac(c->uuid, i, c->vifs[i].mac);
     /* check the names it uses (vdX) against its disks */
     char tmp[512];
     if (cold_cmdline_map(c->cmdline, true, c->ndisks, tmp, sizeof tmp, NULL, err, errlen))
@@ -615,6 +687,18 @@ out:
 static void cfg_quote(struct strbuf *sb, const char *key, const char *v)
 {
     sb_printf(sb, "%s = \"%s\"\n", key, v);
+}
+
+/* vif = [ ... ] in the syntax both xl and vmmig create read. */
+static void cold_vifs(const struct cold_cfg *c, struct strbuf *sb)
+{
+    if (!c->nvifs)
+        return;
+    sb_printf(sb, "vif = [");
+    for (int i = 0; i < c->nvifs; i++)
+        sb_printf(sb, "%s 'bridge=%s%s%s'", i ? "," : "", c->vifs[i].bridge,
+                  c->vifs[i].mac[0] ? ",mac=" : "", c->vifs[i].mac);
+    sb_printf(sb, " ]\n");
 }
 
 void cold_to_neutral(const struct cold_cfg *c, const char *kernel, const char *ramdisk,
@@ -636,6 +720,7 @@ void cold_to_neutral(const struct cold_cfg *c, const char *kernel, const char *r
             sb_printf(sb, "%s 'vdev=vd%c, target=%s'", i ? "," : "", 'a' + i, disks[i]);
         sb_printf(sb, " ]\n");
     }
+    cold_vifs(c, sb);
     if (c->nomigrate)
         sb_printf(sb, "migration = \"no\"\n");
 }
@@ -664,6 +749,7 @@ int cold_to_xl(const struct cold_cfg *c, const char *kernel, const char *ramdisk
                       'a' + i, disks[i]);
         sb_printf(sb, " ]\n");
     }
+    cold_vifs(c, sb);
     if (c->nomigrate)
         sb_printf(sb, "migration = \"no\"\n");
     return 0;

@@ -5,7 +5,7 @@
  *
  * The hypervisor-neutral form is what `vmmig create` reads (lib/qemudom.h):
  * name, uuid, memory, vcpus, kernel, ramdisk, cmdline, disk = [ 'vdev=vdX,
- * target=PATH' ].  Disk names in it are QEMU's (vda, vdb, ... in the order
+ * target=PATH' ], vif = [ 'bridge=BR,mac=MAC' ].  Disk names in it are QEMU's (vda, vdb, ... in the order
  * of the disk list): Xen's xvda is the neutral vda, and /dev/xvdX in the
  * kernel command line is /dev/vdX there.  The console is hvc0 on both
  * (Xen's PV console, QEMU's virtio console). */
@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "qemunet.h"
 #include "util.h"
 
 #define COLD_MAX_DISKS 8
@@ -35,6 +36,9 @@ struct cold_cfg {
     char cmdline[512];              /* neutral: /dev/vdX, console=hvc0 */
     struct cold_disk disks[COLD_MAX_DISKS];
     int ndisks;                     /* disk i is vd('a'+i) / xvd('a'+i) */
+    /* network interfaces: bridge and MAC cross (QEMU's model does not) */
+    struct qemu_vif vifs[QEMU_MAX_VIFS];
+    int nvifs;
     bool nomigrate;
     char nomigrate_what[64];
     /* what is left behind or changed, one line each, for the admin */
@@ -44,7 +48,7 @@ struct cold_cfg {
 
 /* A Xen domain's xl.cfg text: 0, or -EINVAL with the reason in err for
  * anything that cannot be carried to QEMU (non-PVH types but PV with a
- * kernel, a bootloader, PCI, network interfaces, framebuffers, non-raw or
+ * kernel, a bootloader, PCI, vifs behind a driver domain, framebuffers, non-raw or
  * read-only disks, disk names out of order, keys vmmig does not know). */
 int cold_from_xl(const char *text, struct cold_cfg *out, char *err, size_t errlen);
 

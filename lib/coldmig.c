@@ -570,7 +570,7 @@ static int dest_start(struct cold_dest *d, const struct cold_cfg *cfg, uint32_t 
         struct qemu_dom qd;
         char err[400];
         cold_to_neutral(cfg, kernel, ramdisk, disks, &sb);
-        if (qemu_dom_start(sb.s, cfg->name, false, &qd, err, sizeof err)) {
+        if (qemu_dom_start(sb.s, cfg->name, false, NULL, &qd, err, sizeof err)) {
             snprintf(why, whylen, "%s", err);
             if (qd.domid)
                 qemu_dom_remove(&qd, err, sizeof err);
@@ -759,6 +759,12 @@ int cold_receive(struct proto_conn *c, const struct mig_engine_ops *eng, struct 
     if (strcmp(cfg->name, d->name) || strcmp(cfg->uuid, d->uuid)) {
         dest_refuse(d, MSG_CFG_FAIL, NULL, "its configuration names another domain (%s %s)",
                     cfg->name, cfg->uuid);
+        goto out;
+    }
+    /* the bridges, before any file is copied (Xen's hotplug script needs
+     * them in dom0 as much as QEMU's taps do) */
+    if (qemu_net_check(cfg->vifs, cfg->nvifs, why, sizeof why)) {
+        dest_refuse(d, MSG_CFG_FAIL, NULL, "%s", why);
         goto out;
     }
     if (!strcmp(eng->name, "xen")) {

@@ -49,6 +49,12 @@ struct mig_engine_ops {
      * hypervisor's own form (both malloc'd). */
     int (*get_config)(struct mig_engine *e, uint32_t domid, struct strbuf *neutral,
                       char **native, char *err, size_t errlen);
+    /* Optional, destination, before the stream: make what the domain of
+     * native config needs on this host (QEMU: its vifs' taps on their
+     * bridges).  0, or nonzero with the reason in err: the configuration is
+     * refused.  restore() uses what was made; close() undoes what it did
+     * not use. */
+    int (*prepare)(struct mig_engine *e, const char *native, char *err, size_t errlen);
     /* Write the migration stream to fd (blocking); live = pre-copy, else
      * stop-and-copy.  On success the domain is left suspended. */
     int (*save)(struct mig_engine *e, uint32_t domid, int fd, bool live, char *err, size_t errlen);

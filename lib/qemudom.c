@@ -7,11 +7,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -149,6 +152,17 @@ int qemu_cfg_parse(const char *text, struct qemu_cfg *cfg, char *err, size_t err
                     snprintf(err, errlen, "line %d: bad list item in %s", r.line, key);
                     return -EINVAL;
                 }
+                if (!strcmp(key, "vif")) {
+                    char why[400];
+                    if (cfg->nvifs == QEMU_MAX_VIFS) {
+                        snprintf(err, errlen, "more than %d vifs", QEMU_MAX_VIFS);
+                        return -E2BIG;
+                    }
+                    if (qemu_vif_parse(val, &cfg->vifs[cfg->nvifs++], why, sizeof why)) {
+                        snprintf(err, errlen, "line %d: %s", r.line, why);
+                        return -EINVAL;
+                    }
+                }
                 if (!strcmp(key, "disk")) {
                     if (cfg->ndisks == QEMU_MAX_DISKS) {
                         snprintf(err, errlen, "more than %d disks", QEMU_MAX_DISKS);
@@ -203,7 +217,15 @@ int qemu_cfg_parse(const char *text, struct qemu_cfg *cfg, char *err, size_t err
         snprintf(err, errlen, "neither a kernel nor a disk to boot from");
         return -EINVAL;
     }
+    qemu_cfg_vif_macs(cfg);
     return 0;
+}
+
+void qemu_cfg_vif_macs(struct qemu_cfg *cfg)
+{
+    for (int i = 0; i < cfg->nvifs && cfg->uuid[0]; i++)
+        if (!cfg->vifs[i].mac_given)
+            qemu_vif_default_mac(cfg->uuid, i, cfg->vifs[i].mac);
 }
 
 /* ---- the run directory ---- */
@@ -370,7 +392,8 @@ static void add_arg(char ***argv, size_t *n, const char *fmt, ...)
     (*argv)[*n] = NULL;
 }
 
-static char **build_argv(const struct qemu_cfg *c, const struct qemu_dom *d, bool incoming)
+static char **build_argv(const struct qemu_cfg *c, const struct qemu_dom *d, bool incoming,
+                         const int *tapfds)
 {
     const char *accel = getenv("VMMIG_QEMU_ACCEL");
     char **argv = NULL;
@@ -444,6 +467,15 @@ static char **build_argv(const struct qemu_cfg *c, const struct qemu_dom *d, boo
             add_arg(&argv, &n, "file=%s,format=raw,if=virtio,cache=none", c->disks[i]);
         }
     }
+    /* After every other device: the same command line on both ends of a
+     * migration puts each NIC in the same PCI slot. */
+    for (int i = 0; i < c->nvifs; i++) {
+        add_arg(&argv, &n, "-netdev");
+        add_arg(&argv, &n, "tap,id=net%d,fd=%d", i, tapfds[i]);
+        add_arg(&argv, &n, "-device");
+        add_arg(&argv, &n, "%s,netdev=net%d,id=nic%d,mac=%s", c->vifs[i].model, i, i,
+                c->vifs[i].mac);
+    }
     add_arg(&argv, &n, "-pidfile");
     add_arg(&argv, &n, "%s/qemu.pid", d->dir);
     add_arg(&argv, &n, "-daemonize");
@@ -472,17 +504,19 @@ static void log_tail(const struct qemu_dom *d, char *buf, size_t size)
     free(text);
 }
 
-int qemu_dom_start(const char *cfg_text, const char *name, bool incoming, struct qemu_dom *out,
-                   char *err, size_t errlen)
+int qemu_dom_start(const char *cfg_text, const char *name, bool incoming, const int *given_taps,
+                   struct qemu_dom *out, char *err, size_t errlen)
 {
     struct qemu_cfg cfg;
     struct strbuf text = {0};
     char path[600], num[32], why[300];
     char **argv = NULL;
-    int rc, status;
+    int rc, status, tapfds[QEMU_MAX_VIFS];
     pid_t pid;
 
     memset(out, 0, sizeof *out);
+    for (int i = 0; i < QEMU_MAX_VIFS; i++)
+        tapfds[i] = -1;
     if ((rc = qemu_cfg_parse(cfg_text, &cfg, why, sizeof why))) {
         snprintf(err, errlen, "the configuration: %s", why);
         return rc;
@@ -579,8 +613,30 @@ int qemu_dom_start(const char *cfg_text, const char *name, bool incoming, struct
         snprintf(err, errlen, "cannot write %s: %s", path, strerror(-rc));
         goto out;
     }
+    qemu_cfg_vif_macs(&cfg);
     out->cfg = cfg;
-    argv = build_argv(&cfg, out, incoming);
+    char tapnames[QEMU_MAX_VIFS][QEMU_IFNAME_MAX];
+    struct strbuf taps = {0};
+    if (given_taps) {
+        for (int i = 0; i < cfg.nvifs; i++) {
+            struct ifreq ifr = {0};
+            strlcpy0(tapnames[i], ioctl(given_taps[i], TUNGETIFF, &ifr) ? "?" : ifr.ifr_name,
+                     sizeof tapnames[i]);
+        }
+    } else if ((rc = qemu_net_taps(cfg.vifs, cfg.nvifs, tapfds, tapnames, err, errlen))) {
+        goto out;
+    }
+    for (int i = 0; i < cfg.nvifs; i++)
+        sb_printf(&taps, "%s %s %s\n", tapnames[i], cfg.vifs[i].bridge, cfg.vifs[i].mac);
+    qemu_dom_path(out, "taps", path, sizeof path);
+    rc = cfg.nvifs ? atomic_write(path, taps.s, taps.len, 0644) : 0;
+    sb_free(&taps);
+    if (rc) {
+        snprintf(err, errlen, "cannot write %s: %s", path, strerror(-rc));
+        goto out;
+    }
+    const int *fds = given_taps ? given_taps : tapfds;
+    argv = build_argv(&cfg, out, incoming, fds);
     qemu_dom_path(out, "qemu.log", path, sizeof path);
     pid = fork();
     if (pid < 0) {
@@ -594,9 +650,17 @@ int qemu_dom_start(const char *cfg_text, const char *name, bool incoming, struct
         dup2(nul, 0);
         dup2(log >= 0 ? log : nul, 1);
         dup2(log >= 0 ? log : nul, 2);
-        /* QEMU outlives us: it must not keep our connections open. */
-        for (int fd = 3; fd < 1024; fd++)
-            close(fd);
+        /* QEMU outlives us: it must not keep our connections open, only
+         * its taps (O_CLOEXEC in here, against other forks). */
+        for (int fd = 3; fd < 1024; fd++) {
+            bool tap = false;
+            for (int i = 0; i < cfg.nvifs; i++)
+                tap = tap || fds[i] == fd;
+            if (!tap)
+                close(fd);
+            else
+                fcntl(fd, F_SETFD, 0);
+        }
         setsid();
         execvp(argv[0], argv);
         fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
@@ -623,6 +687,8 @@ int qemu_dom_start(const char *cfg_text, const char *name, bool incoming, struct
     }
     rc = 0;
 out:
+    /* QEMU holds its own copies; on a failure this removes the taps */
+    qemu_net_close(tapfds, cfg.nvifs);
     argv_free(argv);
     sb_free(&text);
     return rc;

@@ -12,6 +12,7 @@
  *   hold.sock    the guest's hold channel (virtio-serial port org.vmmig.hold)
  *   guest-hold   the guest's last accepted hold request (lib/holdchan.h), or
  *                what the host holds for it (carried over, expired)
+ *   taps         the vifs' taps on this host: "TAP BRIDGE MAC" a line
  *   qemu.pid, qemu.log
  * Renaming a domain renames its symlink: QEMU removes its sockets by the
  * paths it was given when it exits, so those never contain a name. */
@@ -22,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "qemunet.h"
 #include "util.h"
 
 #define QEMU_DEFAULT_RUN_DIR "/run/vmmig/qemu"
@@ -38,6 +40,10 @@ struct qemu_cfg {
     char kernel[256], initrd[256], cmdline[512];
     char disks[QEMU_MAX_DISKS][256];
     int ndisks;
+    /* vif = [ 'bridge=BR,mac=MAC,model=M' ]: macs made from the uuid when
+     * not given (qemu_vif_default_mac), once the uuid is known */
+    struct qemu_vif vifs[QEMU_MAX_VIFS];
+    int nvifs;
     bool nomigrate;   /* migration = "no" (or nomigrate = 1) */
     char nomigrate_what[64];
 };
@@ -59,8 +65,11 @@ struct qemu_dom {
 const char *qemu_run_dir(void);
 
 /* Parse xl.cfg-style text: key = value, values quoted or bare, lists in
- * [ ... ], # comments.  Unknown keys are ignored (as xl warns and goes on). */
+ * [ ... ], # comments.  Unknown keys are ignored (as xl warns and goes on);
+ * a vif spec vmmig cannot honour is refused. */
 int qemu_cfg_parse(const char *text, struct qemu_cfg *cfg, char *err, size_t errlen);
+/* The MACs of the vifs that name none, from cfg->uuid (nothing without one). */
+void qemu_cfg_vif_macs(struct qemu_cfg *cfg);
 
 /* Every domain in the run directory (*out malloc'd). */
 int qemu_dom_list(struct qemu_dom **out, size_t *n);
@@ -74,11 +83,14 @@ void qemu_dom_path(const struct qemu_dom *d, const char *file, char *buf, size_t
 
 /* Create the domain's directory (named name) with cfg_text as domain.cfg
  * and a fresh domid, then start QEMU for it, daemonized: running (or, with
- * incoming, waiting for a migration stream with -incoming defer -S).
+ * incoming, waiting for a migration stream with -incoming defer -S).  Each
+ * vif's tap (qemunet.h) is made on its bridge first, or is tapfds[i] (made
+ * by the caller, who keeps its descriptors), and lives as long as QEMU;
+ * the instance's file taps says which is which ("NAME BRIDGE MAC" lines).
  * On failure after the directory exists, *out->domid is set so that the
  * caller can clean up with qemu_dom_remove(). */
-int qemu_dom_start(const char *cfg_text, const char *name, bool incoming, struct qemu_dom *out,
-                   char *err, size_t errlen);
+int qemu_dom_start(const char *cfg_text, const char *name, bool incoming, const int *tapfds,
+                   struct qemu_dom *out, char *err, size_t errlen);
 
 /* End QEMU (quit over QMP, then SIGKILL) and remove the directory. */
 int qemu_dom_remove(const struct qemu_dom *d, char *err, size_t errlen);

@@ -39,6 +39,10 @@ struct mig_engine {
     mig_stop_hook_fn *stop_hook;
     void *stop_hook_arg;
     enum { WAY_AUTO, WAY_BARRIER, WAY_FIRST_PASS } group_stop_way; /* VMMIG_QEMU_GROUP_STOP */
+    /* The incoming domain's taps, made by prepare() (QEMU takes copies) */
+    bool prepared;
+    int tapfds[QEMU_MAX_VIFS];
+    int ntaps;
 };
 
 static int qm_open(struct mig_engine **out, mig_progress_fn *progress, void *arg, char *err,
@@ -66,6 +70,7 @@ static int qm_open(struct mig_engine **out, mig_progress_fn *progress, void *arg
 
 static void qm_close(struct mig_engine *e)
 {
+    qemu_net_close(e->tapfds, e->ntaps);
     free(e);
 }
 
@@ -179,6 +184,26 @@ static int qm_get_config(struct mig_engine *e, uint32_t domid, struct strbuf *ne
     for (int i = 0; i < d.cfg.ndisks; i++)
         sb_printf(neutral, "disk = xvd%c:%s\n", 'a' + i, d.cfg.disks[i]);
     return 0;
+}
+
+/* The vifs' taps, before the stream: a bridge missing here refuses the
+ * configuration, rather than breaking the stream once QEMU starts. */
+static int qm_prepare(struct mig_engine *e, const char *native, char *err, size_t errlen)
+{
+    struct qemu_cfg *cfg = xmalloc(sizeof *cfg);
+    char why[300];
+    int rc;
+
+    qemu_net_close(e->tapfds, e->ntaps);
+    e->ntaps = 0;
+    if ((rc = qemu_cfg_parse(native, cfg, why, sizeof why))) {
+        snprintf(err, errlen, "the configuration: %s", why);
+    } else if (!(rc = qemu_net_taps(cfg->vifs, cfg->nvifs, e->tapfds, NULL, err, errlen))) {
+        e->ntaps = cfg->nvifs;
+        e->prepared = true;
+    }
+    free(cfg);
+    return rc;
 }
 
 /* Post-copy's two decisions, taken by the agent from inside the follow
@@ -654,7 +679,11 @@ static int restore_common(struct mig_engine *e, const char *native, const char *
     int rc;
 
     *domid = MIG_NO_DOMID;
-    rc = qemu_dom_start(native, name, true, &d, err, errlen);
+    rc = qemu_dom_start(native, name, true, e->prepared ? e->tapfds : NULL, &d, err, errlen);
+    /* QEMU has its own copies now, or failed: either way ours go */
+    qemu_net_close(e->tapfds, e->ntaps);
+    e->ntaps = 0;
+    e->prepared = false;
     if (d.domid)
         *domid = d.domid; /* the caller removes what exists */
     if (rc)
@@ -800,6 +829,7 @@ const struct mig_engine_ops qemu_mig_engine = {
     .lookup_uuid = qm_lookup_uuid,
     .free_kib = qm_free_kib,
     .get_config = qm_get_config,
+    .prepare = qm_prepare,
     .save = qm_save,
     .save_postcopy = qm_save_postcopy,
     .restore_postcopy = qm_restore_postcopy,

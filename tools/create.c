@@ -68,7 +68,7 @@ static int create_main(int argc, char **argv)
         error_msg("%s: no name (name = \"...\" or --name)", argv[optind]);
         goto out;
     }
-    if (qemu_dom_start(text, name, false, &d, err, sizeof err)) {
+    if (qemu_dom_start(text, name, false, NULL, &d, err, sizeof err)) {
         error_msg("%s", err);
         if (d.domid)
             qemu_dom_remove(&d, err, sizeof err);

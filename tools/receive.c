@@ -1108,6 +1108,12 @@ static int receive_main(int argc, char **argv)
         say("%s: no libxl_json in MIG_CFG", r.peer);
         goto fail_state;
     }
+    if (r.eng->prepare && r.eng->prepare(r.e, json, e2, sizeof e2)) {
+        reply(&r, MSG_CFG_FAIL, "reason", e2, NULL, NULL);
+        say("refused the configuration of %s from %s: %s", r.name, r.peer, e2);
+        free(json);
+        goto fail_state;
+    }
     free(pl);
     pl = NULL;
     reply(&r, MSG_CFG_OK, NULL, NULL, NULL, NULL);

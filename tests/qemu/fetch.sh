@@ -66,8 +66,10 @@ trap 'rm -rf "$G"' EXIT
 mkdir -p "$G"/bin "$G"/lib/modules "$G"/proc "$G"/sys "$G"/dev "$G"/run "$G"/tmp
 cp /bin/busybox "$G/bin/busybox"
 ln -s busybox "$G/bin/sh"
+# virtio_net needs net_failover and failover (net/core, outside drivers/)
 for m in virtio/virtio_ring virtio/virtio virtio/virtio_pci_legacy_dev \
-         virtio/virtio_pci_modern_dev virtio/virtio_pci char/virtio_console block/virtio_blk; do
+         virtio/virtio_pci_modern_dev virtio/virtio_pci char/virtio_console block/virtio_blk \
+         ../net/core/failover net/net_failover net/virtio_net; do
     f=$MODDIR/$m.ko
     [ -f "$f" ] || f=$f.xz
     [ -f "$f" ] || die "module $m missing in $MODDIR"

@@ -140,7 +140,13 @@ int main(void)
     /* every refusal */
     refused("bootloader = \"pygrub\"", "bootloader runs in dom0", "bootloader");
     refused("pci = [ '01:00.0' ]", "PCI passthrough", "pci");
-    refused("vif = [ 'bridge=xenbr0' ]", "network interfaces", "vif");
+    refused("vif = [ 'bridge=xenbr0,backend=netdom' ]", "served by the driver domain netdom",
+            "a vif behind a driver domain");
+    refused("vif = [ 'bridge=xenbr0,mac=00:16:3e:00:00:0g' ]", "mac=00:16:3e:00:00:0g is not a MAC",
+            "a vif with a malformed MAC");
+    refused("vif = [ 'bridge=br0/1' ]", "not an interface name", "a vif on a bad bridge name");
+    refused("vif = [ 'bridge' ]", "'bridge' is not KEY=VALUE", "a vif key without a value");
+    refused("vif = 'bridge=br0'", "vif is not a list", "a vif that is not a list");
     refused("vfb = [ 'vnc=1' ]", "framebuffer", "vfb");
     refused("vkb = [ 'backend-type=qemu' ]", "virtual keyboard", "vkb");
     refused("channel = [ 'name=org.qemu.guest_agent.0' ]", "PV channels", "channel");
@@ -189,6 +195,64 @@ int main(void)
        "an unknown type refused (%s)", err);
     ok(xl("name = \"h\"\nkernel = \"/k\n") == -EINVAL && strstr(err, "line 2"),
        "an unterminated string refused with its line (%s)", err);
+
+    /* vifs: bridge and MAC cross */
+    is_int(xl("name = \"v\"\nuuid = \"6a1c0f4e-7d2b-4c11-9e0a-c01d00000001\"\ntype = \"pvh\"\n"
+              "kernel = \"/k\"\nvif = [ 'mac=00:16:3E:00:00:01, bridge=br0, type=vif, "
+              "script=vif-bridge', 'vifname=v1' ]\n"),
+           0, "an xl.cfg with two vifs (%s)", err);
+    is_int(c.nvifs, 2, "  two");
+    ok(!strcmp(c.vifs[0].bridge, "br0") && !strcmp(c.vifs[0].mac, "00:16:3e:00:00:01"),
+       "  vif 0: its bridge and MAC");
+    ok(!strcmp(c.vifs[1].bridge, "xenbr0") && noted("vif 1 joins xenbr0"),
+       "  vif 1: xl's default bridge, said");
+    ok(noted("vif 0: script=vif-bridge stays behind") && noted("vif 1: vifname=v1 stays behind"),
+       "  what stays behind is said");
+    ok(noted("vif 1 has no mac= here"), "  and that vif 1 gets a MAC made from the uuid");
+    {
+        struct strbuf sb = {0};
+        char *dd[1] = {NULL};
+        cold_to_neutral(&c, "/k", NULL, dd, &sb);
+        ok(strstr(sb.s, "vif = [ 'bridge=br0,mac=00:16:3e:00:00:01', 'bridge=xenbr0' ]\n") != NULL,
+           "  to the neutral form");
+        struct cold_cfg n;
+        is_int(cold_from_neutral(sb.s, &n, err, sizeof err), 0, "  which reads back (%s)", err);
+        char want[18];
+        qemu_vif_default_mac("6a1c0f4e-7d2b-4c11-9e0a-c01d00000001", 1, want);
+        ok(n.nvifs == 2 && !strcmp(n.vifs[1].mac, want),
+           "  vif 1 with the MAC QEMU gives it (%s), for Xen too", n.vifs[1].mac);
+        sb_reset(&sb);
+        is_int(cold_to_xl(&n, "/k", NULL, dd, &sb, err, sizeof err), 0, "  to xl.cfg");
+        char line[200];
+        snprintf(line, sizeof line, "vif = [ 'bridge=br0,mac=00:16:3e:00:00:01', "
+                 "'bridge=xenbr0,mac=%s' ]\n", want);
+        ok(strstr(sb.s, line) != NULL, "  with both MACs: %s", line);
+        sb_free(&sb);
+    }
+    {
+        struct cold_cfg n;
+        is_int(cold_from_neutral("name = \"q\"\nkernel = \"/k\"\n"
+                                 "vif = [ 'bridge=br0,model=e1000' ]\n", &n, err, sizeof err),
+               0, "a QEMU domain's e1000 vif");
+        ok(n.nnotes && strstr(n.notes[0], "vif 0: model=e1000 stays behind"), "  its model stays behind");
+        ok(cold_from_neutral("name = \"q\"\nkernel = \"/k\"\nvif = [ 'bridge=br0,rate=1Mb/s' ]\n",
+                             &n, err, sizeof err) == -EINVAL && strstr(err, "unknown key 'rate'"),
+           "  a vif QEMU domains cannot have refused (%s)", err);
+        struct strbuf sb = {0};
+        sb_printf(&sb, "name = \"q\"\nkernel = \"/k\"\nvif = [");
+        for (int i = 0; i <= QEMU_MAX_VIFS; i++)
+            sb_printf(&sb, "%s'bridge=br%d'", i ? ", " : "", i);
+        sb_printf(&sb, "]\n");
+        ok(cold_from_neutral(sb.s, &n, err, sizeof err) == -EINVAL && strstr(err, "more than"),
+           "  more than %d vifs refused (%s)", QEMU_MAX_VIFS, err);
+        sb_reset(&sb);
+        sb_printf(&sb, "name = \"q\"\ntype = \"pvh\"\nkernel = \"/k\"\nvif = [");
+        for (int i = 0; i <= QEMU_MAX_VIFS; i++)
+            sb_printf(&sb, "%s'bridge=br%d'", i ? ", " : "", i);
+        sb_printf(&sb, "]\n");
+        ok(xl(sb.s) == -EINVAL && strstr(err, "more than"), "  from xl.cfg too (%s)", err);
+        sb_free(&sb);
+    }
 
     /* the neutral form (a QEMU domain going to Xen) */
     struct cold_cfg n;

@@ -212,6 +212,19 @@ int main(void)
     is_int(next("reason", v, sizeof v), MSG_CFG_FAIL, "a disk role out of place: CFG_FAIL");
     ok(strstr(v, "file vdb does not belong") != NULL, "  reason: %s", v);
     finish();
+    start("web1");
+    next(NULL, v, sizeof v);
+    {
+        struct strbuf sb = {0};
+        kv_add(&sb, "config", "name = \"web1\"\nuuid = \"" UUID "\"\nkernel = \"/src/k\"\n"
+                              "vif = [ 'bridge=vmmig-nobr0' ]\n");
+        kv_add(&sb, "file", "kernel:5");
+        proto_send(&src, MSG_MIG_CFG, sb.s, (uint32_t)sb.len);
+        sb_free(&sb);
+    }
+    is_int(next("reason", v, sizeof v), MSG_CFG_FAIL, "a vif on a bridge this host lacks: CFG_FAIL");
+    ok(strstr(v, "vif 0: no bridge vmmig-nobr0 on this host") != NULL, "  reason: %s", v);
+    finish();
     ok(disks_empty(), "nothing in the disk directory");
 
     /* faults in the stream */
