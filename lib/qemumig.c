@@ -792,6 +792,25 @@ out:
     return rc;
 }
 
+/* Does QEMU still listen on d's monitor?  (A killed QEMU may linger as a
+ * zombie its parent has not reaped: its pid answers, its sockets do not.) */
+static bool monitor_listens(const struct qemu_dom *d)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    char path[600];
+
+    qemu_dom_path(d, "status.sock", path, sizeof path);
+    if (strlen(path) >= sizeof sa.sun_path)
+        return true; /* cannot tell: let the keeper say */
+    strcpy(sa.sun_path, path);
+    int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c < 0)
+        return true;
+    bool ok = !connect(c, (struct sockaddr *)&sa, sizeof sa);
+    close(c);
+    return ok;
+}
+
 static int qm_recover_postcopy(struct mig_engine *e, uint32_t domid,
                                int (*ready)(void *arg, int fd), void *arg, char *err,
                                size_t errlen)
@@ -803,7 +822,7 @@ static int qm_recover_postcopy(struct mig_engine *e, uint32_t domid,
 
     if ((rc = find(domid, &d, err, errlen)))
         return rc;
-    if (d.pid <= 0 || kill(d.pid, 0)) {
+    if ((d.pid > 0 && kill(d.pid, 0)) || !monitor_listens(&d)) {
         snprintf(err, errlen, "%s (domid %u) is gone: its QEMU does not run", d.name, domid);
         return -ESRCH;
     }

@@ -8,8 +8,12 @@
 # way a host without post-copy answers), post-copy in a co-migration.
 # Before the post-copy switch a killed destination agent and a hold that
 # arrives both leave the guest running on hostA (there the switch comes
-# after the first pass, the default); after it, a killed destination agent
-# loses the guest, and the source says so.  One boot for the file.
+# after the first pass, the default).  After it, a stream cut by a killed
+# destination agent is recovered (RECOVER: vmmig send and vmmigfs), the
+# destination refuses bad RECOVERs with reason codes and changes nothing
+# (tests/qemu/recover-req.py), and the guest is reported lost, with the
+# reason, when the destination's QEMU is gone or the retries are spent.
+# One boot of web1, and web2 for the last case.
 #
 # The post-copies that must keep every write switch at once
 # (VMMIG_QEMU_POSTCOPY_AFTER_MS=0, lib.sh): after a pass, a switch that
