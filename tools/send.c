@@ -1338,8 +1338,9 @@ static int recover_attempt(struct job *j, struct proto_conn *c, int *fd, pid_t *
     kv_get(pl, len, "reason", reason, sizeof reason);
     if (type == MSG_RECOVER_FAIL) {
         snprintf(why, whylen, "%s refused the recovery (%s): %s", j->host, code, reason);
-        /* busy: the agent that had the stream has not let go yet */
-        rc = strcmp(code, "busy") ? -1 : 1;
+        /* busy: the agent that had the stream has not let go yet;
+         * not-paused: its QEMU has not seen the break yet */
+        rc = strcmp(code, "busy") && strcmp(code, "not-paused") ? -1 : 1;
     } else {
         snprintf(why, whylen, "%s answered %s to RECOVER%s%s", j->host, msg_type_name(type),
                  reason[0] ? ": " : "", reason);
