@@ -931,6 +931,7 @@ static void progress_reset(struct mig_progress *p)
     p->stop_ms = p->resume_ms = p->stop_skew_ms = p->resume_skew_ms = -1;
     p->stop_request_skew_ms = -1;
     p->disk_size = p->disk_sent = p->disk_compared = -1;
+    p->postcopy_recovered = -1;
 }
 
 /* Event values are quoted: a quote inside becomes an apostrophe. */
@@ -1431,7 +1432,7 @@ static void mig_parse_line(struct ctl *c, struct domain *d, char *line)
     long long stage = -1, round = -1, sent = -1, pages = -1, rate = -1, member = -1;
     long long new_domid = -1, total = -1, downtime = -1, rounds = -1, stop = -1, resume = -1,
               stop_skew = -1, resume_skew = -1, stop_request_skew = -1;
-    long long disk_size = -1, disk_sent = -1, disk_compared = -1;
+    long long disk_size = -1, disk_sent = -1, disk_compared = -1, pc_recovered = -1;
     char name[32] = "", where[32] = "", why[300], algo[16] = "";
     bool result = false, ok = false, have_why = false;
     char *p;
@@ -1523,6 +1524,8 @@ static void mig_parse_line(struct ctl *c, struct domain *d, char *line)
             take_num(&disk_sent, val);
         else if (!strcmp(key, "disk_compared"))
             take_num(&disk_compared, val);
+        else if (!strcmp(key, "postcopy_recovered"))
+            take_num(&pc_recovered, val);
         else if (!strcmp(key, "domain"))
             take_word(where, sizeof where, val);
         else if (!strcmp(key, "algorithm"))
@@ -1560,10 +1563,11 @@ static void mig_parse_line(struct ctl *c, struct domain *d, char *line)
         if (where[0])
             strlcpy0(np.where, where, sizeof np.where);
         const long long *from[] = {&new_domid, &total, &downtime, &rounds,
-                                   &stop, &resume, &stop_skew, &resume_skew, &stop_request_skew};
+                                   &stop, &resume, &stop_skew, &resume_skew, &stop_request_skew,
+                                   &pc_recovered};
         long long *into[] = {&np.new_domid, &np.total_ms, &np.downtime_ms, &np.rounds,
                              &np.stop_ms, &np.resume_ms, &np.stop_skew_ms, &np.resume_skew_ms,
-                             &np.stop_request_skew_ms};
+                             &np.stop_request_skew_ms, &np.postcopy_recovered};
         for (size_t i = 0; i < ARRAY_SIZE(from); i++)
             if (*from[i] >= 0)
                 *into[i] = *from[i];
@@ -1687,6 +1691,13 @@ static void job_settle(struct ctl *c, struct domain *d, struct domain *lead)
         d->mig_done = true;
         d->mig_end = time(NULL);
         snprintf(d->migration, sizeof d->migration, "done %s", d->mig_host);
+        if (own->postcopy_recovered > 0) {
+            /* the stream broke after the post-copy switch and was resumed */
+            snprintf(d->migration + strlen(d->migration),
+                     sizeof d->migration - strlen(d->migration), " postcopy_recovered=%lld",
+                     own->postcopy_recovered);
+            sb_printf(&extra, " postcopy_recovered=%lld", own->postcopy_recovered);
+        }
         if (lead->mig_died[0])
             sb_printf(&extra, " recovered=yes");
         events_emit(&c->ev, d->mig_name, "migrate-done", "to=%s uuid=%s domid=%u%s", d->mig_host,
@@ -1897,7 +1908,10 @@ void ctl_format_migration(struct ctl *c, struct domain *d, struct strbuf *sb)
 
     (void)c;
     if (d->ghost) {
-        sb_printf(sb, "migrated %s\n", d->mig_host);
+        sb_printf(sb, "migrated %s", d->mig_host);
+        if (p->postcopy_recovered > 0)
+            sb_printf(sb, " postcopy_recovered=%lld", p->postcopy_recovered);
+        sb_printf(sb, "\n");
         return;
     }
     sb_printf(sb, "%s", d->migration);
@@ -1969,6 +1983,9 @@ static void format_job(const struct domain *d, struct strbuf *sb)
         sb_printf(sb, "algorithm: %s\n", p->algorithm);
     else if (d->mig_algo[0] && strcmp(d->migration, "idle"))
         sb_printf(sb, "algorithm: %s (asked for)\n", d->mig_algo);
+    if (p->postcopy_recovered > 0)
+        sb_printf(sb, "postcopy_recovered: %lld (the stream broke after the post-copy switch and "
+                      "was resumed)\n", p->postcopy_recovered);
     if (!strcmp(p->where, "lost"))
         sb_printf(sb, "domain: lost (post-copy had switched when it failed: the guest's memory is "
                       "split between the hosts; neither copy can run without the other)\n");

@@ -37,6 +37,7 @@ struct mig_progress {
     long long stop_skew_ms, resume_skew_ms;  /* the group's ("result ok group=...") */
     long long stop_request_skew_ms;          /* the group's, when every stop was asked for */
     long long disk_size, disk_sent, disk_compared; /* mirrored disks, once synced */
+    long long postcopy_recovered; /* post-copy streams resumed after a break (result ok) */
 };
 
 /* At most this many domains move in one co-migration. */

@@ -83,6 +83,25 @@ struct mig_engine_ops {
                             int (*run)(void *arg), void *arg, uint32_t *domid, bool *running,
                             char *err, size_t errlen);
 
+    /* Post-copy recovery (optional: QEMU's; NULL where the hypervisor
+     * cannot).  Source: when the stream breaks after the switch,
+     * save_postcopy() calls fn(arg, &fd, why, whylen) instead of failing;
+     * fn returns 0 with a fresh socket for the rest of the stream (the
+     * caller's to close once save_postcopy() returns), non-zero to give
+     * up (why says why; save_postcopy() then fails).  fn may be called
+     * again when the resumed stream breaks too. */
+    void (*set_postcopy_recover)(struct mig_engine *e,
+                                 int (*fn)(void *arg, int *fd, char *why, size_t whylen),
+                                 void *arg);
+    /* Destination: the domain's post-copy broke off and waits (QEMU:
+     * postcopy-paused); take the rest of its stream.  ready(arg, fd) runs
+     * once the hypervisor listens: fd is the caller's (a socket to relay
+     * the stream on; non-zero: give up); then it returns 0 when every page
+     * is here.  Before anything changes: -EINVAL when the domain is not
+     * waiting for a recovery, -ESRCH when its hypervisor is gone. */
+    int (*recover_postcopy)(struct mig_engine *e, uint32_t domid,
+                            int (*ready)(void *arg, int fd), void *arg, char *err, size_t errlen);
+
     /* Destination: create a paused domain from native config and the stream on fd. */
     int (*restore)(struct mig_engine *e, const char *native, const char *name, int fd,
                    uint32_t *domid, char *err, size_t errlen);

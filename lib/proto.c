@@ -62,6 +62,9 @@ static const struct msg_info {
     {MSG_DISK_READY, FROM_DEST, false, "DISK_READY"},
     {MSG_DISK_FAIL, FROM_DEST, false, "DISK_FAIL"},
     {MSG_DISKS_SYNCED, FROM_SOURCE, false, "DISKS_SYNCED"},
+    {MSG_RECOVER, FROM_SOURCE, false, "RECOVER"},
+    {MSG_RECOVER_OK, FROM_DEST, false, "RECOVER_OK"},
+    {MSG_RECOVER_FAIL, FROM_DEST, false, "RECOVER_FAIL"},
 };
 
 static const struct msg_info *msg_info(int type)

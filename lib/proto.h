@@ -114,6 +114,11 @@ enum msg_type {
     MSG_DISK_READY = 81,   /* destination: vdev=, port= (its secondary's NBD port) */
     MSG_DISK_FAIL = 82,    /* destination: vdev=, reason= */
     MSG_DISKS_SYNCED = 83, /* source: disks=N, every one in sync; the memory follows */
+    /* post-copy recovery, on a new connection after the stream broke past
+     * the switch (lib/pcrecover.h): the rest of the stream follows OK */
+    MSG_RECOVER = 96,      /* source: uuid=, name=, migration= */
+    MSG_RECOVER_OK = 97,   /* destination: domid= */
+    MSG_RECOVER_FAIL = 98, /* destination: code=, reason= */
 };
 
 /* RETURN's first byte says what it is: bytes of the return path follow,

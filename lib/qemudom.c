@@ -420,6 +420,10 @@ static char **build_argv(const struct qemu_cfg *c, const struct qemu_dom *d, boo
     add_arg(&argv, &n, "unix:%s/qmp.sock,server=on,wait=off", d->dir);
     add_arg(&argv, &n, "-qmp");
     add_arg(&argv, &n, "unix:%s/status.sock,server=on,wait=off", d->dir);
+    /* Post-copy recovery's: a monitor kept in out-of-band mode by a keeper
+     * (lib/qemumig.c), for when the main thread waits for a page. */
+    add_arg(&argv, &n, "-qmp");
+    add_arg(&argv, &n, "unix:%s/rqmp.sock,server=on,wait=off", d->dir);
     add_arg(&argv, &n, "-chardev");
     add_arg(&argv, &n, "socket,id=ser0,path=%s/serial.sock,server=on,wait=off,logfile=%s/serial.log",
             d->dir, d->dir);

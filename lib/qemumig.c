@@ -7,11 +7,17 @@
 #include "migengine.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,6 +49,10 @@ struct mig_engine {
     bool prepared;
     int tapfds[QEMU_MAX_VIFS];
     int ntaps;
+    /* Post-copy recovery on the source (set_postcopy_recover). */
+    int (*recover)(void *arg, int *fd, char *why, size_t whylen);
+    void *recover_arg;
+    unsigned resumes; /* fds handed over for a resume: each needs its own name */
 };
 
 static int qm_open(struct mig_engine **out, mig_progress_fn *progress, void *arg, char *err,
@@ -219,12 +229,19 @@ struct postcopy {
 
 static const char postcopy_cap[] =
     "{\"capabilities\": [{\"capability\": \"events\", \"state\": true},"
-    " {\"capability\": \"postcopy-ram\", \"state\": true}]}";
+    " {\"capability\": \"postcopy-ram\", \"state\": true},"
+    " {\"capability\": \"pause-before-switchover\", \"state\": false}]}";
+/* Capabilities outlive a migration: a domain that arrived in post-copy
+ * keeps postcopy-ram, which in a pre-copy out of it would want a return
+ * path on a pipe (QEMU: "Unable to write to file: Bad file descriptor"). */
 static const char events_cap[] =
-    "{\"capabilities\": [{\"capability\": \"events\", \"state\": true}]}";
+    "{\"capabilities\": [{\"capability\": \"events\", \"state\": true},"
+    " {\"capability\": \"postcopy-ram\", \"state\": false},"
+    " {\"capability\": \"pause-before-switchover\", \"state\": false}]}";
 /* A co-migration: QEMU never switches over before migrate-continue. */
 static const char group_cap[] =
     "{\"capabilities\": [{\"capability\": \"events\", \"state\": true},"
+    " {\"capability\": \"postcopy-ram\", \"state\": false},"
     " {\"capability\": \"pause-before-switchover\", \"state\": true}]}";
 
 /* A co-migration member's stop (vmmig-comigrate(1), QEMU).  The members
@@ -453,10 +470,23 @@ static int follow_migration(struct mig_engine *e, struct qmp *q, bool source,
             return -EIO;
         }
         if (!strcmp(status, "postcopy-paused")) {
-            /* QEMU keeps both halves for a recovery vmmig does not do. */
-            snprintf(err, errlen, "post-copy broke off (QEMU: postcopy-paused): the stream "
-                     "between the hosts ended after the switch");
+            /* QEMU keeps both halves: the source resumes into a fresh
+             * stream once the agent has one whose far end is listening
+             * (migrate-recover there). */
             json_free(info);
+            char why[300] = "no recovery on this side";
+            int fd = -1;
+            if (source && pc && e->recover && !e->recover(e->recover_arg, &fd, why, sizeof why)) {
+                char name[32], args[96];
+                snprintf(name, sizeof name, "vmmig-resume%u", ++e->resumes);
+                snprintf(args, sizeof args, "{\"uri\": \"fd:%s\", \"resume\": true}", name);
+                if ((rc = qmp_getfd(q, fd, name, err, errlen)) ||
+                    (rc = exec_simple(q, "migrate", args, err, errlen)))
+                    return rc;
+                continue;
+            }
+            snprintf(err, errlen, "post-copy broke off (QEMU: postcopy-paused): the stream "
+                     "between the hosts ended after the switch; %s", why);
             return -EIO;
         }
         unsigned round = (unsigned)json_int(info, "ram.dirty-sync-count", 0);
@@ -606,6 +636,270 @@ static int qm_save_postcopy(struct mig_engine *e, uint32_t domid, int fd,
     return rc;
 }
 
+static void qm_set_postcopy_recover(struct mig_engine *e,
+                                    int (*fn)(void *arg, int *fd, char *why, size_t whylen),
+                                    void *arg)
+{
+    e->recover = fn;
+    e->recover_arg = arg;
+}
+
+/* ---- post-copy recovery on the destination ----
+ * Once a destination's stream breaks, a vCPU or a device waiting for a
+ * missing page can block QEMU's main thread, and with it every monitor
+ * command but the out-of-band ones, and a monitor's negotiation too (QEMU's
+ * docs/devel/migration/postcopy.rst, "Postcopy recovery").  So before the
+ * stream starts a keeper process negotiates out-of-band mode on rqmp.sock
+ * and waits on rctl.sock: "recover URI\n" there runs migrate-recover with
+ * exec-oob and answers "ok" or "error WHY".  It outlives the agent (a
+ * fresh agent takes the RECOVER) and ends with the migration or QEMU.
+ * migrate-recover listens on a unix socket (rin.sock): its accept runs in
+ * the monitor's thread, where an fd: URI's getfd would need the main one. */
+
+static void keeper_answer(int c, struct qmp *q)
+{
+    char line[700], err[400], reply[480];
+    size_t n = 0;
+
+    /* one short line, within a few seconds */
+    while (n < sizeof line - 1) {
+        struct pollfd p = {.fd = c, .events = POLLIN};
+        if (poll(&p, 1, 5000) <= 0)
+            return;
+        ssize_t r = read(c, line + n, 1);
+        if (r <= 0)
+            return;
+        if (line[n] == '\n')
+            break;
+        n++;
+    }
+    line[n] = 0;
+    if (strncmp(line, "recover unix:", 13) || strpbrk(line + 8, "\"\\")) {
+        snprintf(reply, sizeof reply, "error bad request\n");
+    } else {
+        char args[700];
+        snprintf(args, sizeof args, "{\"uri\": \"%s\"}", line + 8);
+        if (qmp_execute_oob(q, "migrate-recover", args, NULL, QMP_TIMEOUT_MS, err, sizeof err))
+            snprintf(reply, sizeof reply, "error %s\n", err);
+        else
+            snprintf(reply, sizeof reply, "ok\n");
+    }
+    if (write(c, reply, strlen(reply)) < 0) {
+        /* the agent went away: it learns nothing more */
+    }
+}
+
+static _Noreturn void keeper_main(const char *dir)
+{
+    char qpath[600], cpath[600], err[300];
+    struct qmp *q = NULL;
+    int ls = -1;
+
+    snprintf(qpath, sizeof qpath, "%s/rqmp.sock", dir);
+    snprintf(cpath, sizeof cpath, "%s/rctl.sock", dir);
+    if (qmp_connect_oob(&q, qpath, QMP_TIMEOUT_MS, err, sizeof err))
+        _exit(1);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(cpath) >= sizeof sa.sun_path)
+        _exit(1);
+    strcpy(sa.sun_path, cpath);
+    ls = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    unlink(cpath);
+    if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof sa) || listen(ls, 4))
+        _exit(1);
+    chmod(cpath, 0600);
+    for (;;) {
+        struct pollfd p[2] = {{.fd = ls, .events = POLLIN}, {.fd = qmp_fd(q), .events = POLLIN}};
+        if (poll(p, 2, -1) < 0)
+            continue;
+        if (p[1].revents) {
+            /* events: the migration's end ends the keeper; so does QEMU's */
+            struct json *ev = NULL;
+            int rc;
+            while (!(rc = qmp_next_event(q, &ev, 0, err, sizeof err))) {
+                bool over = !strcmp(json_str(ev, "event", ""), "MIGRATION") &&
+                            (!strcmp(json_str(ev, "data.status", ""), "completed") ||
+                             !strcmp(json_str(ev, "data.status", ""), "failed"));
+                json_free(ev);
+                if (over)
+                    goto out;
+            }
+            if (rc != -ETIMEDOUT)
+                goto out;
+        }
+        if (p[0].revents & POLLIN) {
+            int c = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+            if (c >= 0) {
+                keeper_answer(c, q);
+                close(c);
+            }
+        }
+    }
+out:
+    unlink(cpath);
+    _exit(0);
+}
+
+/* Start the keeper of d (a double fork: it is nobody's child to wait for)
+ * and wait until it listens. */
+static int keeper_start(const struct qemu_dom *d, char *err, size_t errlen)
+{
+    char cpath[600];
+    int st;
+
+    qemu_dom_path(d, "rctl.sock", cpath, sizeof cpath);
+    unlink(cpath);
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(err, errlen, "fork: %s", strerror(errno));
+        return -errno;
+    }
+    if (!pid) {
+        /* Nothing of the agent's: its connection must end when it does. */
+        setsid();
+        int nul = open("/dev/null", O_RDWR);
+        for (int fd = 0; fd < 3; fd++)
+            dup2(nul, fd);
+        for (int fd = 3; fd < 1024; fd++)
+            close(fd);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGPIPE, SIG_IGN);
+        if (fork() == 0)
+            keeper_main(d->dir);
+        _exit(0);
+    }
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    for (int i = 0; i < 100; i++) {
+        struct stat sb;
+        if (!stat(cpath, &sb))
+            return 0;
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+    snprintf(err, errlen, "the post-copy recovery keeper of %s did not start", d->name);
+    return -EIO;
+}
+
+/* A line-based request to the keeper: 0 and its answer, or -errno. */
+static int keeper_ask(const struct qemu_dom *d, const char *req, char *ans, size_t anslen)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    char path[600];
+    size_t n = 0;
+    int c, rc = 0;
+
+    qemu_dom_path(d, "rctl.sock", path, sizeof path);
+    if (strlen(path) >= sizeof sa.sun_path)
+        return -ENAMETOOLONG;
+    strcpy(sa.sun_path, path);
+    c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c < 0)
+        return -errno;
+    if (connect(c, (struct sockaddr *)&sa, sizeof sa) ||
+        write(c, req, strlen(req)) != (ssize_t)strlen(req)) {
+        rc = -errno;
+        goto out;
+    }
+    while (n < anslen - 1) {
+        struct pollfd p = {.fd = c, .events = POLLIN};
+        if (poll(&p, 1, QMP_TIMEOUT_MS + 2000) <= 0) {
+            rc = -ETIMEDOUT;
+            goto out;
+        }
+        ssize_t r = read(c, ans + n, 1);
+        if (r <= 0 || ans[n] == '\n')
+            break;
+        n++;
+    }
+    ans[n] = 0;
+out:
+    close(c);
+    return rc;
+}
+
+/* Does QEMU still listen on d's monitor?  (A killed QEMU may linger as a
+ * zombie its parent has not reaped: its pid answers, its sockets do not.) */
+static bool monitor_listens(const struct qemu_dom *d)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    char path[600];
+
+    qemu_dom_path(d, "status.sock", path, sizeof path);
+    if (strlen(path) >= sizeof sa.sun_path)
+        return true; /* cannot tell: let the keeper say */
+    strcpy(sa.sun_path, path);
+    int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c < 0)
+        return true;
+    bool ok = !connect(c, (struct sockaddr *)&sa, sizeof sa);
+    close(c);
+    return ok;
+}
+
+static int qm_recover_postcopy(struct mig_engine *e, uint32_t domid,
+                               int (*ready)(void *arg, int fd), void *arg, char *err,
+                               size_t errlen)
+{
+    struct qemu_dom d;
+    struct qmp *q = NULL;
+    char in[600], req[700], ans[500];
+    int rc, fd = -1;
+
+    if ((rc = find(domid, &d, err, errlen)))
+        return rc;
+    if ((d.pid > 0 && kill(d.pid, 0)) || !monitor_listens(&d)) {
+        snprintf(err, errlen, "%s (domid %u) is gone: its QEMU does not run", d.name, domid);
+        return -ESRCH;
+    }
+    qemu_dom_path(&d, "rin.sock", in, sizeof in);
+    unlink(in);
+    snprintf(req, sizeof req, "recover unix:%s\n", in);
+    rc = keeper_ask(&d, req, ans, sizeof ans);
+    if (rc == -ENOENT || rc == -ECONNREFUSED) {
+        /* the keeper ends with the migration */
+        snprintf(err, errlen, "%s is not waiting for a post-copy recovery (no post-copy of it is "
+                 "unfinished here)", d.name);
+        return -EINVAL;
+    }
+    if (rc) {
+        snprintf(err, errlen, "%s's post-copy recovery keeper: %s", d.name, strerror(-rc));
+        return rc;
+    }
+    if (strcmp(ans, "ok")) {
+        bool unpaused = strstr(ans, "paused") != NULL;
+        snprintf(err, errlen, "%s%s", unpaused ? "" : "migrate-recover: ",
+                 !strncmp(ans, "error ", 6) ? ans + 6 : ans);
+        if (unpaused)
+            snprintf(err, errlen, "%s is not waiting for a post-copy recovery (QEMU: %s)", d.name,
+                     !strncmp(ans, "error ", 6) ? ans + 6 : ans);
+        return unpaused ? -EINVAL : -EIO;
+    }
+    /* QEMU listens: our end of its new channel */
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    strcpy(sa.sun_path, in);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa)) {
+        rc = -errno;
+        snprintf(err, errlen, "connecting to %s: %s", in, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return rc;
+    }
+    unlink(in);
+    if (ready(arg, fd)) {
+        snprintf(err, errlen, "the recovery of %s was given up", d.name);
+        return -ECANCELED;
+    }
+    /* The main thread answers again once the pages flow. */
+    qemu_dom_path(&d, "qmp.sock", in, sizeof in);
+    if ((rc = qmp_connect(&q, in, 60000, err, errlen)))
+        return rc;
+    struct postcopy pc = {.after_ms = -1, .running = true};
+    rc = follow_migration(e, q, false, &pc, NULL, err, errlen);
+    qmp_close(q);
+    return rc;
+}
+
 static void qm_set_stop_hook(struct mig_engine *e, mig_stop_hook_fn *fn, void *arg)
 {
     e->stop_hook = fn;
@@ -693,6 +987,8 @@ static int restore_common(struct mig_engine *e, const char *native, const char *
     /* post-copy-ram before migrate-incoming, as QEMU wants it */
     if ((rc = exec_simple(q, "migrate-set-capabilities", pc ? postcopy_cap : events_cap, err,
                           errlen)))
+        goto out;
+    if (pc && (rc = keeper_start(&d, err, errlen)))
         goto out;
     if ((rc = qmp_getfd(q, fd, "vmmig-in", err, errlen)))
         goto out;
@@ -843,6 +1139,8 @@ const struct mig_engine_ops qemu_mig_engine = {
     .guest_hold_put = qm_guest_hold_put,
     .console_path = qm_console_path,
     .set_stop_hook = qm_set_stop_hook,
+    .set_postcopy_recover = qm_set_postcopy_recover,
+    .recover_postcopy = qm_recover_postcopy,
     .stop_hook_group_only = true,
     .stop_hook_always = true,
 };

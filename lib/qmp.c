@@ -138,7 +138,10 @@ static int send_all(struct qmp *q, const char *text, size_t len, int pass_fd, ch
     return 0;
 }
 
-static int handshake(struct qmp *q, int timeout_ms, char *err, size_t errlen)
+static int execute(struct qmp *q, const char *how, const char *cmd, const char *args,
+                   int pass_fd, struct json **ret, int timeout_ms, char *err, size_t errlen);
+
+static int handshake(struct qmp *q, bool oob, int timeout_ms, char *err, size_t errlen)
 {
     struct json *msg = NULL;
     int rc = read_message(q, &msg, now_ms() + timeout_ms, err, errlen);
@@ -154,20 +157,21 @@ static int handshake(struct qmp *q, int timeout_ms, char *err, size_t errlen)
     snprintf(q->version, sizeof q->version, "%lld.%lld.%lld",
              json_int(greet, "version.qemu.major", 0), json_int(greet, "version.qemu.minor", 0),
              json_int(greet, "version.qemu.micro", 0));
-    rc = qmp_execute(q, "qmp_capabilities", NULL, -1, NULL, timeout_ms, err, errlen);
+    rc = qmp_execute(q, "qmp_capabilities", oob ? "{\"enable\": [\"oob\"]}" : NULL, -1, NULL,
+                     timeout_ms, err, errlen);
 out:
     json_free(msg);
     return rc;
 }
 
-int qmp_open_fd(struct qmp **out, int fd, int timeout_ms, char *err, size_t errlen)
+static int open_fd(struct qmp **out, int fd, bool oob, int timeout_ms, char *err, size_t errlen)
 {
     struct qmp *q = xzalloc(sizeof *q);
     int rc;
 
     q->fd = fd;
     q->next_id = 1;
-    rc = handshake(q, timeout_ms, err, errlen);
+    rc = handshake(q, oob, timeout_ms, err, errlen);
     if (rc) {
         qmp_close(q);
         *out = NULL;
@@ -177,7 +181,13 @@ int qmp_open_fd(struct qmp **out, int fd, int timeout_ms, char *err, size_t errl
     return 0;
 }
 
-int qmp_connect(struct qmp **out, const char *path, int timeout_ms, char *err, size_t errlen)
+int qmp_open_fd(struct qmp **out, int fd, int timeout_ms, char *err, size_t errlen)
+{
+    return open_fd(out, fd, false, timeout_ms, err, errlen);
+}
+
+static int connect_path(struct qmp **out, const char *path, bool oob, int timeout_ms, char *err,
+                        size_t errlen)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     int fd, rc;
@@ -200,7 +210,23 @@ int qmp_connect(struct qmp **out, const char *path, int timeout_ms, char *err, s
         close(fd);
         return rc;
     }
-    return qmp_open_fd(out, fd, timeout_ms, err, errlen);
+    return open_fd(out, fd, oob, timeout_ms, err, errlen);
+}
+
+int qmp_connect(struct qmp **out, const char *path, int timeout_ms, char *err, size_t errlen)
+{
+    return connect_path(out, path, false, timeout_ms, err, errlen);
+}
+
+int qmp_connect_oob(struct qmp **out, const char *path, int timeout_ms, char *err,
+                    size_t errlen)
+{
+    return connect_path(out, path, true, timeout_ms, err, errlen);
+}
+
+int qmp_fd(const struct qmp *q)
+{
+    return q->fd;
 }
 
 void qmp_close(struct qmp *q)
@@ -229,6 +255,18 @@ static int map_error(const char *cls)
 int qmp_execute(struct qmp *q, const char *cmd, const char *args, int pass_fd, struct json **ret,
                 int timeout_ms, char *err, size_t errlen)
 {
+    return execute(q, "execute", cmd, args, pass_fd, ret, timeout_ms, err, errlen);
+}
+
+int qmp_execute_oob(struct qmp *q, const char *cmd, const char *args, struct json **ret,
+                    int timeout_ms, char *err, size_t errlen)
+{
+    return execute(q, "exec-oob", cmd, args, -1, ret, timeout_ms, err, errlen);
+}
+
+static int execute(struct qmp *q, const char *how, const char *cmd, const char *args,
+                   int pass_fd, struct json **ret, int timeout_ms, char *err, size_t errlen)
+{
     struct strbuf sb = {0};
     struct json *msg = NULL;
     char id[32];
@@ -238,7 +276,7 @@ int qmp_execute(struct qmp *q, const char *cmd, const char *args, int pass_fd, s
     if (ret)
         *ret = NULL;
     snprintf(id, sizeof id, "vmmig-%lu", q->next_id++);
-    sb_add(&sb, "{\"execute\": ", 12);
+    sb_printf(&sb, "{\"%s\": ", how);
     json_quote(&sb, cmd);
     if (args && *args)
         sb_printf(&sb, ", \"arguments\": %s", args);

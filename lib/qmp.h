@@ -12,6 +12,12 @@ struct qmp;
 /* Connect to a monitor socket, read the greeting and leave negotiation mode.
  * Returns 0 or -errno (-ENOENT / -ECONNREFUSED: no QEMU there). */
 int qmp_connect(struct qmp **out, const char *path, int timeout_ms, char *err, size_t errlen);
+/* The same, with out-of-band execution enabled (QEMU's "oob" capability):
+ * qmp_execute_oob() then runs commands that allow it in the monitor's own
+ * thread, also while QEMU's main thread is blocked (a post-copy destination
+ * waiting for a page).  The negotiation itself needs the main thread. */
+int qmp_connect_oob(struct qmp **out, const char *path, int timeout_ms, char *err,
+                    size_t errlen);
 /* The same over a connected descriptor (which the client then owns). */
 int qmp_open_fd(struct qmp **out, int fd, int timeout_ms, char *err, size_t errlen);
 void qmp_close(struct qmp *q);
@@ -23,6 +29,12 @@ void qmp_close(struct qmp *q);
  * -EPIPE, -EPROTO or -ETIMEDOUT.  pass_fd >= 0 travels with the command. */
 int qmp_execute(struct qmp *q, const char *cmd, const char *args, int pass_fd, struct json **ret,
                 int timeout_ms, char *err, size_t errlen);
+
+/* qmp_execute() as "exec-oob" (a connection from qmp_connect_oob). */
+int qmp_execute_oob(struct qmp *q, const char *cmd, const char *args, struct json **ret,
+                    int timeout_ms, char *err, size_t errlen);
+/* The monitor connection's descriptor, to poll it with others. */
+int qmp_fd(const struct qmp *q);
 
 /* The next event (in order of arrival), waiting up to timeout_ms (0: only
  * what has arrived).  -ETIMEDOUT when none. */

@@ -27,6 +27,7 @@
 #include "consolerelay.h"
 #include "diskmig.h"
 #include "nbddev.h"
+#include "pcrecover.h"
 #include "coldmig.h"
 #include "lock.h"
 #include "migengine.h"
@@ -105,6 +106,7 @@ struct rjob {
     char *old_state;
     int lock_fd;
     char guest_hold[LOCK_REQUEST_MAX + 1]; /* the guest's raw request, if any */
+    char mig_id[PCREC_ID_LEN + 1]; /* the source's migration id ("" if it sent none) */
 };
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -416,7 +418,141 @@ static int postcopy_run(void *arg)
     }
     r->renamed = true;
     r->resumed_ms = epoch_ms();
+    /* From here on a broken stream leaves it paused, and a fresh agent
+     * needs this to take a RECOVER for it. */
+    if (r->mig_id[0]) {
+        struct pcrec_marker m = {.domid = *r->domidp, .resumed_ms = r->resumed_ms};
+        memcpy(m.id, r->mig_id, sizeof m.id);
+        int mrc = pcrec_marker_write(r->state_dir, r->uuid, &m);
+        if (mrc)
+            say("could not record %s's post-copy for a recovery: %s", r->name, strerror(-mrc));
+    }
     say("%s runs here in post-copy; its memory still arrives from %s", r->name, r->peer);
+    return 0;
+}
+
+static void pcrec_marker_clear(struct rjob *r)
+{
+    char path[600];
+    pcrec_marker_path(r->state_dir, r->uuid, path, sizeof path);
+    unlink(path);
+}
+
+static int recover_refuse(struct rjob *r, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int recover_refuse(struct rjob *r, const char *code, const char *fmt, ...)
+{
+    char why[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    say("refused to recover %s for %s: %s", r->name[0] ? r->name : "a domain", r->peer, why);
+    reply(r, MSG_RECOVER_FAIL, "code", code, "reason", why);
+    return 1;
+}
+
+static void *pump_main(void *arg);
+static void *return_main(void *arg);
+
+/* The hypervisor listens on the fresh channel: say so, and relay. */
+struct recover_run {
+    struct rjob *r;
+    uint32_t domid;
+    pthread_t pump, ret;
+    bool started;
+};
+
+static int recover_ready(void *arg, int fd)
+{
+    struct recover_run *rr = arg;
+    char ds[16];
+
+    rr->r->pipe_w = fd;
+    snprintf(ds, sizeof ds, "%u", rr->domid);
+    reply(rr->r, MSG_RECOVER_OK, "domid", ds, NULL, NULL);
+    pthread_create(&rr->pump, NULL, pump_main, rr->r);
+    pthread_create(&rr->ret, NULL, return_main, rr->r);
+    rr->started = true;
+    return 0;
+}
+
+/* RECOVER: a post-copy whose stream broke after the switch, asked for
+ * again by its source on this new connection.  Refused, with nothing
+ * changed here, unless the domain is that migration's and waits. */
+static int answer_recover(struct rjob *r, const uint8_t *pl, uint32_t len)
+{
+    struct pcrec_req req;
+    struct pcrec_marker m;
+    struct mig_dom d;
+    char e2[300];
+    int rc;
+
+    if (pcrec_req_parse(pl, len, &req, e2, sizeof e2))
+        return recover_refuse(r, "bad-request", "%s", e2);
+    strlcpy0(r->name, req.name, sizeof r->name);
+    strlcpy0(r->uuid, req.uuid, sizeof r->uuid);
+    if (r->eng->lookup_uuid(r->e, req.uuid, &d))
+        return recover_refuse(r, "unknown", "no domain with UUID %s here", req.uuid);
+    rc = pcrec_marker_read(r->state_dir, req.uuid, &m);
+    if (rc == -ENOENT)
+        return recover_refuse(r, "unknown", "%s (domid %u) is not a post-copy that switched to "
+                              "this host", d.name, d.domid);
+    if (rc)
+        return recover_refuse(r, "unknown", "the post-copy record of %s is unreadable", d.name);
+    if (strcmp(m.id, req.id) || m.domid != d.domid)
+        return recover_refuse(r, "mismatch", "%s (domid %u) came here in another migration",
+                              d.name, d.domid);
+    if (!r->eng->recover_postcopy)
+        return recover_refuse(r, "unsupported", "the %s engine cannot recover a post-copy",
+                              r->eng->name);
+    /* The agent that received it may still hold the stream (a link that
+     * is silent, not yet broken): the source asks again later. */
+    if (lock_incoming(r, false))
+        return recover_refuse(r, "busy", "the agent of that migration of %s is still at work",
+                              d.name);
+    r->sock = true;
+    r->renamed = true; /* it runs as NAME already */
+    struct recover_run rr = {.r = r, .domid = d.domid};
+    rc = r->eng->recover_postcopy(r->e, d.domid, recover_ready, &rr, e2, sizeof e2);
+    if (!rr.started)
+        return recover_refuse(r, rc == -EINVAL ? "not-paused" : rc == -ESRCH ? "gone" : "engine",
+                              "%s", e2);
+    say("recovering the post-copy of %s from %s", r->name, r->peer);
+    if (rc)
+        shutdown(r->pipe_w, SHUT_RDWR);
+    pthread_join(rr.pump, NULL);
+    shutdown(r->pipe_w, SHUT_RD);
+    pthread_join(rr.ret, NULL);
+    close(r->pipe_w);
+    r->pipe_w = -1;
+    if (rc || r->pump_rc) {
+        /* Paused again (or failed): the source may try once more. */
+        say("the recovery of %s broke off: %s", r->name, r->pump_rc ? r->pump_err : e2);
+        reply(r, MSG_ACTIVATED, "result", "failed", "reason", r->pump_rc ? r->pump_err : e2);
+        return 1;
+    }
+    pcrec_marker_clear(r);
+    char ds[16], resumed[24];
+    snprintf(ds, sizeof ds, "%u", d.domid);
+    snprintf(resumed, sizeof resumed, "%lld", m.resumed_ms);
+    struct strbuf sb = {0};
+    kv_add(&sb, "result", "ok");
+    kv_add(&sb, "domid", "%s", ds);
+    kv_add(&sb, "resumed_ms", "%s", resumed);
+    kv_add(&sb, "postcopy_recovered", "1");
+    proto_send(&r->conn, MSG_ACTIVATED, sb.s, (uint32_t)sb.len);
+    sb_free(&sb);
+    say("%s runs here as domid %u: its post-copy was recovered", r->name, d.domid);
+    uint8_t *dpl = NULL;
+    uint32_t dlen;
+    int type;
+    if (!proto_recv(&r->conn, &type, &dpl, &dlen, e2, sizeof e2) && type == MSG_DONE)
+        say("%s: DONE", r->peer);
+    free(dpl);
+    char myhost[64] = "";
+    gethostname(myhost, sizeof myhost - 1);
+    mig_run_hooks("destination", r->name, r->uuid, r->peer, myhost);
     return 0;
 }
 
@@ -565,6 +701,9 @@ static int judge_request(struct rjob *r, const struct policy *pol, const uint8_t
     }
     if (kv_get(pl, len, "guest_hold", r->guest_hold, sizeof r->guest_hold))
         r->guest_hold[0] = 0;
+    /* A source that can recover a post-copy names its migration. */
+    if (kv_get(pl, len, "migration", r->mig_id, sizeof r->mig_id) || !pcrec_id_valid(r->mig_id))
+        r->mig_id[0] = 0;
     rc = 0;
 out:
     free(stext);
@@ -1057,6 +1196,10 @@ static int receive_main(int argc, char **argv)
         rc = answer_query(&r, pl, len);
         goto out;
     }
+    if (type == MSG_RECOVER) {
+        rc = answer_recover(&r, pl, len);
+        goto out;
+    }
     if (type == MSG_CONSOLE) {
         /* vmmig console: relay the domain's console; never a migration */
         say("%s attaches to a console", r.peer);
@@ -1066,8 +1209,9 @@ static int receive_main(int argc, char **argv)
         goto out;
     }
     if (type != MSG_MIG_REQ) {
-        say("%s sent %s first; expected MIG_REQ, QUERY or CONSOLE", r.peer, msg_type_name(type));
-        reply(&r, MSG_ABORT, "reason", "expected MIG_REQ, QUERY or CONSOLE", NULL, NULL);
+        say("%s sent %s first; expected MIG_REQ, QUERY, RECOVER or CONSOLE", r.peer,
+            msg_type_name(type));
+        reply(&r, MSG_ABORT, "reason", "expected MIG_REQ, QUERY, RECOVER or CONSOLE", NULL, NULL);
         goto out;
     }
     char cold[8] = "";
@@ -1232,6 +1376,7 @@ static int receive_main(int argc, char **argv)
         goto fail_domain;
     }
     committed_marker_clear(&r);
+    pcrec_marker_clear(&r);
     char ds[16], resumed[24];
     snprintf(ds, sizeof ds, "%u", domid);
     snprintf(resumed, sizeof resumed, "%lld", r.running ? r.resumed_ms : epoch_ms());

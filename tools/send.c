@@ -25,6 +25,7 @@
 #include "lock.h"
 #include "migengine.h"
 #include "migjob.h"
+#include "pcrecover.h"
 #include "policy.h"
 #include "proto.h"
 #include "state.h"
@@ -45,7 +46,9 @@ static const char send_help[] =
     "                        destination runs it and pulls the rest; QEMU only) or\n"
     "                        stopcopy (paused copy); HOST must support it\n"
     "  -f, --force           go ahead over a guest hold that is past its quota\n"
-    "  -t, --timeout S       longest silence from the peer (default 30)\n"
+    "  -t, --timeout S       longest silence from the peer (default 30); a post-copy\n"
+    "                        stream lost after the switch is recovered (RECOVER)\n"
+    "                        for at most twice as long\n"
     "  -R, --recover         settle DOMAIN after a job whose agent died: resume it\n"
     "                        here, or remove it if HOST's agent says it runs there\n"
     "  -S, --sync-fd FD      one member of a co-migration: stop at the group's\n"
@@ -59,7 +62,9 @@ static const char send_help[] =
     "'result ok ...' or 'result failed stage=N why=\"...\" domain=...' line.\n"
     "Exit status: 0 migrated, 1 failed (the domain still runs here unless the\n"
     "result says domain=left-suspended-here, or domain=lost: post-copy had\n"
-    "switched, the guest's memory is split between the hosts), 2 usage.\n";
+    "switched and its stream could not be recovered, the guest's memory is split\n"
+    "between the hosts), 2 usage.  A recovered post-copy ends 'result ok ...\n"
+    "postcopy_recovered=N'.\n";
 
 struct job {
     struct proto_conn conn;
@@ -111,6 +116,14 @@ struct job {
     int console_hold_fd;   /* held from the stop on (consolehold.h), or -1 */
     long long console_drain_ms; /* how long the guest took to read its console input */
     struct xcstream xcs;   /* else they are read off the stream */
+    /* post-copy recovery (vmmig-protocol(7), POST-COPY RECOVERY) */
+    char mig_id[PCREC_ID_LEN + 1]; /* names this migration to the destination */
+    pthread_t pump_t, back_t;      /* the relay threads of the current connection */
+    bool relay_up;                 /* they run (or are to be joined) */
+    int qemu_fd;                   /* QEMU's end of the current stream socket */
+    unsigned long long sent_base;  /* bytes sent before the current connection */
+    unsigned recovered;            /* resumes that took */
+    long long recover_deadline;    /* epoch ms: no more attempts after it (0: none yet) */
 };
 
 static volatile sig_atomic_t cancelled;
@@ -374,7 +387,8 @@ static void *sender_main(void *arg)
         if (sl->end) {
             struct strbuf sb = {0};
             kv_add(&sb, "chunks", "%llu", (unsigned long long)sl->index);
-            kv_add(&sb, "bytes", "%llu", (unsigned long long)atomic_load(&j->sent));
+            kv_add(&sb, "bytes", "%llu",
+                   (unsigned long long)atomic_load(&j->sent) - j->sent_base);
             rc = proto_send(&j->conn, MSG_STREAM_END, sb.s, (uint32_t)sb.len);
             sb_free(&sb);
         } else {
@@ -1148,7 +1162,8 @@ static int recover(struct job *j, const char *what, const uint8_t *psk, size_t p
 
 /* Post-copy once the source has switched: the guest's memory is split
  * between the hosts and it can run here no more.  QEMU keeps both halves
- * (postcopy-paused) for a recovery vmmig does not do; say so and stop. */
+ * (postcopy-paused); the recovery (postcopy_recover) did not take, or
+ * could not be tried: say so and stop. */
 static _Noreturn void finish_lost(struct job *j, const char *why)
 {
     printf("result failed stage=%d domain=lost algorithm=%s why=\"%s; post-copy had switched, "
@@ -1175,7 +1190,10 @@ static _Noreturn void switched_failed(struct job *j, const char *why, const uint
         waitpid(j->transport, NULL, 0);
         j->transport = 0;
     }
-    if (query_destination(j, psk, psklen, port, via) != 0)
+    /* A recovery that was tried and failed had the destination's answer
+     * already; a domain absent there now may have run there before its
+     * QEMU went away, so running it here again could lose its writes. */
+    if (j->recover_deadline || query_destination(j, psk, psklen, port, via) != 0)
         finish_lost(j, why);
     snprintf(msg, sizeof msg, "%s; post-copy had switched, but %s never ran the domain", why,
              j->host);
@@ -1252,6 +1270,172 @@ static int postcopy_commit(void *arg)
     return 0;
 }
 
+/* How long the source keeps asking the destination to resume a post-copy
+ * whose stream broke after the switch: twice the silence timeout, so that
+ * the agent that had the stream there has noticed the silence and let go. */
+#define RECOVER_BUDGET_FACTOR 2
+
+/* One attempt: a new connection, RECOVER, and its answer.  0 accepted (the
+ * connection in *c, fd, pid), 1 worth another attempt, -1 refused for good
+ * (why says why). */
+static int recover_attempt(struct job *j, struct proto_conn *c, int *fd, pid_t *pid, char *why,
+                           size_t whylen)
+{
+    char e2[300], code[32] = "", reason[300] = "";
+    uint8_t *pl = NULL;
+    uint32_t len;
+    int type, rc = 1;
+
+    *fd = -1;
+    *pid = 0;
+    if (mig_connect(j->host, peer.port, peer.via, j->timeout_ms, fd, pid, e2, sizeof e2)) {
+        snprintf(why, whylen, "%s", e2);
+        return 1;
+    }
+    proto_init(c, *fd, *fd, j->timeout_ms);
+    if (proto_handshake_client(c, peer.psk, peer.psklen, j->myhost, e2, sizeof e2)) {
+        snprintf(why, whylen, "%s: %s", j->host, e2);
+        goto out;
+    }
+    struct strbuf sb = {0};
+    kv_add(&sb, "uuid", "%s", j->dom.uuid);
+    kv_add(&sb, "name", "%s", j->dom.name);
+    kv_add(&sb, "migration", "%s", j->mig_id);
+    int src = proto_send(c, MSG_RECOVER, sb.s, (uint32_t)sb.len);
+    sb_free(&sb);
+    if (src || proto_recv(c, &type, &pl, &len, e2, sizeof e2)) {
+        snprintf(why, whylen, "%s: %s", j->host, src ? strerror(-src) : e2);
+        goto out;
+    }
+    if (type == MSG_RECOVER_OK) {
+        rc = 0;
+        goto out;
+    }
+    kv_get(pl, len, "code", code, sizeof code);
+    kv_get(pl, len, "reason", reason, sizeof reason);
+    if (type == MSG_RECOVER_FAIL) {
+        snprintf(why, whylen, "%s refused the recovery (%s): %s", j->host, code, reason);
+        /* busy: the agent that had the stream has not let go yet;
+         * not-paused: its QEMU has not seen the break yet */
+        rc = strcmp(code, "busy") && strcmp(code, "not-paused") ? -1 : 1;
+    } else {
+        snprintf(why, whylen, "%s answered %s to RECOVER%s%s", j->host, msg_type_name(type),
+                 reason[0] ? ": " : "", reason);
+        rc = -1; /* an agent without recovery */
+    }
+out:
+    free(pl);
+    if (rc) {
+        proto_wipe(c);
+        close(*fd);
+        *fd = -1;
+        if (*pid > 0) {
+            kill(*pid, SIGTERM);
+            waitpid(*pid, NULL, 0);
+        }
+        *pid = 0;
+    }
+    return rc;
+}
+
+/* The engine's post-copy recovery hook: the stream broke after the
+ * switch, both halves wait.  The old connection's relay is wound down, a
+ * new one asks the destination's agent to RECOVER, and on its yes a fresh
+ * stream socket goes to QEMU for migrate resume.  Non-zero: give up. */
+static int postcopy_recover(void *arg, int *qfd, char *why, size_t whylen)
+{
+    struct job *j = arg;
+    char e2[400] = "";
+
+    if (!j->mig_id[0]) {
+        snprintf(why, whylen, "this migration has no id to recover it by");
+        return -1;
+    }
+    /* The broken relay: its threads end once their ends are shut. */
+    shutdown(j->fd, SHUT_RDWR);
+    shutdown(j->pipe_r, SHUT_RDWR);
+    pthread_join(j->pump_t, NULL);
+    pthread_join(j->back_t, NULL);
+    j->relay_up = false;
+    snprintf(e2, sizeof e2, "%s", j->pump_rc ? j->pump_err : j->back_rc ? j->back_err : "");
+    close(j->pipe_r);
+    j->pipe_r = -1;
+    close(j->qemu_fd);
+    j->qemu_fd = -1;
+    proto_wipe(&j->conn);
+    close(j->fd);
+    j->fd = -1;
+    cancel_fd = -1;
+    if (j->transport > 0) {
+        kill(j->transport, SIGTERM);
+        waitpid(j->transport, NULL, 0);
+    }
+    j->transport = 0;
+    cancel_pid = 0;
+    long long now = epoch_ms();
+    if (!j->recover_deadline)
+        j->recover_deadline = now + (long long)j->timeout_ms * RECOVER_BUDGET_FACTOR;
+    fprintf(stderr, "%s: the post-copy stream to %s broke after the switch (%s); recovering\n",
+            toolname, j->host, e2[0] ? e2 : "QEMU paused it");
+    progress_line(j, "postcopy=paused");
+
+    struct proto_conn c;
+    int fd = -1, attempt = 0, arc;
+    pid_t pid = 0;
+    char last[400] = "no attempt";
+    for (;;) {
+        if (attempt++)
+            sleep(1);
+        arc = recover_attempt(j, &c, &fd, &pid, last, sizeof last);
+        if (arc <= 0)
+            break;
+        if (epoch_ms() >= j->recover_deadline) {
+            snprintf(why, whylen, "recovery gave up after %d attempts in %d s: %s", attempt,
+                     j->timeout_ms * RECOVER_BUDGET_FACTOR / 1000, last);
+            return -1;
+        }
+    }
+    if (arc < 0) {
+        snprintf(why, whylen, "%s", last);
+        return -1;
+    }
+    /* A fresh relay on the new connection. */
+    int pfd[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pfd)) {
+        snprintf(why, whylen, "socketpair: %s", strerror(errno));
+        proto_wipe(&c);
+        close(fd);
+        if (pid > 0)
+            kill(pid, SIGTERM), waitpid(pid, NULL, 0);
+        return -1;
+    }
+    j->conn = c;
+    j->fd = fd;
+    j->transport = pid;
+    cancel_fd = fd;
+    cancel_pid = pid;
+    j->pipe_r = pfd[0];
+    j->qemu_fd = pfd[1];
+    j->pump_rc = j->back_rc = 0;
+    j->pump_err[0] = j->back_err[0] = 0;
+    j->chunks = 0;
+    j->sent_base = atomic_load(&j->sent);
+    memset(&pq.slot, 0, sizeof pq.slot);
+    pq.head = pq.count = 0;
+    pq.stop = pq.drop = pq.failed = false;
+    pthread_create(&j->pump_t, NULL, pump_main, j);
+    pthread_create(&j->back_t, NULL, back_main, j);
+    j->relay_up = true;
+    j->recovered++;
+    char extra[64];
+    snprintf(extra, sizeof extra, "postcopy=recovering postcopy_recovered=%u", j->recovered);
+    progress_line(j, extra);
+    fprintf(stderr, "%s: %s takes the rest of %s's post-copy; resuming\n", toolname, j->host,
+            j->dom.name);
+    *qfd = pfd[1];
+    return 0;
+}
+
 static int send_main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -1271,7 +1455,7 @@ static int send_main(int argc, char **argv)
     bool force = false;
     long v;
     int opt;
-    struct job j = {.fd = -1, .pipe_r = -1, .console_hold_fd = -1, .live = true,
+    struct job j = {.fd = -1, .pipe_r = -1, .qemu_fd = -1, .console_hold_fd = -1, .live = true,
                     .send_lock = PTHREAD_MUTEX_INITIALIZER};
     char err[400], e2[300];
     static uint8_t psk[PROTO_KEY_MAX];
@@ -1449,6 +1633,9 @@ static int send_main(int argc, char **argv)
     kv_add(&req, "algorithm", "%s", algorithm);
     kv_add(&req, "source_host", "%s", j.myhost);
     kv_add(&req, "boot_id", "%s", bootid);
+    /* names the migration for a post-copy recovery */
+    if (!pcrec_id_new(j.mig_id))
+        kv_add(&req, "migration", "%s", j.mig_id);
     state_format(&st, &stext);
     kv_add(&req, "state", "%s", stext.s ? stext.s : "");
     if (guest_raw[0])
@@ -1543,15 +1730,19 @@ static int send_main(int argc, char **argv)
     xcs_init(&j.xcs);
     j.stage = j.live ? STAGE_PRECOPY : STAGE_STOPCOPY;
     progress_line(&j, j.live ? "round=1" : NULL);
-    pthread_t pump, monitor, back;
+    j.qemu_fd = pfd[1];
+    pthread_t monitor;
     keepalive_stage = j.stage;
     keepalive_job = &j;
-    pthread_create(&pump, NULL, pump_main, &j);
+    pthread_create(&j.pump_t, NULL, pump_main, &j);
     pthread_create(&monitor, NULL, monitor_main, &j);
     if (j.sock) {
         j.vm = &vm, j.pol = &pol, j.state_dir = state_dir, j.force = force, j.st = &st;
         j.guest_raw = guest_raw, j.rawlen = sizeof guest_raw;
-        pthread_create(&back, NULL, back_main, &j);
+        pthread_create(&j.back_t, NULL, back_main, &j);
+        j.relay_up = true;
+        if (j.eng->set_postcopy_recover)
+            j.eng->set_postcopy_recover(j.e, postcopy_recover, &j);
     }
     int save_rc;
     if (cancelled)
@@ -1561,10 +1752,13 @@ static int send_main(int argc, char **argv)
                                        e2, sizeof e2);
     else
         save_rc = j.eng->save(j.e, j.dom.domid, pfd[1], j.live, e2, sizeof e2);
-    close(pfd[1]);
-    if (save_rc && j.sock)
+    close(j.qemu_fd); /* after a recovery, the resumed stream's */
+    j.qemu_fd = -1;
+    if (save_rc && j.sock && j.pipe_r >= 0)
         shutdown(j.pipe_r, SHUT_RDWR); /* QEMU may keep its end: the pump must see an end */
-    pthread_join(pump, NULL);
+    /* A recovery that gave up has joined the relay already. */
+    if (!j.sock || j.relay_up)
+        pthread_join(j.pump_t, NULL);
     atomic_store(&monitor_stop, true);
     pthread_join(monitor, NULL);
     if (!j.final_seen)
@@ -1589,7 +1783,8 @@ static int send_main(int argc, char **argv)
     }
     if (j.sock) {
         /* the destination ends the return path before it answers */
-        pthread_join(back, NULL);
+        pthread_join(j.back_t, NULL);
+        j.relay_up = false;
         close(j.pipe_r);
         j.pipe_r = -1;
     }
@@ -1721,11 +1916,14 @@ static int send_main(int argc, char **argv)
     if (disks.sent >= 0)
         snprintf(diskbytes, sizeof diskbytes, " disk_size=%lld disk_sent=%lld disk_compared=%lld",
                  disks.size, disks.sent, disks.compared);
+    char recov[32] = "";
+    if (j.recovered)
+        snprintf(recov, sizeof recov, " postcopy_recovered=%u", j.recovered);
     printf("result ok host=%s domid=%s total_ms=%lld downtime_ms=%lld sent=%llu rounds=%u "
-           "stop_ms=%lld resume_ms=%s stop_request_ms=%lld console_drain_ms=%lld algorithm=%s%s%s\n",
+           "stop_ms=%lld resume_ms=%s stop_request_ms=%lld console_drain_ms=%lld algorithm=%s%s%s%s\n",
            j.host, newdomid, total, downtime, (unsigned long long)atomic_load(&j.sent),
            j.round ? j.round : 1, j.stop_ms, resumed[0] ? resumed : "0", j.stop_req_ms,
-           j.console_drain_ms, j.algo, j.switched ? " postcopy=switched" : "", diskbytes);
+           j.console_drain_ms, j.algo, j.switched ? " postcopy=switched" : "", recov, diskbytes);
     return 0;
 }
 

@@ -8,8 +8,12 @@
 # way a host without post-copy answers), post-copy in a co-migration.
 # Before the post-copy switch a killed destination agent and a hold that
 # arrives both leave the guest running on hostA (there the switch comes
-# after the first pass, the default); after it, a killed destination agent
-# loses the guest, and the source says so.  One boot for the file.
+# after the first pass, the default).  After it, a stream cut by a killed
+# destination agent is recovered (RECOVER: vmmig send and vmmigfs), the
+# destination refuses bad RECOVERs with reason codes and changes nothing
+# (tests/qemu/recover-req.py), and the guest is reported lost, with the
+# reason, when the destination's QEMU is gone or the retries are spent.
+# One boot of web1, and web2 for the last case.
 #
 # The post-copies that must keep every write switch at once
 # (VMMIG_QEMU_POSTCOPY_AFTER_MS=0, lib.sh): after a pass, a switch that
@@ -192,23 +196,142 @@ like "$(cat "$MB/web1/migrate")" '^(done|migrated)' "  done" ||
 like "$(cat "$MB/web1/status")" 'algorithm: postcopy' "  hostB's status: algorithm: postcopy"
 moved A "post-copy B to A"
 
-# --- post-copy: a failure after the switch loses the guest (last) ---------
-ALGS=precopy,postcopy,stopcopy DELAY=running:6 on A "$VMMIG" send --algorithm postcopy \
-    --via "$QDIR/nopostcopy %h" web1 hostB > "$QDIR/pc-lost.out" 2>&1 &
+# --- post-copy: a stream lost after the switch is recovered ----------------
+# The exec transport is hostB's agent itself: killing it while web1 runs on
+# hostB and its memory still arrives cuts the stream after the switch.  Both
+# QEMUs wait (postcopy-paused); the source reconnects through the same
+# transport, a fresh agent on hostB takes the rest of the stream (RECOVER)
+# and the migration completes.  $QDIR/delay holds the test delay for the
+# next agent only, so that the fresh one does not wait; with $QDIR/via.refuse
+# the transport fails (a host that stays unreachable).
+cat > "$QDIR/viab" <<EOF
+#!/bin/sh
+echo \$\$ > "$QDIR/via.pid"
+[ -e "$QDIR/via.refuse" ] && exit 1
+d=\$(cat "$QDIR/delay" 2>/dev/null); rm -f "$QDIR/delay"
+exec env VMMIG_TEST_DELAY=\$d VMMIG_QEMU_DIR=$QDIR/B/run \
+    VMMIG_STATE_DIR=$QDIR/B/state VMMIG_POLICY=$QDIR/B/policy VMMIG_KEY_FILE=$QDIR/key \
+    "$VMMIG" receive --timeout=\${VIA_TIMEOUT:-30}
+EOF
+chmod 755 "$QDIR/viab"
+uuid=$(sed -n 's/^uuid: //p' "$MA/web1/status")
+marker=$QDIR/B/state/incoming/$uuid.postcopy
+
+echo running:6 > "$QDIR/delay"
+on A "$VMMIG" send --algorithm postcopy --via "$QDIR/viab %h" web1 hostB \
+    > "$QDIR/pc-rec.out" 2>&1 &
+pid=$!
+qwait 40 "grep -q 'test delay at running' '$QDIR/pc-rec.out'"
+ok $? "post-copy: switched, web1 runs on hostB, its agent holds the stream" ||
+    diag "$(cat "$QDIR/pc-rec.out")"
+like "$(cat "$marker" 2>&1)" '^migration=[0-9a-f]{32}' "  hostB records the migration's id"
+kill -9 "$(cat "$QDIR/via.pid")"
+wait "$pid"
+st=$?
+out=$(cat "$QDIR/pc-rec.out")
+is "$st" 0 "  the stream cut after the switch: vmmig send succeeds all the same" || diag "$out"
+like "$out" 'progress stage=5 .*postcopy=paused' "  it saw the stream break"
+like "$out" 'postcopy=recovering postcopy_recovered=1' "  and resumed it through a fresh agent"
+like "$out" 'result ok host=hostB .*algorithm=postcopy postcopy=switched postcopy_recovered=1' \
+    "  the result says it recovered"
+moved B "post-copy recovered (vmmig send)"
+ok "$( [ ! -e "$QDIR/A/run/web1--migratedaway" ] && [ ! -e "$QDIR/A/run/web1" ]; echo $? )" \
+    "  hostA's half is gone"
+ok "$( [ ! -e "$marker" ]; echo $? )" "  hostB's record of it is gone"
+
+out=$(on B "$VMMIG" send web1 hostA 2>&1)
+like "$out" 'result ok host=hostA' "back to hostA (pre-copy)" || diag "$out"
+moved A "back after the recovery"
+
+# the same through vmmigfs: migrate and status name the recovery
+printf 'admin_group =\nmigrate_timeout = 30\ntransport = %s %%h\n' "$QDIR/viab" > "$MA/policy"
+echo running:6 > "$QDIR/delay"
+echo "hostB algo=postcopy" > "$MA/web1/migrate"
+ok $? "echo 'hostB algo=postcopy' > migrate"
+qwait 40 "[ -s '$marker' ]"
+ok $? "  switched: web1 runs on hostB"
+sleep 1
+kill -9 "$(cat "$QDIR/via.pid")"
+qwait 60 "grep -Eq '^(done|migrated|failed)' '$MA/web1/migrate' 2>/dev/null"
+like "$(cat "$MA/web1/migrate")" '^(done|migrated) hostB postcopy_recovered=1' \
+    "  the stream cut after the switch: migrate says done, recovered" ||
+    diag "$(cat "$MA/web1/migrate" 2>&1; tail -5 "$QDIR/A/vmmigfs.log")"
+like "$(cat "$MA/web1/status" 2>&1)" 'postcopy_recovered: 1' "  status says so too" ||
+    diag "$(cat "$MA/web1/status" 2>&1)"
+like "$(cat "$MA/events")" 'migrate-done .*postcopy_recovered=1' "  and the migrate-done event"
+printf 'admin_group =\nmigrate_timeout = 30\n' > "$MA/policy"
+moved B "post-copy recovered (vmmigfs)"
+
+# --- RECOVER refused: nothing changes on hostB -----------------------------
+domid=$(sed -n 's/^domid: //p' "$MB/web1/status")
+id=0123456789abcdef0123456789abcdef
+rreq() { on A "$QTOP/tests/qemu/recover-req.py" hostB 8123 "$QDIR/key" "$@" 2>&1; }
+like "$(rreq "uuid=$uuid" name=web1)" \
+    '^RECOVER_FAIL code=bad-request reason=RECOVER without a valid migration id' \
+    "RECOVER without a migration id: bad-request"
+like "$(rreq uuid=11111111-2222-3333-4444-555555555555 name=web9 migration=$id)" \
+    '^RECOVER_FAIL code=unknown reason=no domain with UUID 11111111-2222-3333-4444-555555555555 here' \
+    "RECOVER for an unknown domain: unknown"
+like "$(rreq "uuid=$uuid" name=web1 migration=$id)" \
+    '^RECOVER_FAIL code=unknown reason=web1 \(domid [0-9]+\) is not a post-copy that switched to this host' \
+    "RECOVER for a domain that did not come in a post-copy: unknown"
+printf 'migration=%s\ndomid=%s\nresumed_ms=1\n' fedcba9876543210fedcba9876543210 "$domid" > "$marker"
+like "$(rreq "uuid=$uuid" name=web1 migration=$id)" \
+    '^RECOVER_FAIL code=mismatch reason=web1 \(domid [0-9]+\) came here in another migration' \
+    "RECOVER naming another migration: mismatch"
+printf 'migration=%s\ndomid=%s\nresumed_ms=1\n' "$id" "$domid" > "$marker"
+like "$(rreq "uuid=$uuid" name=web1 migration=$id)" \
+    '^RECOVER_FAIL code=not-paused reason=web1 is not waiting for a post-copy recovery' \
+    "RECOVER for a domain not in postcopy-paused: not-paused"
+like "$(cat "$marker")" "^migration=$id" "  the record is left as it was"
+rm -f "$marker"
+moved B "after the refused RECOVERs"
+is "$(sed -n 's/^domid: //p' "$MB/web1/status")" "$domid" "  the same QEMU as before"
+
+out=$(on B "$VMMIG" send web1 hostA 2>&1)
+like "$out" 'result ok host=hostA' "back to hostA (pre-copy)" || diag "$out"
+moved A "back after the refusals"
+
+# --- post-copy: recovery impossible, the guest is lost (last) --------------
+# hostB's QEMU is killed too: the fresh agent refuses (gone).
+echo running:6 > "$QDIR/delay"
+on A "$VMMIG" send --algorithm postcopy --via "$QDIR/viab %h" web1 hostB \
+    > "$QDIR/pc-lost.out" 2>&1 &
 pid=$!
 qwait 40 "grep -q 'test delay at running' '$QDIR/pc-lost.out'"
 ok $? "post-copy: switched, web1 runs on hostB, its agent holds the stream" ||
     diag "$(cat "$QDIR/pc-lost.out")"
 ok "$( [ -L "$QDIR/B/run/web1" ]; echo $? )" "  renamed there"
+kill -9 "$(cat "$QDIR/B/run/web1/qemu.pid")"
 kill -9 "$(cat "$QDIR/via.pid")"
 wait "$pid"
 like "$(cat "$QDIR/pc-lost.out")" 'result failed stage=5 domain=lost algorithm=postcopy' \
-    "  the destination agent killed after the switch: the guest is reported lost" ||
+    "  the destination agent and QEMU killed after the switch: the guest is reported lost" ||
     diag "$(cat "$QDIR/pc-lost.out")"
-like "$(cat "$QDIR/pc-lost.out")" 'cannot run on .* again' "  and why"
+like "$(cat "$QDIR/pc-lost.out")" 'refused the recovery \((gone|unknown)\): .*(is gone|no domain with UUID)' \
+    "  with the reason: hostB's half is gone"
+like "$(cat "$QDIR/pc-lost.out")" 'cannot run on .* again' "  and why it cannot run on hostA"
 ok "$( [ -L "$QDIR/A/run/web1--migratedaway" ]; echo $? )" \
     "  hostA keeps its half as web1--migratedaway, not resumed"
 out=$(guest A web1--migratedaway 'echo $((40+2))' 3 2>&1)
 unlike "$out" '^42' "  (its guest does not answer there)"
-ok "$( [ -L "$QDIR/B/run/web1" ]; echo $? )" "  hostB keeps the half that ran there"
+
+# Retries exhausted: the transport fails from the cut on; the source gives
+# up after twice its timeout (3 s here).
+qenv_boot A web2
+ok $? "web2 boots on hostA"
+echo running:4 > "$QDIR/delay"
+VIA_TIMEOUT=3 on A "$VMMIG" send --timeout 3 --algorithm postcopy --via "$QDIR/viab %h" \
+    web2 hostB > "$QDIR/pc-gone.out" 2>&1 &
+pid=$!
+qwait 40 "grep -q 'test delay at running' '$QDIR/pc-gone.out'"
+ok $? "post-copy of web2: switched, runs on hostB" || diag "$(cat "$QDIR/pc-gone.out")"
+touch "$QDIR/via.refuse"
+kill -9 "$(cat "$QDIR/via.pid")"
+wait "$pid"
+out=$(cat "$QDIR/pc-gone.out")
+like "$out" 'result failed stage=5 domain=lost algorithm=postcopy why=".*recovery gave up after [0-9]+ attempts in 6 s' \
+    "  hostB unreachable after the cut: lost once the retries are spent" || diag "$out"
+ok "$( [ -L "$QDIR/B/run/web2" ]; echo $? )" "  hostB keeps the half that ran there"
+rm -f "$QDIR/via.refuse"
 done_testing

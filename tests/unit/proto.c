@@ -924,6 +924,25 @@ static void test_send_refusals(void)
         close(sv2[0]);
         close(sv2[1]);
     }
+    /* post-copy recovery: the source asks, the destination answers */
+    is_str(msg_type_name(MSG_RECOVER), "RECOVER", "type 96 is RECOVER");
+    is_str(msg_type_name(MSG_RECOVER_OK), "RECOVER_OK", "type 97 is RECOVER_OK");
+    is_str(msg_type_name(MSG_RECOVER_FAIL), "RECOVER_FAIL", "type 98 is RECOVER_FAIL");
+    is_int(proto_send(&c, MSG_RECOVER, "uuid=x\n", 7), -EPROTO,
+           "send: the destination may not send RECOVER");
+    is_int(proto_send(&c, MSG_RECOVER_FAIL, "code=busy\n", 10), 0,
+           "send: the destination sends RECOVER_FAIL");
+    {
+        struct proto_conn s2;
+        int sv2[2];
+        sockpair(sv2);
+        authed(&s2, sv2[0], sv2[0], PROTO_ROLE_SOURCE, 1000);
+        is_int(proto_send(&s2, MSG_RECOVER, "uuid=x\n", 7), 0, "send: the source sends RECOVER");
+        is_int(proto_send(&s2, MSG_RECOVER_OK, NULL, 0), -EPROTO,
+               "send: the source may not send RECOVER_OK");
+        close(sv2[0]);
+        close(sv2[1]);
+    }
     is_int(proto_send(&c, MSG_ABORT, "reason=x\n", 9), 0, "send: either side may send ABORT");
     is_int(proto_send(&c, MSG_REQ_FAIL, b, PROTO_MAX_PAYLOAD + 1), -EMSGSIZE,
            "send: oversized payload refused");
