@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -662,6 +663,19 @@ static int transmit_threaded(struct conn *c, int nworkers)
         if (!j)
             break;
         pthread_mutex_lock(&p.lock);
+        int avail = 0;
+        if (!p.queued && !ioctl(c->rfd, FIONREAD, &avail) && !avail) {
+            /* Nothing else in flight or waiting to be read (a client at
+             * queue depth 1): run it here, without handing it to a worker
+             * and back.  A request that comes meanwhile waits for this one
+             * to finish, as it would with one worker. */
+            pthread_mutex_unlock(&p.lock);
+            rc = execute(c, j);
+            job_free(j);
+            if (rc)
+                break;
+            continue;
+        }
         if (p.tail)
             p.tail->next = j;
         else
