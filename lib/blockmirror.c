@@ -396,6 +396,7 @@ struct bm {
     struct nbd_client *peer;
     bool conn_failed; /* its first failure is in last_error */
     int peer_users;
+    int busy_waiters; /* threads waiting for busy blocks to be released */
     bool scanning;
     uint64_t scan_cursor;
     int scan_active, copying;
@@ -593,7 +594,9 @@ static struct nbd_client *peer_get(struct bm *m)
 
 static void peer_put(struct bm *m, struct nbd_client *c)
 {
-    if (c && --m->peer_users == 0)
+    /* Only drop_peer waits for the users, and it has unset m->peer first:
+     * no broadcast (waking every copier) for each guest write. */
+    if (c && --m->peer_users == 0 && m->peer != c)
         pthread_cond_broadcast(&m->cond);
 }
 
@@ -619,10 +622,17 @@ static void drop_peer(struct bm *m)
 
 /* Take the blocks [first, first+count) for ourselves (no other writer or
  * copier in them).  Lock held. */
+static void busy_wait(struct bm *m)
+{
+    m->busy_waiters++;
+    pthread_cond_wait(&m->cond, &m->lock);
+    m->busy_waiters--;
+}
+
 static void busy_take(struct bm *m, uint64_t first, uint64_t count)
 {
     while (bm_bitmap_any(&m->busy, first, count))
-        pthread_cond_wait(&m->cond, &m->lock);
+        busy_wait(m);
     bm_bitmap_set_range(&m->busy, first, count);
 }
 
@@ -961,7 +971,7 @@ static int guest_change(struct bm *m, enum op op, const void *buf, uint32_t len,
         }
         if (!m->switching && !bm_bitmap_any(&m->busy, first, n))
             break;
-        pthread_cond_wait(&m->cond, &m->lock);
+        busy_wait(m);
     }
     bm_bitmap_set_range(&m->busy, first, n);
     for (uint64_t e = e1; e <= e2; e++)
@@ -1014,9 +1024,15 @@ static int guest_change(struct bm *m, enum op op, const void *buf, uint32_t len,
         rc = sync_fd(m->img.fd);
 
     pthread_mutex_lock(&m->lock);
+    /* Wake the others only when they may care: someone waits for these
+     * blocks, dirty blocks change (copiers' work, the synced state), or a
+     * copier passed them over while busy.  A mirrored write into clean
+     * blocks wakes nobody (it used to wake every copier and the manager). */
+    bool wake = m->busy_waiters || prc || bm_bitmap_any(&m->dirty, first, n);
     if (mirror) {
         if (rc || !c || prc) {
             bm_bitmap_set_range(&m->dirty, first, n);
+            wake = true;
         } else {
             /* Whole blocks the peer now has are in sync, whatever they were. */
             uint64_t f = (off + m->bs - 1) / m->bs, end = off + len;
@@ -1031,7 +1047,9 @@ static int guest_change(struct bm *m, enum op op, const void *buf, uint32_t len,
     peer_put(m, c);
     for (uint64_t e = e1; e <= e2; e++)
         m->al_inflight[e]--;
-    busy_release(m, first, n);
+    bm_bitmap_clear_range(&m->busy, first, n);
+    if (wake)
+        pthread_cond_broadcast(&m->cond);
     pthread_mutex_unlock(&m->lock);
     return rc;
 }
@@ -1565,7 +1583,10 @@ int bm_switch(struct bm *m, int timeout_ms, char *err, size_t errlen)
         }
         if (state_of(m) == BM_SYNCED && !bm_bitmap_any(&m->busy, 0, m->nblocks))
             break;
-        if (pthread_cond_timedwait(&m->cond, &m->lock, &ts) == ETIMEDOUT) {
+        m->busy_waiters++; /* for the writes in flight, too */
+        int w = pthread_cond_timedwait(&m->cond, &m->lock, &ts);
+        m->busy_waiters--;
+        if (w == ETIMEDOUT) {
             snprintf(err, errlen, "the peer is not in sync after %d ms (%llu bytes dirty)",
                      timeout_ms, (unsigned long long)dirty_bytes(m));
             rc = -ETIMEDOUT;

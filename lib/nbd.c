@@ -7,10 +7,12 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -661,6 +663,19 @@ static int transmit_threaded(struct conn *c, int nworkers)
         if (!j)
             break;
         pthread_mutex_lock(&p.lock);
+        int avail = 0;
+        if (!p.queued && !ioctl(c->rfd, FIONREAD, &avail) && !avail) {
+            /* Nothing else in flight or waiting to be read (a client at
+             * queue depth 1): run it here, without handing it to a worker
+             * and back.  A request that comes meanwhile waits for this one
+             * to finish, as it would with one worker. */
+            pthread_mutex_unlock(&p.lock);
+            rc = execute(c, j);
+            job_free(j);
+            if (rc)
+                break;
+            continue;
+        }
         if (p.tail)
             p.tail->next = j;
         else
@@ -742,11 +757,10 @@ struct nbd_client {
     uint32_t hash_block; /* with vmmig */
     uint32_t max_payload;
     int timeout_ms;
-    pthread_mutex_t lock; /* pending list, dead */
+    pthread_mutex_t lock; /* pending list, dead, reading */
     pthread_cond_t cond;
     pthread_mutex_t send_lock;
-    pthread_t reader;
-    bool reader_started;
+    bool reading; /* a waiter is reading replies off the socket */
     struct nbd_pending *pending;
     uint64_t next_cookie;
     int dead; /* 0 while up, else the errno that ended it */
@@ -788,50 +802,87 @@ static void mark_dead(struct nbd_client *c, int err)
     pthread_cond_broadcast(&c->cond);
 }
 
-static void *reader_main(void *arg)
+/* Read len bytes of a reply.  The socket's receive timeout (SO_RCVTIMEO,
+ * the request timeout) bounds each read: at a clean boundary (before any
+ * byte of a reply) we keep waiting until the deadline, but a reply cut in
+ * the middle for that long, or nothing at all by the deadline, is the
+ * end of the connection. */
+static int reply_read(struct nbd_client *c, void *buf, size_t len, bool boundary,
+                      const struct timespec *deadline)
 {
-    struct nbd_client *c = arg;
+    size_t done = 0;
+
+    while (done < len) {
+        ssize_t r = read(c->fd, (char *)buf + done, len - done);
+        if (r > 0) {
+            done += (size_t)r;
+            continue;
+        }
+        if (r == 0)
+            return -EPIPE;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -errno;
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (!boundary || done || !deadline || now.tv_sec > deadline->tv_sec ||
+            (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec))
+            return -ETIMEDOUT;
+    }
+    return 0;
+}
+
+/* The reader's role, taken by a waiter (no reader thread: at queue depth 1
+ * the thread that sent a request reads its reply itself, with no handoff
+ * between threads).  Reads replies, each to its request, until p is done;
+ * other waiters are woken for theirs.  No lock held on entry; 0, or -errno
+ * when the connection is lost (the caller marks it dead). */
+static int read_replies(struct nbd_client *c, struct nbd_pending *p,
+                        const struct timespec *deadline)
+{
     uint8_t h[16];
     int rc;
 
     for (;;) {
-        if ((rc = nbd_read_full(c->fd, h, sizeof h)))
-            break;
-        if (get32(h) != NBD_SIMPLE_REPLY_MAGIC) {
-            rc = -EPROTO;
-            break;
-        }
+        if ((rc = reply_read(c, h, sizeof h, true, deadline)))
+            return rc;
+        if (get32(h) != NBD_SIMPLE_REPLY_MAGIC)
+            return -EPROTO;
         uint32_t error = get32(h + 4);
         uint64_t cookie = get64(h + 8);
         pthread_mutex_lock(&c->lock);
-        struct nbd_pending **pp = &c->pending, *p;
-        while ((p = *pp) && p->cookie != cookie)
-            pp = &p->next;
-        if (p)
-            *pp = p->next; /* ours now: a timed-out waiter still waits for done */
+        struct nbd_pending **pp = &c->pending, *q;
+        while ((q = *pp) && q->cookie != cookie)
+            pp = &q->next;
+        if (q)
+            *pp = q->next; /* ours now: a timed-out waiter still waits for done */
         pthread_mutex_unlock(&c->lock);
-        if (!p) {
-            rc = -EPROTO;
-            break;
-        }
-        if (!error && p->rlen && (rc = nbd_read_full(c->fd, p->rbuf, p->rlen))) {
+        if (!q)
+            return -EPROTO;
+        if (!error && q->rlen && (rc = reply_read(c, q->rbuf, q->rlen, false, deadline))) {
             pthread_mutex_lock(&c->lock);
-            p->done = true;
-            p->err = rc;
+            q->done = true;
+            q->err = rc;
             pthread_mutex_unlock(&c->lock);
-            break;
+            return rc;
         }
         pthread_mutex_lock(&c->lock);
-        p->done = true;
-        p->err = nbd_wire_to_errno(error);
-        pthread_cond_broadcast(&c->cond);
+        q->done = true;
+        q->err = nbd_wire_to_errno(error);
+        if (q != p)
+            pthread_cond_broadcast(&c->cond);
         pthread_mutex_unlock(&c->lock);
+        if (q == p)
+            return 0;
+        if (deadline) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if (now.tv_sec > deadline->tv_sec ||
+                (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec))
+                return -ETIMEDOUT; /* others are answered, ours is not */
+        }
     }
-    pthread_mutex_lock(&c->lock);
-    mark_dead(c, rc == -EPIPE ? ECONNRESET : -rc);
-    pthread_cond_broadcast(&c->cond);
-    pthread_mutex_unlock(&c->lock);
-    return NULL;
 }
 
 /* Send a request; its reply is waited for by request_wait (p lives until then). */
@@ -871,10 +922,10 @@ static void request_send(struct nbd_client *c, struct nbd_pending *p, uint16_t t
 
 static int request_wait(struct nbd_client *c, struct nbd_pending *p)
 {
+    struct timespec deadline;
     int rc;
 
     pthread_mutex_lock(&c->lock);
-    struct timespec deadline;
     clock_gettime(CLOCK_MONOTONIC, &deadline);
     deadline.tv_sec += c->timeout_ms / 1000;
     deadline.tv_nsec += (long)(c->timeout_ms % 1000) * 1000000L;
@@ -883,6 +934,20 @@ static int request_wait(struct nbd_client *c, struct nbd_pending *p)
         deadline.tv_nsec -= 1000000000L;
     }
     while (!p->done) {
+        if (!c->reading && !c->dead) {
+            /* Nobody reads: we do, until our reply is in. */
+            c->reading = true;
+            pthread_mutex_unlock(&c->lock);
+            rc = read_replies(c, p, c->timeout_ms ? &deadline : NULL);
+            pthread_mutex_lock(&c->lock);
+            c->reading = false;
+            if (rc)
+                mark_dead(c, rc == -EPIPE ? ECONNRESET : -rc); /* fails p too */
+            /* The role is free: another waiter takes it (or close goes on).
+             * Without waiters this is no system call. */
+            pthread_cond_broadcast(&c->cond);
+            continue;
+        }
         if (!c->timeout_ms || c->dead) {
             pthread_cond_wait(&c->cond, &c->lock);
             continue;
@@ -979,6 +1044,14 @@ int nbd_client_commit(struct nbd_client *c)
 bool nbd_client_alive(struct nbd_client *c)
 {
     pthread_mutex_lock(&c->lock);
+    /* With nothing asked and nobody reading, anything readable (the end of
+     * the stream, an error, unasked bytes) means the connection is gone:
+     * found here since no thread sits reading an idle connection. */
+    if (!c->dead && !c->reading && !c->pending) {
+        struct pollfd pf = {.fd = c->fd, .events = POLLIN | POLLRDHUP};
+        if (poll(&pf, 1, 0) > 0)
+            mark_dead(c, ECONNRESET);
+    }
     bool up = !c->dead;
     pthread_mutex_unlock(&c->lock);
     return up;
@@ -1006,9 +1079,11 @@ void nbd_client_close(struct nbd_client *c)
         nbd_write_full(c->fd, hdr, sizeof hdr);
         pthread_mutex_unlock(&c->send_lock);
     }
-    nbd_client_kill(c);
-    if (c->reader_started)
-        pthread_join(c->reader, NULL);
+    pthread_mutex_lock(&c->lock);
+    mark_dead(c, ECONNABORTED);
+    while (c->reading) /* a waiter still on its way out of read_replies */
+        pthread_cond_wait(&c->cond, &c->lock);
+    pthread_mutex_unlock(&c->lock);
     close(c->fd);
     pthread_mutex_destroy(&c->lock);
     pthread_mutex_destroy(&c->send_lock);
@@ -1277,15 +1352,7 @@ int nbd_client_connect(const char *url, const struct nbd_client_opts *o, struct 
     }
     if ((rc = client_handshake(c, name, o ? o->hash_block : 0, err, errlen)))
         goto fail;
-    if (c->timeout_ms) {
-        struct timeval tv = {0};
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    }
-    if ((rc = -pthread_create(&c->reader, NULL, reader_main, c))) {
-        snprintf(err, errlen, "cannot start a thread");
-        goto fail;
-    }
-    c->reader_started = true;
+    /* SO_RCVTIMEO stays: it bounds each read of a reply (reply_read). */
     *out = c;
     return 0;
 fail:

@@ -5,7 +5,9 @@
  * Server: nbd_serve() runs one connection against a small backend vtable
  * (struct nbd_ops, like nbdcopy's rw_ops).  Client: struct nbd_client, safe
  * to use from several threads at once; requests are pipelined on the one
- * connection and a reader thread hands each reply to its waiter.
+ * connection, and one waiting thread at a time reads the replies and hands
+ * each to its waiter (no reader thread: at queue depth 1 the sender reads
+ * its own reply).  An idle connection's end is found by nbd_client_alive.
  *
  * vmmig extension (both sides, negotiated, so plain NBD peers never see it):
  *   option NBD_OPT_VMMIG, data: 32-bit hash block size B (a power of two,
@@ -213,7 +215,8 @@ int nbd_client_trim(struct nbd_client *c, uint32_t len, uint64_t off, uint32_t f
 int nbd_client_zero(struct nbd_client *c, uint32_t len, uint64_t off, uint32_t flags);
 int nbd_client_hash(struct nbd_client *c, uint8_t *out, uint32_t len, uint64_t off);
 int nbd_client_commit(struct nbd_client *c);
-/* Is the connection still up? */
+/* Is the connection still up?  (When nothing is in flight, this also looks
+ * at the socket: a closed or misbehaving idle server is found here.) */
 bool nbd_client_alive(struct nbd_client *c);
 /* Make every pending and later request fail at once (the connection is cut). */
 void nbd_client_kill(struct nbd_client *c);

@@ -1,12 +1,14 @@
 /* blockmirror: bitmap logic, byte-range diffs, and the engine against an
  * in-process secondary (bm_file_ops on a unix socket): initial sync,
- * synchronous writes, verify naming a corrupted range, disconnect and
+ * synchronous writes, a peer that dies with a write unanswered, verify
+ * naming a corrupted range, disconnect and
  * dirty-only resync, the bitmap across a clean restart and across a crash
  * (activity log), stale-replica delta, and the switch. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,10 +32,28 @@ static struct bm_file peer_file;
 static int peer_lfd = -1;
 static pthread_t peer_thread;
 
+/* A write at cut_at makes the peer die with it taken but neither applied
+ * nor answered (the connection is shut down under the primary). */
+static uint64_t cut_at = UINT64_MAX;
+static int last_conn_fd = -1;
+
+static int cut_pwrite(void *h, const void *buf, uint32_t len, uint64_t off, uint32_t flags)
+{
+    if (off == __atomic_load_n(&cut_at, __ATOMIC_SEQ_CST)) {
+        __atomic_store_n(&cut_at, UINT64_MAX, __ATOMIC_SEQ_CST);
+        shutdown(__atomic_load_n(&last_conn_fd, __ATOMIC_SEQ_CST), SHUT_RDWR);
+        return -EIO; /* never reaches the primary */
+    }
+    return bm_file_ops.pwrite(h, buf, len, off, flags);
+}
+
+static struct nbd_ops peer_ops;
+
 static void *peer_conn(void *arg)
 {
     int fd = (int)(intptr_t)arg;
-    struct nbd_export exp = {.size = peer_file.size, .ops = &bm_file_ops, .h = &peer_file};
+    __atomic_store_n(&last_conn_fd, fd, __ATOMIC_SEQ_CST);
+    struct nbd_export exp = {.size = peer_file.size, .ops = &peer_ops, .h = &peer_file};
     nbd_serve(fd, fd, &exp, 2);
     close(fd);
     return NULL;
@@ -212,6 +232,9 @@ int main(void)
     snprintf(url, sizeof url, "nbd+unix:///?socket=%s", sock);
     fill(pri, SIZE, 1);
     fill(sec, SIZE, 0);
+    signal(SIGPIPE, SIG_IGN); /* as vmmig does: the cut peer's reply is an EPIPE */
+    peer_ops = bm_file_ops;
+    peer_ops.pwrite = cut_pwrite;
     peer_start();
 
     struct bm *m = open_bm();
@@ -240,6 +263,26 @@ int main(void)
        "the peer has it when the write returns");
     is_int(status(m).dirty_bytes, 0, "still nothing dirty");
     is_int(status(m).writes_mirrored, 1, "one write mirrored");
+
+    /* The peer dies with a guest write taken but unanswered (the writer
+     * reads its own reply): acknowledged once it is on the local disk, its
+     * block dirty, resent after the reconnect.  Not listening meanwhile, so
+     * that the state can be looked at before the resync. */
+    peer_stop();
+    memset(buf, 0x77, sizeof buf);
+    __atomic_store_n(&cut_at, 7 * BS + 3000, __ATOMIC_SEQ_CST);
+    is_int(bm_nbd_ops.pwrite(m, buf, 2000, 7 * BS + 3000, NBD_CMD_FLAG_FUA), 0,
+           "a write whose peer dies before answering: done locally");
+    ok(wait_state(m, BM_DISCONNECTED), "disconnected");
+    st = status(m);
+    is_int(st.dirty_bytes, BS, "its block is dirty");
+    ok(st.last_error[0], "an error is shown (%s)", st.last_error);
+    is_int(status(m).writes_mirrored, 1, "not counted as mirrored");
+    uint64_t resyncs0 = st.resyncs;
+    bm_file_close(&peer_file);
+    peer_start();
+    ok(wait_state(m, BM_SYNCED) && status(m).resyncs > resyncs0, "reconnected and resynced");
+    ok(same_files(pri, sec), "the peer has the write now");
 
     /* Verify: identical, then a corruption on the peer named exactly. */
     struct ranges r = {0};

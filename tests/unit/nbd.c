@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nbd.h"
@@ -221,6 +222,145 @@ static void lsrv_end(struct lsrv *l)
     pthread_join(l->t, NULL);
     close(l->lfd);
     unlink(sock_path);
+}
+
+/* ---- a scripted server, for the client's reply paths ---- */
+
+/* What the scripted server does once the client is in transmission. */
+enum script { S_REORDER, S_CLOSE, S_SILENT, S_IDLE_CLOSE, S_BAD_COOKIE };
+
+struct fake {
+    int lfd;
+    enum script script;
+    pthread_t t;
+};
+
+static void fake_reply(int fd, uint32_t error, uint64_t cookie)
+{
+    uint8_t h[16];
+    be32(h, NBD_SIMPLE_REPLY_MAGIC);
+    be32(h + 4, error);
+    be64(h + 8, cookie);
+    nbd_write_full(fd, h, 16);
+}
+
+/* One request and its payload; the cookie, or 0 at the end of the stream. */
+static uint64_t fake_request(int fd, struct nbd_request *r)
+{
+    uint8_t h[NBD_REQUEST_SIZE], junk[4096];
+    if (nbd_read_full(fd, h, sizeof h) || nbd_request_decode(h, r) || r->type == NBD_CMD_DISC)
+        return 0;
+    for (uint32_t n = nbd_request_payload(r), k; n; n -= k)
+        if (nbd_read_full(fd, junk, k = n < sizeof junk ? n : sizeof junk))
+            return 0;
+    return r->cookie;
+}
+
+static void *fake_main(void *arg)
+{
+    struct fake *f = arg;
+    struct nbd_request r1, r2;
+    uint8_t h[20], d[64], info[12];
+    int fd = accept(f->lfd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    /* The handshake: greeting, the client's flags, NBD_OPT_GO answered. */
+    be64(h, NBD_MAGIC);
+    be64(h + 8, NBD_IHAVEOPT);
+    be16(h + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+    nbd_write_full(fd, h, 18);
+    if (nbd_read_full(fd, h, 4) || nbd_read_full(fd, h, 16) || g32(h + 12) > sizeof d ||
+        nbd_read_full(fd, d, g32(h + 12)))
+        goto out;
+    be16(info, NBD_INFO_EXPORT);
+    be64(info + 2, MEMSIZE);
+    be16(info + 10, NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH);
+    uint8_t rep[20];
+    be64(rep, NBD_REP_MAGIC);
+    be32(rep + 8, NBD_OPT_GO);
+    be32(rep + 12, NBD_REP_INFO);
+    be32(rep + 16, sizeof info);
+    nbd_write_full(fd, rep, 20);
+    nbd_write_full(fd, info, sizeof info);
+    be32(rep + 12, NBD_REP_ACK);
+    be32(rep + 16, 0);
+    nbd_write_full(fd, rep, 20);
+
+    switch (f->script) {
+    case S_REORDER: /* two requests answered last first, the second with an error */
+        if (!fake_request(fd, &r1) || !fake_request(fd, &r2))
+            break;
+        fake_reply(fd, NBD_ENOSPC, r2.cookie);
+        usleep(50000);
+        fake_reply(fd, 0, r1.cookie);
+        if (fake_request(fd, &r1)) { /* then a read, with its data */
+            uint8_t data[16];
+            memset(data, 0x5a, sizeof data);
+            fake_reply(fd, 0, r1.cookie);
+            nbd_write_full(fd, data, sizeof data);
+        }
+        while (fake_request(fd, &r1)) /* until the client's DISC */
+            ;
+        break;
+    case S_CLOSE: /* the request is taken, the server dies before answering */
+        fake_request(fd, &r1);
+        break;
+    case S_SILENT: /* the request is taken and never answered */
+        fake_request(fd, &r1);
+        while (read(fd, h, sizeof h) > 0)
+            ;
+        break;
+    case S_IDLE_CLOSE: /* gone while nothing is asked */
+        break;
+    case S_BAD_COOKIE:
+        if (fake_request(fd, &r1))
+            fake_reply(fd, 0, r1.cookie + 1000);
+        while (read(fd, h, sizeof h) > 0)
+            ;
+        break;
+    }
+out:
+    close(fd);
+    return NULL;
+}
+
+static void fake_start(struct fake *f, enum script script)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    strcpy(sa.sun_path, sock_path);
+    unlink(sock_path);
+    f->script = script;
+    f->lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (bind(f->lfd, (struct sockaddr *)&sa, sizeof sa) || listen(f->lfd, 4))
+        abort();
+    pthread_create(&f->t, NULL, fake_main, f);
+}
+
+static void fake_end(struct fake *f)
+{
+    pthread_join(f->t, NULL);
+    close(f->lfd);
+    unlink(sock_path);
+}
+
+struct waiter {
+    struct nbd_client *c;
+    struct nbd_pending *p;
+    int rc;
+};
+
+static void *wait_main(void *arg)
+{
+    struct waiter *w = arg;
+    w->rc = nbd_client_wait(w->c, w->p);
+    return NULL;
+}
+
+static double now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
 }
 
 int main(void)
@@ -514,6 +654,76 @@ int main(void)
 
         is_int(nbd_client_connect(url, &o, &c, err, sizeof err), -ENOENT, "nobody listening: -ENOENT");
         ok(strstr(err, sock_path) != NULL, "the error names the socket (%s)", err);
+    }
+    /* ---- the client's reply paths, against a scripted server ---- */
+    {
+        struct fake f;
+        struct nbd_client *c;
+        struct nbd_pending p1, p2;
+        char err[256], url[200];
+        uint8_t w[4096], rd[16];
+        memset(w, 1, sizeof w);
+        snprintf(url, sizeof url, "nbd+unix:///?socket=%s", sock_path);
+        struct nbd_client_opts o = {.timeout_ms = 5000};
+
+        /* Replies out of order: whichever waiter reads hands the other its
+         * reply (here the second request's waiter reads first). */
+        fake_start(&f, S_REORDER);
+        is_int(nbd_client_connect(url, &o, &c, err, sizeof err), 0, "scripted: connects (%s)", err);
+        nbd_client_pwrite_start(c, &p1, w, sizeof w, 0, NBD_CMD_FLAG_FUA);
+        nbd_client_pwrite_start(c, &p2, w, sizeof w, 4096, 0);
+        struct waiter wt = {c, &p1, 1};
+        pthread_t t;
+        pthread_create(&t, NULL, wait_main, &wt);
+        is_int(nbd_client_wait(c, &p2), -ENOSPC, "the second request's own reply (an error)");
+        pthread_join(t, NULL);
+        is_int(wt.rc, 0, "the first one's reply, answered later, reaches its waiter");
+        is_int(nbd_client_pread(c, rd, sizeof rd, 0), 0, "then a read");
+        ok(rd[0] == 0x5a && rd[15] == 0x5a, "with its data");
+        ok(nbd_client_alive(c), "the connection is up");
+        nbd_client_close(c);
+        fake_end(&f);
+
+        /* The server dies after taking a write, before answering it: the
+         * waiter, reading its own reply, gets an error, not a success. */
+        fake_start(&f, S_CLOSE);
+        nbd_client_connect(url, &o, &c, err, sizeof err);
+        nbd_client_pwrite_start(c, &p1, w, sizeof w, 0, NBD_CMD_FLAG_FUA);
+        is_int(nbd_client_wait(c, &p1), -ECONNRESET, "server gone before the reply: -ECONNRESET");
+        ok(!nbd_client_alive(c), "the connection is down");
+        is_int(nbd_client_pwrite(c, w, sizeof w, 0, 0), -ECONNRESET, "later requests fail at once");
+        nbd_client_close(c);
+        fake_end(&f);
+
+        /* A reply that never comes: the request's timeout ends it. */
+        fake_start(&f, S_SILENT);
+        o.timeout_ms = 300;
+        nbd_client_connect(url, &o, &c, err, sizeof err);
+        double t0 = now_ms();
+        is_int(nbd_client_pwrite(c, w, sizeof w, 0, 0), -ETIMEDOUT, "no reply: -ETIMEDOUT");
+        double el = now_ms() - t0;
+        ok(el >= 250 && el < 2500, "after about the timeout (%.0f ms)", el);
+        ok(!nbd_client_alive(c), "and the connection is down");
+        nbd_client_close(c);
+        fake_end(&f);
+        o.timeout_ms = 5000;
+
+        /* The server goes away while the connection is idle: nobody reads,
+         * nbd_client_alive finds it. */
+        fake_start(&f, S_IDLE_CLOSE);
+        nbd_client_connect(url, &o, &c, err, sizeof err);
+        fake_end(&f);
+        ok(!nbd_client_alive(c), "an idle connection whose server left: not alive");
+        is_int(nbd_client_flush(c), -ECONNRESET, "and a request on it fails");
+        nbd_client_close(c);
+
+        /* A reply to a request never made: the stream is not trusted. */
+        fake_start(&f, S_BAD_COOKIE);
+        nbd_client_connect(url, &o, &c, err, sizeof err);
+        is_int(nbd_client_flush(c), -EPROTO, "a reply with an unknown cookie: -EPROTO");
+        ok(!nbd_client_alive(c), "the connection is dropped");
+        nbd_client_close(c);
+        fake_end(&f);
     }
     return done_testing();
 }
