@@ -248,6 +248,40 @@ int mig_connect(const char *host, unsigned port, const char *via, int timeout_ms
     return connect_exec(host, via, fd, pid, err, errlen);
 }
 
+int mig_dial(const char *host, unsigned port, const char *via, int timeout_ms,
+             const uint8_t *psk, size_t psklen, const char *myhost, struct proto_conn *c,
+             int *fd, pid_t *pid, char *err, size_t errlen)
+{
+    char why[300];
+    int rc;
+
+    if ((rc = mig_connect(host, port, via, timeout_ms, fd, pid, err, errlen))) {
+        *fd = -1;
+        *pid = 0;
+        return rc;
+    }
+    proto_init(c, *fd, *fd, timeout_ms);
+    if ((rc = proto_handshake_client(c, psk, psklen, myhost, why, sizeof why))) {
+        snprintf(err, errlen, "%s: %s", host, why);
+        mig_hangup(c, fd, pid);
+    }
+    return rc;
+}
+
+void mig_hangup(struct proto_conn *c, int *fd, pid_t *pid)
+{
+    if (*fd < 0)
+        return;
+    proto_wipe(c);
+    close(*fd);
+    *fd = -1;
+    if (*pid > 0) {
+        kill(*pid, SIGTERM);
+        waitpid(*pid, NULL, 0);
+    }
+    *pid = 0;
+}
+
 int mig_query(const char *host, unsigned port, const char *via, int timeout_ms,
               const uint8_t *psk, size_t psklen, const char *myhost, const char *uuid,
               const char *name, char *state, size_t statelen, char *err, size_t errlen)
@@ -259,11 +293,9 @@ int mig_query(const char *host, unsigned port, const char *via, int timeout_ms,
     int fd, type, rc;
     pid_t pid;
 
-    if ((rc = mig_connect(host, port, via, timeout_ms, &fd, &pid, err, errlen)))
+    if ((rc = mig_dial(host, port, via, timeout_ms, psk, psklen, myhost, &c, &fd, &pid, err,
+                       errlen)))
         return rc;
-    proto_init(&c, fd, fd, timeout_ms);
-    if ((rc = proto_handshake_client(&c, psk, psklen, myhost, err, errlen)))
-        goto out;
     kv_add(&sb, "uuid", "%s", uuid);
     kv_add(&sb, "name", "%s", name);
     if ((rc = proto_send(&c, MSG_QUERY, sb.s, (uint32_t)sb.len))) {
@@ -280,12 +312,7 @@ int mig_query(const char *host, unsigned port, const char *via, int timeout_ms,
 out:
     sb_free(&sb);
     free(pl);
-    proto_wipe(&c);
-    close(fd);
-    if (pid > 0) {
-        kill(pid, SIGTERM);
-        waitpid(pid, NULL, 0);
-    }
+    mig_hangup(&c, &fd, &pid);
     return rc;
 }
 

@@ -50,6 +50,18 @@ long mig_test_delay(const char *spec, const char *point, const char *domain);
 int mig_connect(const char *host, unsigned port, const char *via, int timeout_ms, int *fd,
                 pid_t *pid, char *err, size_t errlen);
 
+/* A new authenticated connection to host's agent: mig_connect, then the
+ * handshake (vmmig-protocol(7)); myhost may be NULL.  0 with c, *fd and
+ * *pid set; else non-zero with err ("HOST: why" for a failed handshake)
+ * and nothing left open (*fd -1). */
+struct proto_conn;
+int mig_dial(const char *host, unsigned port, const char *via, int timeout_ms,
+             const uint8_t *psk, size_t psklen, const char *myhost, struct proto_conn *c,
+             int *fd, pid_t *pid, char *err, size_t errlen);
+/* Close what mig_dial opened (nothing when *fd is -1): wipe, close, reap
+ * the transport's process. */
+void mig_hangup(struct proto_conn *c, int *fd, pid_t *pid);
+
 /* Ask host's agent on a new connection what it holds of a domain (QUERY,
  * vmmig-protocol(7)): its STATE's state ("active", "paused", "absent", ...)
  * into state.  myhost may be NULL.  A transport's process is reaped.  0, or

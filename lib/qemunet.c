@@ -165,6 +165,18 @@ static int bridge_check(int sock, const char *name, char *err, size_t errlen)
     return 0;
 }
 
+/* A socket for the interface ioctls: its descriptor, or -errno with err. */
+static int ioctl_socket(char *err, size_t errlen)
+{
+    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock < 0) {
+        int rc = -errno;
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return rc;
+    }
+    return sock;
+}
+
 int qemu_net_check(const struct qemu_vif *vifs, int n, char *err, size_t errlen)
 {
     char why[160];
@@ -172,12 +184,8 @@ int qemu_net_check(const struct qemu_vif *vifs, int n, char *err, size_t errlen)
 
     if (!n)
         return 0;
-    sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (sock < 0) {
-        rc = -errno;
-        snprintf(err, errlen, "socket: %s", strerror(errno));
-        return rc;
-    }
+    if ((sock = ioctl_socket(err, errlen)) < 0)
+        return sock;
     for (int i = 0; i < n && !rc; i++)
         if ((rc = bridge_check(sock, vifs[i].bridge, why, sizeof why)))
             snprintf(err, errlen, "vif %d: %s", i, why);
@@ -270,12 +278,8 @@ int qemu_net_taps(const struct qemu_vif *vifs, int n, int *fds, char (*names)[QE
         fds[i] = -1;
     if (!n)
         return 0;
-    sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (sock < 0) {
-        rc = -errno;
-        snprintf(err, errlen, "socket: %s", strerror(errno));
-        return rc;
-    }
+    if ((sock = ioctl_socket(err, errlen)) < 0)
+        return sock;
     for (i = 0; i < n; i++) {
         int fd = tap_create(sock, &vifs[i], i, name, err, errlen);
         if (fd < 0) {

@@ -1286,17 +1286,9 @@ static int recover_attempt(struct job *j, struct proto_conn *c, int *fd, pid_t *
     uint32_t len;
     int type, rc = 1;
 
-    *fd = -1;
-    *pid = 0;
-    if (mig_connect(j->host, peer.port, peer.via, j->timeout_ms, fd, pid, e2, sizeof e2)) {
-        snprintf(why, whylen, "%s", e2);
+    if (mig_dial(j->host, peer.port, peer.via, j->timeout_ms, peer.psk, peer.psklen, j->myhost, c,
+                 fd, pid, why, whylen))
         return 1;
-    }
-    proto_init(c, *fd, *fd, j->timeout_ms);
-    if (proto_handshake_client(c, peer.psk, peer.psklen, j->myhost, e2, sizeof e2)) {
-        snprintf(why, whylen, "%s: %s", j->host, e2);
-        goto out;
-    }
     struct strbuf sb = {0};
     kv_add(&sb, "uuid", "%s", j->dom.uuid);
     kv_add(&sb, "name", "%s", j->dom.name);
@@ -1325,16 +1317,8 @@ static int recover_attempt(struct job *j, struct proto_conn *c, int *fd, pid_t *
     }
 out:
     free(pl);
-    if (rc) {
-        proto_wipe(c);
-        close(*fd);
-        *fd = -1;
-        if (*pid > 0) {
-            kill(*pid, SIGTERM);
-            waitpid(*pid, NULL, 0);
-        }
-        *pid = 0;
-    }
+    if (rc)
+        mig_hangup(c, fd, pid);
     return rc;
 }
 
@@ -1403,10 +1387,7 @@ static int postcopy_recover(void *arg, int *qfd, char *why, size_t whylen)
     int pfd[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pfd)) {
         snprintf(why, whylen, "socketpair: %s", strerror(errno));
-        proto_wipe(&c);
-        close(fd);
-        if (pid > 0)
-            kill(pid, SIGTERM), waitpid(pid, NULL, 0);
+        mig_hangup(&c, &fd, &pid);
         return -1;
     }
     j->conn = c;
