@@ -252,7 +252,7 @@ def fmt(v):
     return "%.6f" % v if isinstance(v, float) else str(v)
 
 
-def raw(src_run, dst_run, name, netns, ip, port, wrapper):
+def raw(src_run, dst_run, name, netns, ip, port, wrapper, tls=False):
     res = {}
     downtime = int(os.environ.get("VMMIG_QEMU_DOWNTIME_MS") or 5000)
     src_dir = os.path.realpath(os.path.join(src_run, name))
@@ -308,8 +308,26 @@ def raw(src_run, dst_run, name, netns, ip, port, wrapper):
     events = {"capabilities": [{"capability": "events", "state": True}]}
     dst.execute("migrate-set-capabilities", events)
     uri = "tcp:%s:%s" % (ip, port)
-    dst.execute("migrate-incoming", {"uri": uri})
     src = Qmp(os.path.join(src_dir, "qmp.sock"), deadline)
+    if tls:
+        # QEMU's own TLS with a pre-shared key, one made for this move
+        pskdir = os.path.join(dst_dir, "psk")
+        os.makedirs(pskdir, exist_ok=True)
+        with open(os.path.join(pskdir, "keys.psk"), "w") as f:
+            f.write("vmmig:%s\n" % os.urandom(32).hex())
+        for q, ep in ((dst, "server"), (src, "client")):
+            args_ = {"qom-type": "tls-creds-psk", "id": "benchpsk", "dir": pskdir,
+                     "endpoint": ep}
+            if ep == "client":
+                args_["username"] = "vmmig"
+            try:
+                q.execute("object-del", {"id": "benchpsk"})
+            except RuntimeError:
+                pass
+            q.execute("object-add", args_)
+            q.execute("migrate-set-parameters", {"tls-creds": "benchpsk",
+                                                 "tls-hostname": "vmmig"})
+    dst.execute("migrate-incoming", {"uri": uri})
     src.execute("migrate-set-capabilities", events)
     src.execute("migrate-set-parameters", {"max-bandwidth": MAX_BANDWIDTH,
                                            "downtime-limit": downtime})
@@ -346,6 +364,9 @@ def raw(src_run, dst_run, name, netns, ip, port, wrapper):
     res["src_done"], res["dst_done"] = done["src"], done["dst"]
     dst.execute("cont")
     res["cont_done"] = time.time()
+    if tls:
+        # this QEMU is the next move's source: no TLS left set for vmmig
+        dst.execute("migrate-set-parameters", {"tls-creds": "", "tls-hostname": ""})
     # bookkeeping: the name follows, the source goes
     link = os.path.join(dst_run, name)
     if os.path.lexists(link):
@@ -374,7 +395,7 @@ def raw(src_run, dst_run, name, netns, ip, port, wrapper):
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "observe":
         observe(sys.argv[2], sys.argv[3])
-    elif len(sys.argv) == 9 and sys.argv[1] == "raw":
-        raw(*sys.argv[2:])
+    elif len(sys.argv) == 9 and sys.argv[1] in ("raw", "rawtls"):
+        raw(*sys.argv[2:], tls=sys.argv[1] == "rawtls")
     else:
         sys.exit(__doc__)

@@ -102,7 +102,7 @@ move() {
         res=$(grep -E '^result|migrated to' "$QDIR/cmd.$MOVES" | tail -n1)
         case "$res" in "result ok"* | *"migrated to"*) ;; *) rc=1 ;; esac
     else
-        nice -n 10 python3 "$QB" raw "$QDIR/$from/run" "$QDIR/$to/run" web1 "$(ns_of "$to")" \
+        nice -n 10 python3 "$QB" "$tool" "$QDIR/$from/run" "$QDIR/$to/run" web1 "$(ns_of "$to")" \
             "$(ip_of "$to")" $((49200 + MOVES)) "$VMMIG_QEMU" >"$QDIR/cmd.$MOVES" 2>&1
         rc=$?
         res=$(tail -n1 "$QDIR/cmd.$MOVES")
@@ -147,9 +147,11 @@ move() {
 r=1
 while [ $r -le "$BENCH_QEMU_SAMPLES" ]; do
     move vmmig A B $r
-    move raw B A $r
-    move raw A B $r
+    [ -n "${BENCH_ONLY_VMMIG:-}" ] || move raw B A $r
+    [ -n "${BENCH_ONLY_VMMIG:-}" ] || move rawtls A B $r
     move vmmig B A $r
+    [ -n "${BENCH_ONLY_VMMIG:-}" ] || move raw A B $r
+    [ -n "${BENCH_ONLY_VMMIG:-}" ] || move rawtls B A $r
     r=$((r + 1))
 done
 echo "# load after: $(uptime)" >&2
