@@ -28,6 +28,12 @@ qmpbench.py raw SRC_RUNDIR DST_RUNDIR NAME DST_NETNS DST_IP PORT WRAPPER
     removed.  The clock starts after the interpreter's start-up, just before
     the destination's instance is made: the reference is a QMP client that
     is already running.  Prints one key=value line of times (as above).
+
+qmpbench.py rawtls ...
+    The same, with QEMU's own TLS on the stream: a tls-creds-psk object on
+    both QEMUs over a key file with a random 256-bit key made for the move,
+    tls-creds (and a tls-hostname, which QEMU wants for a client) set on
+    both, reset on the destination after cont (it is the next source).
 """
 import ctypes
 import json

@@ -13,9 +13,15 @@
 #          migrate-incoming / migrate tcp:, the capabilities and parameters
 #          vmmig's engine sets, cont once both sides are completed.
 #
-# Rounds alternate tools and directions: vmmig A->B, raw B->A, raw A->B,
-# vmmig B->A; BENCH_QEMU_SAMPLES (default 3) rounds, so that many samples
-# per tool and direction.  Every QEMU runs through qemu-wrap.sh, which adds
+#   rawtls: the same as raw with QEMU's own TLS on the stream
+#          (tls-creds-psk objects on both QEMUs, a pre-shared key made for
+#          the move): a reference for an authenticated stream, as vmmig's
+#          is; no target.
+#
+# Rounds alternate tools and directions: vmmig A->B, raw B->A, rawtls
+# A->B, vmmig B->A, raw A->B, rawtls B->A; BENCH_QEMU_SAMPLES (default 3)
+# rounds, so that many samples per tool and direction.  BENCH_ONLY_VMMIG=1:
+# only vmmig's moves (for profiling).  Every QEMU runs through qemu-wrap.sh, which adds
 # a monitor (bench.sock) for qmpbench.py observe: QEMU's own events and
 # query-migrate of the source, whichever tool moves the guest.  Measured:
 #   total time  the command's start -> the destination's RESUME event
@@ -164,6 +170,15 @@ diff|downtime (QEMU query-migrate, source), ms|$(med raw downtime_ms)|$(med vmmi
 info|guest paused: source STOP -> destination RESUME, ms|$(med raw pause_ms)|$(med vmmig pause_ms)|(QEMU events)
 info|gap in the guest's serial heartbeat, ms|$(med raw gap_ms)|$(med vmmig gap_ms)|(host-side, +up to 10 ms)
 info|command wall time, ms|$(med raw cmd_ms)|$(med vmmig cmd_ms)|(includes the source's removal)
+ROWS
+echo
+# The same QEMU move with its stream authenticated (and encrypted) by
+# QEMU's own TLS: what an admin gets from QEMU when the stream must not be
+# alterable on the way, as vmmig's chunks are not (no target: a reference).
+bench_table 50 8 "against raw QMP with QEMU's TLS (tls-creds-psk)" rawtls vmmig "" <<ROWS
+info|total time: start -> running on the destination, ms|$(med rawtls total_ms)|$(med vmmig total_ms)|
+info|downtime (QEMU query-migrate, source), ms|$(med rawtls downtime_ms)|$(med vmmig downtime_ms)|
+info|QEMU's throughput, Mbit/s|$(med rawtls mbps)|$(med vmmig mbps)|
 ROWS
 echo
 bench_table 50 8 "where the time goes (medians, ms)" raw vmmig "vmmig-raw" <<ROWS
