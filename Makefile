@@ -142,6 +142,7 @@ bench: $(B)/bin/vmmig test-helpers $(KMOD)
 	bench/comigrate/run.sh
 	bench/blockmirror/run.sh
 	bench/migrate-qemu/run.sh
+	bench/comigrate-qemu/run.sh
 
 # Installation: the binary, its applet links, man pages, the systemd unit and
 # a default policy (an existing policy is kept).

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "state.h"
@@ -27,12 +28,20 @@ int console_hold_open(const char *state_dir, const char *uuid)
     return fd < 0 ? -errno : fd;
 }
 
-int console_hold_take(int fd)
+int console_hold_take(int fd, int timeout_ms)
 {
-    int r;
-    while ((r = flock(fd, LOCK_EX)) && errno == EINTR)
-        ;
-    return r ? -errno : 0;
+    /* Polled, not a blocking flock: a relay keeps its shared lock while the
+     * console has not taken what it wrote, which a guest that does not read
+     * never does. */
+    for (int waited = 0;; waited += 2) {
+        if (!flock(fd, LOCK_EX | LOCK_NB))
+            return 0;
+        if (errno != EWOULDBLOCK && errno != EINTR)
+            return -errno;
+        if (waited >= timeout_ms)
+            return -ETIMEDOUT;
+        nanosleep(&(struct timespec){0, 2 * 1000 * 1000}, NULL);
+    }
 }
 
 bool console_hold_write_begin(int fd)

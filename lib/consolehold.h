@@ -5,6 +5,9 @@
  * xenstore page), so a key that reached the ring and that the guest had not
  * read when it suspended is lost.  Input must therefore stop before the
  * guest is asked to suspend, and what is in the ring must be read first.
+ * QEMU's virtio console takes input only into buffers the guest gave it,
+ * and what it has not taken from its socket is lost with the source's
+ * QEMU: the same hold, and a write lasts until QEMU has read every byte.
  * Both agents open STATE_DIR/console/UUID.lock: the relay writes to the
  * console only under a shared flock taken without waiting; send takes the
  * exclusive flock (waiting out a write in progress) before the domain is
@@ -21,8 +24,11 @@
 int console_hold_open(const char *state_dir, const char *uuid);
 
 /* send: hold the domain's console input from now until fd is closed (or
- * the process ends).  Waits for a write in progress.  0 or -errno. */
-int console_hold_take(int fd);
+ * the process ends).  Waits up to timeout_ms for a write in progress: on
+ * a socket console (QEMU) that lasts until QEMU has read what was written
+ * (a byte it has not read when the domain moves is lost with the source's
+ * QEMU).  0, -ETIMEDOUT or -errno. */
+int console_hold_take(int fd, int timeout_ms);
 
 /* relay: may input be written now?  true with the shared lock taken (end
  * with console_hold_write_end); false while a send holds it. */

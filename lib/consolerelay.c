@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -135,6 +136,8 @@ struct console_input {
     uint64_t told;       /* the last count the client was told (acknowledged) */
     long long told_at;   /* when */
     long long retry_at;  /* the console was full: "running" again no sooner */
+    bool pending;        /* written, not all read by QEMU yet: the hold's
+                            shared lock is kept until it is (consolehold.h) */
 };
 
 static int send_state(struct proto_conn *c, const char *state, const char *why,
@@ -186,11 +189,30 @@ static size_t console_write(int fd, const uint8_t *data, size_t n, bool *full)
     return off;
 }
 
+/* Has a socket console (QEMU) read everything written to it?  A unix
+ * socket's SIOCOUTQ (TIOCOUTQ's number) counts what its reader has not
+ * read yet. */
+static bool console_taken(int fd)
+{
+    int n = 0;
+    return ioctl(fd, TIOCOUTQ, &n) || n == 0;
+}
+
+/* The write in progress is over once QEMU has read it: the hold is free. */
+static void pending_check(struct console_input *in, int fd, int hold_fd)
+{
+    if (in->pending && console_taken(fd)) {
+        console_hold_write_end(hold_fd);
+        in->pending = false;
+    }
+}
+
 /* One message from the client, if one is waiting (within wait_ms).  Input
  * goes to the console (pty >= 0) when the domain runs and the console hold
- * is free, else the client is told to send it again (RETURN). */
+ * is free, else the client is told to send it again (RETURN).  settle: a
+ * socket console whose write lasts until QEMU has read it. */
 static enum client_event client_turn(struct proto_conn *c, struct console_input *in, int pty,
-                                     int hold_fd, int wait_ms)
+                                     int hold_fd, bool settle, int wait_ms)
 {
     struct pollfd p = {.fd = c->rfd, .events = POLLIN};
     char err[200];
@@ -216,9 +238,15 @@ static enum client_event client_turn(struct proto_conn *c, struct console_input 
         size_t n = (size_t)(end - in->next), written = 0;
         bool full = false;
         /* Not while a send holds the input (it is stopping the domain). */
-        if (pty >= 0 && (hold_fd < 0 || console_hold_write_begin(hold_fd))) {
+        if (pty >= 0 && settle)
+            pending_check(in, pty, hold_fd);
+        if (pty >= 0 && in->pending) {
+            full = true; /* QEMU has not read the last write yet */
+        } else if (pty >= 0 && (hold_fd < 0 || console_hold_write_begin(hold_fd))) {
             written = console_write(pty, data, n, &full);
-            if (hold_fd >= 0)
+            if (settle && written && !console_taken(pty))
+                in->pending = true;
+            else if (hold_fd >= 0)
                 console_hold_write_end(hold_fd);
         }
         in->next += written;
@@ -278,7 +306,7 @@ static bool moving(const char *mount, const char *name, bool engine_drains, char
  * When it is moving ("migrating"), to says where; else to is "". */
 static const char *not_running(const struct mig_engine_ops *eng, struct mig_engine *e,
                                uint32_t domid, const char *name, const char *mount, int hold_fd,
-                               char *to, size_t tolen)
+                               bool pending, char *to, size_t tolen)
 {
     char id[16];
     struct mig_dom d;
@@ -289,14 +317,17 @@ static const char *not_running(const struct mig_engine_ops *eng, struct mig_engi
         return "gone";
     if (d.dying)
         return "dying";
+    /* Before paused: QEMU stops the guest (pre-switchover) before the hold,
+     * and the client is told where it goes once it is held.  (With a write
+     * pending the relay holds the lock itself: not send.) */
+    if (drains && !pending && console_hold_held(hold_fd))
+        return "stopping";
     if (d.paused)
         return "paused";
     if (d.suspended || eng->is_suspended(e, domid) == 1)
         return "suspended";
     if (strcmp(d.name, name))
         return "arriving";
-    if (drains && console_hold_held(hold_fd))
-        return "stopping";
     if (moving(mount, name, drains, to, tolen))
         return "migrating";
     return NULL;
@@ -321,25 +352,34 @@ static bool relay(struct proto_conn *c, struct console_input *in, const struct m
                   const char *mount, int hold_fd)
 {
     int known = -1; /* the state the client was last told: 1 running, 0 paused */
+    char told_to[256] = ""; /* and where the domain goes, if it was told */
     long long next_check = 0;
     uint8_t buf[4096];
+    bool settle = io->log && hold_fd >= 0;
 
     for (;;) {
+        if (settle)
+            pending_check(in, io->in, hold_fd);
         long long t = now_ms();
         if (t >= next_check && !(known == -1 && t < in->retry_at)) {
             char to[256];
-            const char *why = not_running(eng, e, domid, name, mount, hold_fd, to, sizeof to);
+            const char *why =
+                not_running(eng, e, domid, name, mount, hold_fd, in->pending, to, sizeof to);
             int running = !why;
             /* Also, now and then, how much input was written: the client
              * keeps input until it knows. */
             bool ack = in->next != in->told && t - in->told_at >= 200;
-            if (running != known || ack) {
-                /* Moving: where to, so that the client attaches there now
-                 * (a stop for a move holds input before the file is read). */
-                if (why && !strcmp(why, "stopping"))
-                    moving(mount, name, false, to, sizeof to);
+            /* Moving: where to, so that the client attaches there now
+             * (a stop for a move holds input before the file is read). */
+            if (why && !strcmp(why, "stopping"))
+                moving(mount, name, false, to, sizeof to);
+            /* Paused first and held after (QEMU): the client learns where
+             * the domain goes once it is held. */
+            bool newhost = to[0] && strcmp(to, told_to);
+            if (running != known || ack || newhost) {
                 if (send_state(c, running ? "running" : "paused", why, to[0] ? to : NULL, in))
                     return false;
+                strlcpy0(told_to, to, sizeof told_to);
             }
             known = running;
             /* From the check's end: a slow check (libxl and vmmigfs under
@@ -351,7 +391,8 @@ static bool relay(struct proto_conn *c, struct console_input *in, const struct m
             return false;
         int src = io->log ? io->in : io->out;
         struct pollfd p[2] = {{.fd = src, .events = POLLIN}, {.fd = c->rfd, .events = POLLIN}};
-        if (poll(p, 2, 20) < 0 && errno != EINTR)
+        /* a send may wait for the write pending to end */
+        if (poll(p, 2, in->pending ? 2 : 20) < 0 && errno != EINTR)
             return false;
         if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
             ssize_t r = read(src, buf, sizeof buf);
@@ -368,7 +409,8 @@ static bool relay(struct proto_conn *c, struct console_input *in, const struct m
          * a check that takes longer than the time between two keys, would
          * let input fall behind for as long as the user types. */
         for (int n = 0; n < 256 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)); n++) {
-            enum client_event ev = client_turn(c, in, known == 1 ? io->in : -1, hold_fd, 0);
+            enum client_event ev =
+                client_turn(c, in, known == 1 ? io->in : -1, hold_fd, settle, 0);
             if (ev == CLIENT_RETURNED) {
                 known = -1; /* told again whether it runs: "running" makes the client resend */
                 break;
@@ -408,7 +450,8 @@ int console_serve(struct proto_conn *c, const struct mig_engine_ops *eng, struct
             int hold_fd = eng->console_drain ? console_hold_open(state_dir, d.uuid) : -1;
             bool client_there = relay(c, &in, eng, e, &io, d.domid, name, mount, hold_fd);
             if (hold_fd >= 0)
-                close(hold_fd);
+                close(hold_fd); /* a write pending ends with it */
+            in.pending = false;
             console_close(&io);
             if (!client_there)
                 return 0;
@@ -425,7 +468,7 @@ int console_serve(struct proto_conn *c, const struct mig_engine_ops *eng, struct
             return -ENOENT;
         }
         /* Not (yet) here: input waits with the client. */
-        enum client_event ev = client_turn(c, &in, -1, -1, 100);
+        enum client_event ev = client_turn(c, &in, -1, -1, false, 100);
         if (ev != CLIENT_IDLE && ev != CLIENT_RETURNED)
             return ev == CLIENT_GONE ? 0 : -EPROTO;
     }

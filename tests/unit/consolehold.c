@@ -78,7 +78,7 @@ int main(void)
     if (pid == 0) {
         close(go[1]);
         int fd = console_hold_open(dir, UUID);
-        char b = fd >= 0 && !console_hold_take(fd) ? 'y' : 'n';
+        char b = fd >= 0 && !console_hold_take(fd, 5000) ? 'y' : 'n';
         if (write(ready[1], &b, 1) != 1)
             _exit(2);
         if (read(go[0], &b, 1) < 0)
@@ -100,7 +100,7 @@ int main(void)
     pid = fork();
     if (pid == 0) {
         int fd = console_hold_open(dir, UUID);
-        char c = fd >= 0 && !console_hold_take(fd) ? 'y' : 'n';
+        char c = fd >= 0 && !console_hold_take(fd, 5000) ? 'y' : 'n';
         _exit(write(ready[1], &c, 1) == 1 ? 0 : 2);
     }
     close(ready[1]);
@@ -113,6 +113,23 @@ int main(void)
     console_hold_write_end(relay_fd);
     ok(read(ready[0], &b, 1) == 1 && b == 'y', "and takes the lock once the write is done");
     waitpid(pid, NULL, 0);
+
+    /* A write that does not end (QEMU never reads it): send gives up. */
+    ok(console_hold_write_begin(relay_fd), "the relay writes again");
+    pid = fork();
+    if (pid == 0) {
+        int fd = console_hold_open(dir, UUID);
+        _exit(fd >= 0 && console_hold_take(fd, 100) == -ETIMEDOUT ? 0 : 1);
+    }
+    int status = -1;
+    waitpid(pid, &status, 0);
+    ok(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+       "a send that waits longer than its timeout gets -ETIMEDOUT");
+    int other = console_hold_open(dir, UUID);
+    is_int(console_hold_take(other, 0), -ETIMEDOUT, "  its write still holds the lock: timeout 0 too");
+    console_hold_write_end(relay_fd);
+    is_int(console_hold_take(other, 0), 0, "  the write over: taken at once");
+    close(other);
     close(relay_fd);
     unlink(path);
     snprintf(path, sizeof path, "%s/console", dir);

@@ -302,7 +302,7 @@ static int typing_client(struct proto_conn *c, int q, int keys, uint8_t *got, in
             typed++;
             next_key += 15;
             if (typed == 30)
-                hold = console_hold_open(state_dir, UUID), console_hold_take(hold);
+                hold = console_hold_open(state_dir, UUID), console_hold_take(hold, 5000);
             if (typed == 50)
                 close(hold);
         }
@@ -488,7 +488,7 @@ int main(void)
     send_input(&cl, 0, 'a');
     ok(socket_gets(q, 'a', 1000), "  input reaches the console during pre-copy");
     int hold = console_hold_open(state_dir, UUID);
-    ok(hold >= 0 && !console_hold_take(hold), "send takes the console hold (before the stop)");
+    ok(hold >= 0 && !console_hold_take(hold, 5000), "send takes the console hold (before the stop)");
     ok(await_msg(&cl, MSG_CONSOLE_STATE, 1000, got, sizeof got) && strstr(got, "state=paused") &&
            strstr(got, "why=stopping") && strstr(got, "input=1") && strstr(got, "host=hostB"),
        "  the client is told paused (why=stopping), where the domain goes (host=hostB, from "
@@ -510,6 +510,21 @@ int main(void)
     send_input(&cl, 9, 'z');
     ok(!socket_gets(q, 'z', 300) && !await_msg(&cl, MSG_CONSOLE_RETURN, 10, got, sizeof got),
        "  input that does not follow what was written is dropped");
+    /* A write lasts until the console (QEMU) has read it: a send's hold
+     * waits for that, and gives up after its timeout. */
+    hold = console_hold_open(state_dir, UUID);
+    send_input(&cl, 4, 'p');
+    usleep(100 * 1000); /* the relay wrote it; nobody reads the console */
+    is_int(console_hold_take(hold, 200), -ETIMEDOUT,
+           "a write the console has not read yet: a send's hold times out");
+    ok(socket_gets(q, 'p', 1000), "  the console reads it");
+    long long t_read = ms_now();
+    ok(!console_hold_take(hold, 2000), "  then the hold is taken");
+    long long t_taken = ms_now() - t_read;
+    ok(t_taken < 500, "  %lld ms after the read (the relay looks every 2 ms)", t_taken);
+    ok(await_state(&cl, "paused", 1000), "  held: paused");
+    close(hold);
+    ok(await_state(&cl, "running", 1000), "  released: running");
     set_line(path, "recovering hostB: stage 3: the agent was killed\n");
     ok(await_state(&cl, "paused", 1000), "drain, recovering: paused");
     close(cfd);
