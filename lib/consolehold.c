@@ -30,9 +30,7 @@ int console_hold_open(const char *state_dir, const char *uuid)
 
 int console_hold_take(int fd, int timeout_ms)
 {
-    /* Polled, not a blocking flock: a relay keeps its shared lock while the
-     * console has not taken what it wrote, which a guest that does not read
-     * never does. */
+    /* Polled, not a blocking flock: a timeout without a signal. */
     for (int waited = 0;; waited += 2) {
         if (!flock(fd, LOCK_EX | LOCK_NB))
             return 0;

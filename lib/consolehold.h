@@ -5,9 +5,10 @@
  * xenstore page), so a key that reached the ring and that the guest had not
  * read when it suspended is lost.  Input must therefore stop before the
  * guest is asked to suspend, and what is in the ring must be read first.
- * QEMU's virtio console takes input only into buffers the guest gave it,
- * and what it has not taken from its socket is lost with the source's
- * QEMU: the same hold, and a write lasts until QEMU has read every byte.
+ * QEMU reads no console input while the guest is stopped, and what it has
+ * not read from its socket is lost with the source's QEMU: the same hold,
+ * and the relay counts a write as done only once QEMU has read it (until
+ * then it writes nothing more, and a move hands it back to the client).
  * Both agents open STATE_DIR/console/UUID.lock: the relay writes to the
  * console only under a shared flock taken without waiting; send takes the
  * exclusive flock (waiting out a write in progress) before the domain is
@@ -24,10 +25,8 @@
 int console_hold_open(const char *state_dir, const char *uuid);
 
 /* send: hold the domain's console input from now until fd is closed (or
- * the process ends).  Waits up to timeout_ms for a write in progress: on
- * a socket console (QEMU) that lasts until QEMU has read what was written
- * (a byte it has not read when the domain moves is lost with the source's
- * QEMU).  0, -ETIMEDOUT or -errno. */
+ * the process ends).  Waits up to timeout_ms for a write in progress.
+ * 0, -ETIMEDOUT or -errno. */
 int console_hold_take(int fd, int timeout_ms);
 
 /* relay: may input be written now?  true with the shared lock taken (end

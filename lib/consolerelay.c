@@ -136,9 +136,20 @@ struct console_input {
     uint64_t told;       /* the last count the client was told (acknowledged) */
     long long told_at;   /* when */
     long long retry_at;  /* the console was full: "running" again no sooner */
-    bool pending;        /* written, not all read by QEMU yet: the hold's
-                            shared lock is kept until it is (consolehold.h) */
+    /* A socket console (QEMU): the last write, until QEMU has read all of
+     * it.  QEMU reads nothing while the guest is stopped, and what it has
+     * not read when it exits is lost: so it does not count as written
+     * (acknowledged) before, one write at a time, and a move takes it back
+     * (the client sends it again, to the destination). */
+    bool pending;
+    uint32_t pending_len;
 };
+
+/* Input the console has taken: what the client may forget. */
+static uint64_t input_taken(const struct console_input *in)
+{
+    return in->next - (in->pending ? in->pending_len : 0);
+}
 
 static int send_state(struct proto_conn *c, const char *state, const char *why,
                       const char *host, struct console_input *in)
@@ -149,10 +160,10 @@ static int send_state(struct proto_conn *c, const char *state, const char *why,
         kv_add(&sb, "why", "%s", why);
     if (host)
         kv_add(&sb, "host", "%s", host);
-    kv_add(&sb, "input", "%llu", (unsigned long long)in->next);
+    kv_add(&sb, "input", "%llu", (unsigned long long)input_taken(in));
     int rc = proto_send(c, MSG_CONSOLE_STATE, sb.s, (uint32_t)sb.len);
     sb_free(&sb);
-    in->told = in->next;
+    in->told = input_taken(in);
     in->told_at = now_ms();
     return rc;
 }
@@ -165,7 +176,7 @@ static int send_return(struct proto_conn *c, struct console_input *in)
     kv_add(&sb, "input", "%llu", (unsigned long long)in->next);
     int rc = proto_send(c, MSG_CONSOLE_RETURN, sb.s, (uint32_t)sb.len);
     sb_free(&sb);
-    in->told = in->next;
+    in->told = input_taken(in);
     in->told_at = now_ms();
     return rc;
 }
@@ -198,19 +209,21 @@ static bool console_taken(int fd)
     return ioctl(fd, TIOCOUTQ, &n) || n == 0;
 }
 
-/* The write in progress is over once QEMU has read it: the hold is free. */
-static void pending_check(struct console_input *in, int fd, int hold_fd)
+/* The last write is taken once QEMU has read it all, not when QEMU has
+ * gone (its unread bytes are freed with it). */
+static void pending_check(struct console_input *in, int fd)
 {
-    if (in->pending && console_taken(fd)) {
-        console_hold_write_end(hold_fd);
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    if (!in->pending || (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR))))
+        return;
+    if (console_taken(fd))
         in->pending = false;
-    }
 }
 
 /* One message from the client, if one is waiting (within wait_ms).  Input
  * goes to the console (pty >= 0) when the domain runs and the console hold
  * is free, else the client is told to send it again (RETURN).  settle: a
- * socket console whose write lasts until QEMU has read it. */
+ * socket console, written once QEMU has read the last write. */
 static enum client_event client_turn(struct proto_conn *c, struct console_input *in, int pty,
                                      int hold_fd, bool settle, int wait_ms)
 {
@@ -239,14 +252,16 @@ static enum client_event client_turn(struct proto_conn *c, struct console_input 
         bool full = false;
         /* Not while a send holds the input (it is stopping the domain). */
         if (pty >= 0 && settle)
-            pending_check(in, pty, hold_fd);
+            pending_check(in, pty);
         if (pty >= 0 && in->pending) {
             full = true; /* QEMU has not read the last write yet */
         } else if (pty >= 0 && (hold_fd < 0 || console_hold_write_begin(hold_fd))) {
             written = console_write(pty, data, n, &full);
-            if (settle && written && !console_taken(pty))
+            if (settle && written) {
                 in->pending = true;
-            else if (hold_fd >= 0)
+                in->pending_len = (uint32_t)written;
+            }
+            if (hold_fd >= 0)
                 console_hold_write_end(hold_fd);
         }
         in->next += written;
@@ -306,7 +321,7 @@ static bool moving(const char *mount, const char *name, bool engine_drains, char
  * When it is moving ("migrating"), to says where; else to is "". */
 static const char *not_running(const struct mig_engine_ops *eng, struct mig_engine *e,
                                uint32_t domid, const char *name, const char *mount, int hold_fd,
-                               bool pending, char *to, size_t tolen)
+                               char *to, size_t tolen)
 {
     char id[16];
     struct mig_dom d;
@@ -318,9 +333,8 @@ static const char *not_running(const struct mig_engine_ops *eng, struct mig_engi
     if (d.dying)
         return "dying";
     /* Before paused: QEMU stops the guest (pre-switchover) before the hold,
-     * and the client is told where it goes once it is held.  (With a write
-     * pending the relay holds the lock itself: not send.) */
-    if (drains && !pending && console_hold_held(hold_fd))
+     * and the client is told where it goes once it is held. */
+    if (drains && console_hold_held(hold_fd))
         return "stopping";
     if (d.paused)
         return "paused";
@@ -355,20 +369,20 @@ static bool relay(struct proto_conn *c, struct console_input *in, const struct m
     char told_to[256] = ""; /* and where the domain goes, if it was told */
     long long next_check = 0;
     uint8_t buf[4096];
-    bool settle = io->log && hold_fd >= 0;
+    bool settle = io->log;
 
     for (;;) {
         if (settle)
-            pending_check(in, io->in, hold_fd);
+            pending_check(in, io->in);
         long long t = now_ms();
         if (t >= next_check && !(known == -1 && t < in->retry_at)) {
             char to[256];
             const char *why =
-                not_running(eng, e, domid, name, mount, hold_fd, in->pending, to, sizeof to);
+                not_running(eng, e, domid, name, mount, hold_fd, to, sizeof to);
             int running = !why;
             /* Also, now and then, how much input was written: the client
              * keeps input until it knows. */
-            bool ack = in->next != in->told && t - in->told_at >= 200;
+            bool ack = input_taken(in) != in->told && t - in->told_at >= 200;
             /* Moving: where to, so that the client attaches there now
              * (a stop for a move holds input before the file is read). */
             if (why && !strcmp(why, "stopping"))
@@ -391,8 +405,7 @@ static bool relay(struct proto_conn *c, struct console_input *in, const struct m
             return false;
         int src = io->log ? io->in : io->out;
         struct pollfd p[2] = {{.fd = src, .events = POLLIN}, {.fd = c->rfd, .events = POLLIN}};
-        /* a send may wait for the write pending to end */
-        if (poll(p, 2, in->pending ? 2 : 20) < 0 && errno != EINTR)
+        if (poll(p, 2, 20) < 0 && errno != EINTR)
             return false;
         if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
             ssize_t r = read(src, buf, sizeof buf);
@@ -450,8 +463,15 @@ int console_serve(struct proto_conn *c, const struct mig_engine_ops *eng, struct
             int hold_fd = eng->console_drain ? console_hold_open(state_dir, d.uuid) : -1;
             bool client_there = relay(c, &in, eng, e, &io, d.domid, name, mount, hold_fd);
             if (hold_fd >= 0)
-                close(hold_fd); /* a write pending ends with it */
-            in.pending = false;
+                close(hold_fd);
+            if (in.pending) {
+                /* QEMU went without reading it: it goes to the next console
+                 * (the client sends it again from here). */
+                in.next -= in.pending_len;
+                in.pending = false;
+                if (send_return(c, &in))
+                    return 0;
+            }
             console_close(&io);
             if (!client_there)
                 return 0;

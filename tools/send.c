@@ -597,15 +597,9 @@ static void console_hold(struct job *j)
     long long t0 = epoch_ms();
     int fd = console_hold_open(dir, j->dom.uuid);
     int r = fd < 0 ? fd : console_hold_take(fd, 1000);
-    if (r == -ETIMEDOUT) {
-        /* QEMU: the guest takes no console input (no buffers given). */
-        error_msg("%s's console has not taken the input written to it after 1 s: it may be lost",
-                  j->dom.name);
-    } else if (r) {
+    if (r) {
         error_msg("cannot hold %s's console input (%s/console): %s", j->dom.name, dir,
                   strerror(-r));
-    }
-    if (r) {
         if (fd >= 0)
             close(fd);
         return;

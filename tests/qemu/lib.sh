@@ -196,6 +196,7 @@ echo started' >/dev/null
 
 console_verify() { # HOST NAME WHAT [keys-only]
     local h=$1 name=$2 what=$3 typed got ticks n gaps after
+    VERIFIED=$((${VERIFIED:-0} + 1))
     guest "$h" "$name" "echo MARK-ON-$h > /dev/hvc0" >/dev/null
     sleep 3
     touch "$QDIR/stop"
@@ -209,6 +210,7 @@ console_verify() { # HOST NAME WHAT [keys-only]
     sleep 1
     kill $(descendants "$con") "$con" 2>/dev/null
     wait "$con" 2>/dev/null
+    cp "$QDIR/con.err" "$QDIR/con.err.$VERIFIED" # for VMMIG_TEST_KEEP
     [ "${4:-}" = keys-only ] && return
     ticks=$(tr -d '\r' < "$QDIR/con.out" | awk '/^tick [0-9]+$/ {print $2}')
     # a last line without its newline may be cut
@@ -221,7 +223,7 @@ console_verify() { # HOST NAME WHAT [keys-only]
     like "$(cat "$QDIR/con.err")" "following $name to host$h" "the console client followed $name to host$h" ||
         diag "$(cat "$QDIR/con.err")"
     # the client attached to the destination's agent while the domain was
-    # moving (QEMU: from the start of the job), and input went there as
+    # moving (from the stop, as on Xen), and input went there as
     # soon as the domain ran there
     like "$(cat "$QDIR/con.err")" "host$h: standby attached" \
         "  it attached to host$h's agent while $name was moving (standby)" || diag "$(cat "$QDIR/con.err")"
