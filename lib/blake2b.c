@@ -1,7 +1,15 @@
-/* BLAKE2b as specified in RFC 7693 (see blake2b.h). */
+/* BLAKE2b as specified in RFC 7693 (see blake2b.h); blake2b_many() does
+ * four messages at once in the 64-bit lanes of AVX2 registers. */
 #include "blake2b.h"
 
 #include <string.h>
+
+/* blake2b_many() in AVX2 where the CPU has it (chosen at run time). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define BLAKE2B_HAVE_AVX2 1
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
 
 static const uint64_t blake2b_iv[8] = {
     0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL, 0xa54ff53a5f1d36f1ULL,
@@ -158,10 +166,7 @@ void blake2b(const void *data, size_t len, uint8_t *out, size_t outlen)
 
 /* ---- four messages at once (AVX2) ------------------------------------------- */
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define BLAKE2B_HAVE_AVX2 1
-#include <cpuid.h>
-#include <immintrin.h>
+#ifdef BLAKE2B_HAVE_AVX2
 
 /* RFC 7693 section 2.7; rounds 10 and 11 use rows 0 and 1 again. */
 static const uint8_t sigma[10][16] = {
