@@ -4,6 +4,7 @@
 #ifndef VMMIG_BLAKE2B_H
 #define VMMIG_BLAKE2B_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,5 +24,17 @@ void blake2b_init(struct blake2b_ctx *ctx, size_t outlen);
 void blake2b_update(struct blake2b_ctx *ctx, const void *data, size_t len);
 void blake2b_final(struct blake2b_ctx *ctx, uint8_t *out);
 void blake2b(const void *data, size_t len, uint8_t *out, size_t outlen);
+
+/* blake2b() of n independent messages, each digest outlen bytes into
+ * out[i]: the same digests, computed four at a time where the CPU has AVX2
+ * (one message per 64-bit lane; messages of different lengths are fine,
+ * equal ones waste nothing).  Any n; batches of BLAKE2B_LANES use the lanes
+ * fully.  Without AVX2, or after blake2b_use_simd(false) (tests and
+ * benchmarks compare the two), a loop over blake2b(). */
+#define BLAKE2B_LANES 4
+void blake2b_many(const void *const data[], const size_t len[], size_t n, uint8_t *const out[],
+                  size_t outlen);
+bool blake2b_simd_available(void);
+void blake2b_use_simd(bool on);
 
 #endif

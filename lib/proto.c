@@ -473,8 +473,10 @@ static void show_bytes(const uint8_t *p, size_t n, char *out, size_t outlen)
     out[o] = 0;
 }
 
-int proto_recv(struct proto_conn *c, int *type, uint8_t **payload, uint32_t *len, char *err,
-               size_t errlen)
+/* ext: the caller's buffer (PROTO_MAX_PAYLOAD + 1 bytes), and a CHUNK's
+ * data left for proto_chunks_verify(); NULL: malloc'd, and verified here. */
+static int recv_msg(struct proto_conn *c, int *type, uint8_t *ext, uint8_t **payload,
+                    uint32_t *len, char *err, size_t errlen)
 {
     uint8_t h[PROTO_HEADER_LEN], mac[PROTO_MAC_LEN], want[SHA256_LEN];
     uint8_t *buf = NULL;
@@ -549,7 +551,7 @@ int proto_recv(struct proto_conn *c, int *type, uint8_t **payload, uint32_t *len
             goto out;
     }
 
-    buf = malloc((size_t)n + 1);
+    buf = ext ? ext : malloc((size_t)n + 1);
     if (!buf) {
         rc = -ENOMEM;
         snprintf(msg, sizeof msg, "no memory for a %u-byte message", n);
@@ -602,7 +604,10 @@ int proto_recv(struct proto_conn *c, int *type, uint8_t **payload, uint32_t *len
         uint64_t ci;
         const uint8_t *cd;
         uint32_t cl;
-        rc = proto_chunk_parse(buf, n, &ci, &cd, &cl, msg, sizeof msg);
+        if (ext)
+            rc = proto_chunk_split(buf, n, &ci, &cd, &cl, msg, sizeof msg);
+        else
+            rc = proto_chunk_parse(buf, n, &ci, &cd, &cl, msg, sizeof msg);
         if (rc)
             goto out;
     }
@@ -613,13 +618,27 @@ int proto_recv(struct proto_conn *c, int *type, uint8_t **payload, uint32_t *len
     *len = n;
     buf = NULL;
 out:
-    free(buf);
+    if (buf != ext)
+        free(buf);
     if (rc) {
         c->rx_err = rc;
         memcpy(c->rx_errmsg, msg, sizeof msg);
         seterr(err, errlen, "%s", msg);
     }
     return rc;
+}
+
+int proto_recv(struct proto_conn *c, int *type, uint8_t **payload, uint32_t *len, char *err,
+               size_t errlen)
+{
+    return recv_msg(c, type, NULL, payload, len, err, errlen);
+}
+
+int proto_recv_buf(struct proto_conn *c, int *type, uint8_t *buf, uint32_t *len, char *err,
+                   size_t errlen)
+{
+    uint8_t *p;
+    return recv_msg(c, type, buf, &p, len, err, errlen);
 }
 
 /* ---- chunks ------------------------------------------------------------------- */
@@ -663,6 +682,42 @@ int proto_chunk_split(const uint8_t *payload, uint32_t len, uint64_t *index,
                       const uint8_t **data, uint32_t *dlen, char *err, size_t errlen)
 {
     return chunk_split(payload, len, false, index, data, dlen, err, errlen);
+}
+
+int proto_chunks_verify(const uint8_t *const payload[], const uint32_t len[], size_t n,
+                        size_t *bad, char *err, size_t errlen)
+{
+    uint8_t ids[PROTO_VERIFY_MAX][PROTO_CID_LEN], *out[PROTO_VERIFY_MAX] = {0};
+    const void *data[PROTO_VERIFY_MAX] = {0};
+    size_t dlen[PROTO_VERIFY_MAX] = {0};
+    uint32_t dl;
+    uint64_t index;
+    const uint8_t *d;
+    int rc;
+
+    *bad = 0;
+    if (n > PROTO_VERIFY_MAX)
+        return -E2BIG;
+    for (size_t i = 0; i < n; i++) {
+        rc = chunk_split(payload[i], len[i], false, &index, &d, &dl, err, errlen);
+        if (rc) {
+            *bad = i;
+            return rc;
+        }
+        data[i] = d, dlen[i] = dl, out[i] = ids[i];
+    }
+    blake2b_many(data, dlen, n, out, PROTO_CID_LEN);
+    for (size_t i = 0; i < n; i++) {
+        if (!ct_memeq(ids[i], payload[i] + 8, PROTO_CID_LEN)) {
+            *bad = i;
+            seterr(err, errlen, "chunk %llu: content id does not match its %u data bytes",
+                   (unsigned long long)((uint64_t)get_be32(payload[i]) << 32 |
+                                        get_be32(payload[i] + 4)),
+                   (unsigned)dlen[i]);
+            return -EBADMSG;
+        }
+    }
+    return 0;
 }
 
 static int chunk_split(const uint8_t *payload, uint32_t len, bool verify, uint64_t *index,

@@ -193,7 +193,21 @@ int proto_send(struct proto_conn *c, int type, const void *payload, uint32_t len
 int proto_recv(struct proto_conn *c, int *type, uint8_t **payload, uint32_t *len, char *err,
                size_t errlen);
 
-/* CHUNK: index (8, BE) || SHA-256(data) || data; len <= PROTO_CHUNK_MAX. */
+/* The same into buf (room for PROTO_MAX_PAYLOAD + 1 bytes, reused from
+ * message to message: no allocation), and a CHUNK's content id NOT checked
+ * against its data: the MAC and the chunk's shape are, and the caller must
+ * proto_chunks_verify() it before the data goes anywhere. */
+int proto_recv_buf(struct proto_conn *c, int *type, uint8_t *buf, uint32_t *len, char *err,
+                   size_t errlen);
+/* Verify up to PROTO_VERIFY_MAX CHUNK payloads from proto_recv_buf, their
+ * data hashed together (blake2b_many).  0 when all match; else -EBADMSG
+ * (proto_chunk_parse's message) for the first that does not, its position
+ * in *bad: the ones before it are good. */
+#define PROTO_VERIFY_MAX BLAKE2B_LANES
+int proto_chunks_verify(const uint8_t *const payload[], const uint32_t len[], size_t n,
+                        size_t *bad, char *err, size_t errlen);
+
+/* CHUNK: index (8, BE) || BLAKE2b-256(data) || data; len <= PROTO_CHUNK_MAX. */
 int proto_send_chunk(struct proto_conn *c, uint64_t index, const void *data, uint32_t len);
 /* The same with the content id computed already (BLAKE2b-256 of data, as
  * blake2b(data, len, id, PROTO_CID_LEN)): a pipeline hashes beside the send. */

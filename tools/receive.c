@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "applet.h"
+#include "chunkring.h"
 #include "consolerelay.h"
 #include "diskmig.h"
 #include "nbddev.h"
@@ -250,37 +251,52 @@ static uint32_t committed_marker_domid(struct rjob *r)
     return v < 0 ? MIG_NO_DOMID : (uint32_t)v;
 }
 
+static void chunk_written(void *arg)
+{
+    struct rjob *r = arg;
+    if (r->renamed)
+        test_delay("running");
+}
+
+/* The stream into the hypervisor's pipe: chunks are received here into the
+ * ring's buffers and verified and written by its writer (chunkring.h). */
 static void *pump_main(void *arg)
 {
     struct rjob *r = arg;
-    int type;
+    struct chunkring q = {.fd = r->pipe_w, .sock = r->sock, .peer = r->peer,
+                          .written = chunk_written, .arg = r};
+    int type, wrc;
     uint8_t *pl;
     uint32_t len, dlen;
     const uint8_t *data;
     uint64_t index;
     char perr[200];
 
+    chunkring_start(&q);
     for (;;) {
+        pl = chunkring_slot(&q);
+        if (!pl)
+            break; /* the writer failed */
         if (r->first_type >= 0) {
-            type = r->first_type, pl = r->first_pl, len = r->first_len;
+            /* read before the pump started (and verified: again is cheap) */
+            type = r->first_type, len = r->first_len;
+            memcpy(pl, r->first_pl, len);
+            free(r->first_pl);
             r->first_type = -1, r->first_pl = NULL;
             r->pump_rc = 0;
         } else {
-            r->pump_rc = proto_recv(&r->conn, &type, &pl, &len, perr, sizeof perr);
+            r->pump_rc = proto_recv_buf(&r->conn, &type, pl, &len, perr, sizeof perr);
         }
         if (r->pump_rc) {
             snprintf(r->pump_err, sizeof r->pump_err, "%s: %s", r->peer, perr);
             break;
         }
-        if (type == MSG_PROGRESS) {
-            free(pl);
+        if (type == MSG_PROGRESS)
             continue;
-        }
         if (type == MSG_COMMIT && r->sock && !atomic_load(&r->commit_seen)) {
             /* post-copy's commit point: the switch follows */
             say("%s committed %s; post-copy follows", r->peer, r->name);
             atomic_store(&r->commit_seen, true);
-            free(pl);
             continue;
         }
         if (type == MSG_ABORT) {
@@ -288,14 +304,12 @@ static void *pump_main(void *arg)
             kv_get(pl, len, "reason", why, sizeof why);
             snprintf(r->pump_err, sizeof r->pump_err, "the source aborted: %s", why);
             r->pump_rc = -ECANCELED;
-            free(pl);
             break;
         }
         if (type == MSG_STREAM_END) {
             char n[32] = "", b[32] = "";
             kv_get(pl, len, "chunks", n, sizeof n);
             kv_get(pl, len, "bytes", b, sizeof b);
-            free(pl);
             if (strtoull(n, NULL, 10) != r->chunks || strtoull(b, NULL, 10) != r->bytes) {
                 snprintf(r->pump_err, sizeof r->pump_err,
                          "stream incomplete: %s chunks / %s bytes announced, %llu / %llu received",
@@ -308,7 +322,6 @@ static void *pump_main(void *arg)
             snprintf(r->pump_err, sizeof r->pump_err, "%s sent %s inside the stream", r->peer,
                      msg_type_name(type));
             r->pump_rc = -EPROTO;
-            free(pl);
             break;
         }
         r->pump_rc = proto_chunk_split(pl, len, &index, &data, &dlen, perr, sizeof perr);
@@ -319,37 +332,20 @@ static void *pump_main(void *arg)
         }
         if (r->pump_rc) {
             snprintf(r->pump_err, sizeof r->pump_err, "bad chunk: %s", perr);
-            free(pl);
             break;
         }
-        for (uint32_t off = 0; off < dlen;) {
-            ssize_t w = write(r->pipe_w, data + off, dlen - off);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w < 0) {
-                r->pump_rc = -errno;
-                snprintf(r->pump_err, sizeof r->pump_err, "libxl stopped reading the stream: %s",
-                         strerror(errno));
-                break;
-            }
-            off += (uint32_t)w;
-        }
-        free(pl);
-        if (r->pump_rc)
-            break;
+        /* To the writer, which verifies it before anything is written. */
+        chunkring_put(&q, len);
         r->chunks++;
         r->bytes += dlen;
-        if (r->renamed)
-            test_delay("running");
     }
-    /* EOF for libxl: at the end record it has stopped reading anyway.  The
-     * socket's other direction is the return path: only this one ends. */
-    if (r->sock) {
-        shutdown(r->pipe_w, SHUT_WR);
-    } else {
-        close(r->pipe_w);
-        r->pipe_w = -1;
-    }
+    /* After a failure here what is queued is not written.  The writer's
+     * failure came earlier in the stream than anything seen after it. */
+    wrc = chunkring_finish(&q, r->pump_rc != 0, r->pump_err, sizeof r->pump_err);
+    if (wrc)
+        r->pump_rc = wrc;
+    if (!r->sock)
+        r->pipe_w = -1; /* closed by the writer */
     return NULL;
 }
 

@@ -1052,6 +1052,78 @@ static void test_pipe_stream(void)
     close(p[1]);
 }
 
+/* proto_recv_buf: into the caller's buffers, a CHUNK's content id left for
+ * proto_chunks_verify, which checks several at once. */
+struct batch_tx {
+    struct proto_conn c;
+    int rc;
+};
+
+static void *batch_sender(void *arg)
+{
+    struct batch_tx *t = arg;
+    uint8_t id[PROTO_CID_LEN], wrong[PROTO_CID_LEN];
+
+    blake2b(big, 300000, id, PROTO_CID_LEN);
+    blake2b(big + 1, 300000, wrong, PROTO_CID_LEN);
+    if ((t->rc = proto_send_chunk(&t->c, 0, big, 1000)) ||
+        (t->rc = proto_send_chunk_id(&t->c, 1, id, big, 300000)) ||
+        (t->rc = proto_send_chunk_id(&t->c, 2, wrong, big, 300000)) || /* MAC good, data not */
+        (t->rc = proto_send_chunk(&t->c, 3, big, 0)) ||
+        (t->rc = proto_send(&t->c, MSG_PROGRESS, "stage=x\n", 8)))
+        return NULL;
+    return NULL;
+}
+
+static void test_recv_buf(void)
+{
+    int sv[2];
+    struct batch_tx tx;
+    struct proto_conn c;
+    pthread_t t;
+    uint8_t *buf[5];
+    const uint8_t *pl[5];
+    uint32_t len[5];
+    int type[5], rc = 0;
+    char err[256] = "";
+    size_t bad = 99;
+
+    sockpair(sv);
+    authed(&tx.c, sv[0], sv[0], PROTO_ROLE_SOURCE, 5000);
+    authed(&c, sv[1], sv[1], PROTO_ROLE_DEST, 5000);
+    pthread_create(&t, NULL, batch_sender, &tx);
+    for (int i = 0; i < 5; i++) {
+        buf[i] = malloc(PROTO_MAX_PAYLOAD + 1);
+        pl[i] = buf[i];
+        if (!rc)
+            rc = proto_recv_buf(&c, &type[i], buf[i], &len[i], err, sizeof err);
+    }
+    pthread_join(t, NULL);
+    ok(!rc && !tx.rc && type[0] == MSG_CHUNK && type[2] == MSG_CHUNK && type[4] == MSG_PROGRESS &&
+           len[1] == PROTO_CHUNK_HDR + 300000 && len[3] == PROTO_CHUNK_HDR,
+       "recv_buf: four CHUNKs (one with a wrong content id) and a PROGRESS received (%s)", err);
+    ok(len[4] == 8 && !memcmp(buf[4], "stage=x\n", 9), "recv_buf: a text payload, NUL after it");
+    ok(!memcmp(buf[1] + PROTO_CHUNK_HDR, big, 300000), "recv_buf: chunk data intact");
+    is_int(proto_chunks_verify(pl, len, 2, &bad, err, sizeof err), 0,
+           "chunks_verify: two good ones at once");
+    is_int(proto_chunks_verify(pl, len, 4, &bad, err, sizeof err), -EBADMSG,
+           "chunks_verify: a batch with a wrong content id refused");
+    ok(bad == 2 && has(err, "chunk 2: content id does not match its 300000 data bytes"),
+       "chunks_verify: the third named, position %zu: %s", bad, err);
+    is_int(proto_chunks_verify(pl + 3, len + 3, 1, &bad, err, sizeof err), 0,
+           "chunks_verify: an empty chunk alone");
+    len[0] = PROTO_CHUNK_HDR - 1;
+    ok(proto_chunks_verify(pl, len, 2, &bad, err, sizeof err) == -EBADMSG && bad == 0 &&
+           has(err, "chunk too short"),
+       "chunks_verify: a payload too short for a chunk refused");
+    is_int(proto_chunks_verify(pl, len, PROTO_VERIFY_MAX + 1, &bad, err, sizeof err), -E2BIG,
+           "chunks_verify: more than PROTO_VERIFY_MAX at once refused");
+    for (int i = 0; i < 5; i++)
+        free(buf[i]);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 /* ---- chunks -------------------------------------------------------------------- */
 
 static void test_chunks(void)
@@ -1270,6 +1342,7 @@ int main(void)
     test_send_refusals();
     test_partial_eintr();
     test_pipe_stream();
+    test_recv_buf();
     test_chunks();
     test_kv();
     test_load_key();
