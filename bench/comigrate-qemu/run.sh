@@ -20,8 +20,9 @@
 # typed stamped with the host's clock.  Input pause: the longest a key
 # waited for its echo; output pause: the longest gap between two ticks
 # shown; hold: the agent's "paused (stopping)" -> the destination's
-# "running" (what input waits for), beside the guest's own downtime (the
-# source's vmmigfs status).  Targets (issue 4): group total time <= +100 ms
+# "running" (the console hold; on TCG a member stops before its group's
+# barrier, and its hold is taken at the barrier: input written after the
+# stop waits in the source's socket until the move hands it back).  Targets (issue 4): group total time <= +100 ms
 # over independent, stop and resume skew <= 20 ms, console pause <= 300 ms.
 # Reports, never gates (exit 0 with targets missed; 1 when the run breaks).
 set -u
@@ -44,6 +45,7 @@ bench_cleanup() {
     qenv_cleanup
 }
 trap bench_cleanup EXIT
+trap 'exit 1' INT TERM
 OUT=$QDIR/bench.lines
 MA=$QDIR/A/mnt MB=$QDIR/B/mnt
 echo "# load before: $(uptime)" >&2
@@ -67,8 +69,9 @@ one() { # WAY FROM TO
         a=$(grep '^result member=qa ok' <<<"$out") b=$(grep '^result member=qb ok' <<<"$out")
     else
         on "$from" "$VMMIG" send qa "host$to" >"$QDIR/sa.out" 2>&1 &
+        local sa=$!
         on "$from" "$VMMIG" send qb "host$to" >"$QDIR/sb.out" 2>&1
-        wait
+        wait "$sa" # (not every child: vmmigfs is one)
         out=$(cat "$QDIR/sa.out" "$QDIR/sb.out")
         a=$(grep '^result ok' "$QDIR/sa.out") b=$(grep '^result ok' "$QDIR/sb.out")
     fi
@@ -99,7 +102,7 @@ done
 stamp() { python3 -u -c '
 import sys, time
 for l in sys.stdin:
-    print("%.3f %s" % (time.time(), l.rstrip("\n")), flush=True)'; }
+    print("%.3f %s" % (time.time(), l.rstrip("\r\n")), flush=True)'; }
 guest A qa 'stty -F /dev/hvc0 raw -echo
 (while read -r k n; do [ "$k" = k ] && echo "echo $n"; done < /dev/hvc0 > /dev/hvc0) </dev/null >/dev/null 2>&1 &
 (i=0; while :; do echo "tick $i"; i=$((i+1)); usleep 50000; done > /dev/hvc0) </dev/null >/dev/null 2>&1 &
@@ -107,7 +110,7 @@ echo started' >/dev/null
 rm -f "$QDIR/cp.stop" "$QDIR/cp.sent"
 (
     i=0
-    while [ ! -e "$QDIR/cp.stop" ]; do
+    while [ -d "$QDIR" ] && [ ! -e "$QDIR/cp.stop" ]; do
         echo "k $i"
         echo "${EPOCHREALTIME} $i" >>"$QDIR/cp.sent"
         i=$((i + 1))
@@ -117,16 +120,20 @@ rm -f "$QDIR/cp.stop" "$QDIR/cp.sent"
 BG=$!
 qwait 30 "grep -q ' echo ' '$QDIR/cp.seen'" || bail_out "console: no echo from qa"
 echo qb > "$MA/qa/peer" || bail_out "echo qb > qa/peer"
-echo hostB > "$MA/qa/migrate"
-qwait 120 "grep -q '^done\|^failed' '$MA/qa/migrate'" || bail_out "the group move A->B did not end"
-grep -q '^done' "$MA/qa/migrate" || bail_out "the group move A->B: $(cat "$MA/qa/migrate")"
-st1=$(cat "$MA/qa/status")
+# One group move through vmmigfs from mount M (the source's directory
+# goes with the domain).
+group_move() { # M TO
+    local m=$1 to=$2
+    echo "$to" > "$m/qa/migrate" || bail_out "echo $to > qa/migrate"
+    while [ -e "$m/qa" ]; do
+        grep -q '^failed' "$m/qa/migrate" 2>/dev/null && bail_out "the group move to $to: $(cat "$m/qa/migrate")"
+        sleep 0.05
+    done
+}
+group_move "$MA" hostB
 qwait 60 "grep -q 'following qa to hostB' '$QDIR/cp.err'" || bail_out "the client did not follow qa"
 sleep 3
-echo hostA > "$MB/qa/migrate"
-qwait 120 "grep -q '^done\|^failed' '$MB/qa/migrate'" || bail_out "the group move B->A did not end"
-grep -q '^done' "$MB/qa/migrate" || bail_out "the group move B->A: $(cat "$MB/qa/migrate")"
-st2=$(cat "$MB/qa/status")
+group_move "$MB" hostA
 qwait 60 "[ \$(grep -c following '$QDIR/cp.err') -ge 2 ]" || bail_out "the client did not follow qa back"
 sleep 3
 touch "$QDIR/cp.stop"
@@ -139,14 +146,13 @@ hold_of_move() { # N
     awk -v n="$1" '/paused \(stopping\)/ && !open { k++; if (k == n) { t0 = $1; open = 1 } }
         open && / running, / { printf "%d\n", ($1 - t0) * 1000; exit }' "$QDIR/cp.err"
 }
-down_of() { sed -n 's/^downtime_ms: *\([0-9]*\).*/\1/p' <<<"$1" | head -n1; }
 res=$(awk 'FNR == NR { sent[$2] = $1; n++; next }
     $2 == "echo" && ($3 in sent) { d = ($1 - sent[$3]) * 1000; if (d > inmax) inmax = d; got[$3] = 1 }
     $2 == "tick" { if (last) { g = ($1 - last) * 1000; if (g > outmax) outmax = g }; last = $1 }
     END { lost = 0; for (k in sent) if (!(k in got)) lost++
           printf "input_pause_ms=%d output_pause_ms=%d keys=%d lost=%d\n", inmax, outmax, n, lost }' \
     "$QDIR/cp.sent" "$QDIR/cp.seen")
-res+=" hold1_ms=$(hold_of_move 1) down1_ms=$(down_of "$st1") hold2_ms=$(hold_of_move 2) down2_ms=$(down_of "$st2")"
+res+=" hold1_ms=$(hold_of_move 1) hold2_ms=$(hold_of_move 2)"
 echo "BENCH way=console dir=ABA $res" | tee -a "$OUT"
 sed 's/^/# console: /' "$QDIR/cp.err" | head -n 40 >&2
 # keys typed in the last moments may still be on their way: at most 2
@@ -171,4 +177,4 @@ info|downtime of qa, ms|$(med independent downtime_qa_ms)|$(med group downtime_q
 abs|console pause, input, ms||$c_in|<= 300 ms|300
 abs|console pause, output, ms||$c_out|<= 300 ms|300
 ROWS
-echo "console: input held $(field console hold1_ms) / $(field console hold2_ms) ms (A->B / B->A), qa's downtime $(field console down1_ms) / $(field console down2_ms) ms"
+echo "console: input held by the agents (stopping -> running there) $(field console hold1_ms) / $(field console hold2_ms) ms (A->B / B->A)"
