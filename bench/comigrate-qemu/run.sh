@@ -25,25 +25,12 @@
 # stop waits in the source's socket until the move hands it back).  Targets (issue 4): group total time <= +100 ms
 # over independent, stop and resume skew <= 20 ms, console pause <= 300 ms.
 # Reports, never gates (exit 0 with targets missed; 1 when the run breaks).
-set -u
-export LC_ALL=C
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-TOP=$(cd "$HERE/../.." && pwd)
-skip_all() { echo "bench comigrate-qemu: cannot run: $*" >&2; exit 1; }
-bail_out() { echo "bench comigrate-qemu: broken: $*" >&2; exit 1; }
-note() { echo "# $*" >&2; }
-. "$TOP/bench/lib.sh"
-. "$TOP/tests/qemu/lib.sh"
+BENCH_NAME=comigrate-qemu
+. "$(dirname "${BASH_SOURCE[0]}")/../qemu.sh"
 : "${BENCH_ROUNDS:=2}"
 export VMMIG_TEST_TIMEOUT=${VMMIG_TEST_TIMEOUT:-1800}
 command -v python3 >/dev/null || skip_all "python3 not installed"
 qenv_init "$@"
-BG=
-bench_cleanup() {
-    local p
-    for p in $BG; do kill "$p" 2>/dev/null; done
-    qenv_cleanup
-}
 trap bench_cleanup EXIT
 trap 'exit 1' INT TERM
 OUT=$QDIR/bench.lines

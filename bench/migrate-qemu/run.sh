@@ -38,15 +38,9 @@
 # Environment: BENCH_QEMU_SAMPLES, BENCH_QEMU_VIA, VMMIG_QEMU_DOWNTIME_MS
 # (5000, for both tools), and tests/qemu/lib.sh's (VMMIG, VMMIG_TEST_KEEP,
 # VMMIG_TEST_TIMEOUT: 2400 s here).
-set -u
-export LC_ALL=C
+BENCH_NAME=migrate-qemu
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-TOP=$(cd "$HERE/../.." && pwd)
-skip_all() { echo "bench migrate-qemu: cannot run: $*" >&2; exit 1; }
-bail_out() { echo "bench migrate-qemu: broken: $*" >&2; exit 1; }
-note() { echo "# $*" >&2; }
-. "$TOP/bench/lib.sh"
-. "$TOP/tests/qemu/lib.sh"
+. "$HERE/../qemu.sh"
 : "${BENCH_QEMU_SAMPLES:=3}" "${BENCH_QEMU_VIA:=send}"
 export VMMIG_TEST_TIMEOUT=${VMMIG_TEST_TIMEOUT:-2400}
 export VMMIG_QEMU_DOWNTIME_MS=${VMMIG_QEMU_DOWNTIME_MS:-5000}
@@ -54,12 +48,6 @@ case "$BENCH_QEMU_VIA" in send | migrate) ;; *) bail_out "BENCH_QEMU_VIA is send
 command -v python3 >/dev/null || skip_all "python3 not installed"
 qenv_init "$@"
 
-BG=
-bench_cleanup() {
-    local p
-    for p in $BG; do kill "$p" 2>/dev/null; done
-    qenv_cleanup
-}
 trap bench_cleanup EXIT
 # vmmig create, the agents vmmigfs starts and the raw path all start QEMU
 # through the wrapper.
