@@ -79,6 +79,8 @@ restart_b() { # [VAR=VALUE]: hostB's vmmigfs again, with VAR in its environment
     echo $! > "$QDIR/B/vmmigfs.pid"
     [ $# -gt 0 ] && unset "${1%%=*}"
     qwait 5 "grep -q ' $QDIR/B/mnt ' /proc/self/mountinfo"
+    # mounted is not yet listening (CI once got "Connection refused")
+    qwait 5 "on B ss -Hltn 2>/dev/null | grep -q ':8123 '"
 }
 restart_b VMMIG_QEMU=/bin/false
 out=$(on A "$VMMIG" migrate --cold web1 hostB 2>&1); rc=$?
