@@ -5,10 +5,8 @@
  * xenstore page), so a key that reached the ring and that the guest had not
  * read when it suspended is lost.  Input must therefore stop before the
  * guest is asked to suspend, and what is in the ring must be read first.
- * QEMU reads no console input while the guest is stopped, and what it has
- * not read from its socket is lost with the source's QEMU: the same hold,
- * and the relay counts a write as done only once QEMU has read it (until
- * then it writes nothing more, and a move hands it back to the client).
+ * (QEMU has no such hold: its console's input waits for the whole
+ * migration, see consolerelay.c.)
  * Both agents open STATE_DIR/console/UUID.lock: the relay writes to the
  * console only under a shared flock taken without waiting; send takes the
  * exclusive flock (waiting out a write in progress) before the domain is

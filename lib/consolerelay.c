@@ -332,8 +332,8 @@ static const char *not_running(const struct mig_engine_ops *eng, struct mig_engi
         return "gone";
     if (d.dying)
         return "dying";
-    /* Before paused: QEMU stops the guest (pre-switchover) before the hold,
-     * and the client is told where it goes once it is held. */
+    /* Held: whatever else the domain is, it is stopping for a move, and
+     * the client is told where it goes. */
     if (drains && console_hold_held(hold_fd))
         return "stopping";
     if (d.paused)
