@@ -387,8 +387,8 @@ static bool relay(struct proto_conn *c, struct console_input *in, const struct m
              * (a stop for a move holds input before the file is read). */
             if (why && !strcmp(why, "stopping"))
                 moving(mount, name, false, to, sizeof to);
-            /* Paused first and held after (QEMU): the client learns where
-             * the domain goes once it is held. */
+            /* Paused first and held after (a domain paused when a move
+             * begins): the client learns where it goes once it is held. */
             bool newhost = to[0] && strcmp(to, told_to);
             if (running != known || ack || newhost) {
                 if (send_state(c, running ? "running" : "paused", why, to[0] ? to : NULL, in))
