@@ -4,7 +4,9 @@ CFLAGS  ?= -O2 -g
 STD     := -std=c11
 # snprintf into fixed status fields truncates on purpose.
 WARN     = $(STD) -Wall -Wextra -Werror -Wno-format-truncation
-CPPFLAGS_ALL := -Ilib $(shell pkg-config --cflags fuse3 2>/dev/null)
+# Recursive on purpose: on a fresh machine the first build installs
+# libfuse3-dev (and pkg-config) before anything is compiled.
+CPPFLAGS_ALL = -Ilib $(shell pkg-config --cflags fuse3 2>/dev/null || echo -I/usr/include/fuse3)
 LIBS    := -lfuse3 -lxenlight -lxentoollog -lxenstore -lxenctrl -lcap -lpthread
 
 LIB_SRC    := $(wildcard lib/*.c)
@@ -26,7 +28,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/test/%.t)
 BUILD_DEPS := gcc make pkg-config libfuse3-dev fuse3 libxen-dev libcap-dev
 TEST_DEPS  := perl util-linux python3 xen-utils-4.17 xenstore-utils qemu-system-x86 \
               busybox-static cpio gzip linux-kbuild-6.1 kmod groff-base man-db \
-              clang-14 libclang-rt-14-dev qemu-utils nbdkit libnbd-bin
+              clang-14 libclang-rt-14-dev qemu-utils nbdkit libnbd-bin iproute2 binutils
 DEPS_STAMP := .cache/deps.stamp
 
 .PHONY: all deps check check-unit check-fs check-comigrate check-man check-blockmirror check-install check-xen check-xen2 check-qemu check-fuzz fuzz demo \
@@ -35,7 +37,8 @@ DEPS_STAMP := .cache/deps.stamp
 all: $(B)/bin/vmmig
 
 deps: $(DEPS_STAMP)
-$(DEPS_STAMP):
+# Redone when this list changes (a dpkg query per package when nothing is missing).
+$(DEPS_STAMP): Makefile
 	@missing=$$(for p in $(BUILD_DEPS) $(TEST_DEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing: $$missing"; \

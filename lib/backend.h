@@ -36,6 +36,7 @@ struct mig_request {
     unsigned timeout_s;    /* longest silence from the peer */
     bool recover;          /* settle the domain after an agent that died (send --recover) */
     const char *algorithm; /* precopy, postcopy, stopcopy; NULL or "": the agent's default */
+    const char *stream;    /* "direct": send --stream=direct; NULL or "": the relay */
     /* A peer group moved by one command (vmmig comigrate): the domids, the
      * domain asked for first; nmembers 0 or 1 moves vm alone (vmmig send). */
     const uint32_t *members;

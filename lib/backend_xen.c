@@ -331,8 +331,8 @@ static int xen_migrate_argv(struct backend *b, const struct vm_info *vm,
                             const struct mig_request *req, char ***argvp)
 {
     bool group = req->nmembers > 1;
-    /* binary, applet, 7 options at most, the host, the domains, NULL */
-    char **argv = xzalloc(sizeof *argv * (11 + (group ? req->nmembers : 1)));
+    /* binary, applet, 8 options at most, the host, the domains, NULL */
+    char **argv = xzalloc(sizeof *argv * (12 + (group ? req->nmembers : 1)));
     char self[PATH_MAX], num[32];
     const char *send = getenv("VMMIG_SEND");
     int i = 0;
@@ -355,6 +355,10 @@ static int xen_migrate_argv(struct backend *b, const struct vm_info *vm,
         argv[i++] = xstrdup("--recover");
     if (req->algorithm && *req->algorithm && !req->recover) {
         snprintf(num, sizeof num, "--algorithm=%s", req->algorithm);
+        argv[i++] = xstrdup(num);
+    }
+    if (req->stream && *req->stream && !req->recover && !group) {
+        snprintf(num, sizeof num, "--stream=%s", req->stream);
         argv[i++] = xstrdup(num);
     }
     if (req->transport && *req->transport && strcmp(req->transport, "tcp")) {

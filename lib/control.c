@@ -827,10 +827,12 @@ static bool host_valid(const char *h)
     return true;
 }
 
-/* A write to the migrate file: "HOST [wait[=SECONDS]|force] [algo=NAME]" or "cancel". */
+/* A write to the migrate file: "HOST [wait[=SECONDS]|force] [algo=NAME]
+ * [stream=relay|direct]" or "cancel". */
 struct mig_mode {
     char host[256];
     char algo[MIG_ALGO_MAX];
+    char stream[8];
     bool cancel, wait, force;
     long wait_s; /* 0: no limit */
 };
@@ -861,7 +863,7 @@ static int mig_mode_parse(const char *buf, size_t len, struct mig_mode *m, char 
             if (!strcmp(tok, "cancel")) {
                 m->cancel = true;
             } else if (!strcmp(tok, "wait") || !strcmp(tok, "force") || !strncmp(tok, "wait=", 5) ||
-                       !strncmp(tok, "algo=", 5)) {
+                       !strncmp(tok, "algo=", 5) || !strncmp(tok, "stream=", 7)) {
                 snprintf(err, errlen, "'%s' needs a host before it (HOST %s)", tok, tok);
                 return -EINVAL;
             } else if (!host_valid(tok)) {
@@ -903,10 +905,21 @@ static int mig_mode_parse(const char *buf, size_t len, struct mig_mode *m, char 
                 return -EINVAL;
             }
             strlcpy0(m->algo, tok + 5, sizeof m->algo);
+        } else if (!strncmp(tok, "stream=", 7)) {
+            if (m->stream[0]) {
+                snprintf(err, errlen, "'stream=' given twice");
+                return -EINVAL;
+            }
+            if (!mig_stream_known(tok + 7)) {
+                snprintf(err, errlen, "unknown stream '%.32s' (stream=relay or stream=direct)",
+                         tok + 7);
+                return -EINVAL;
+            }
+            strlcpy0(m->stream, tok + 7, sizeof m->stream);
         } else {
             snprintf(err, errlen,
-                     "unexpected word '%.64s' after the host (expected wait, wait=SECONDS, force "
-                     "or algo=NAME)", tok);
+                     "unexpected word '%.64s' after the host (expected wait, wait=SECONDS, force, "
+                     "algo=NAME or stream=MODE)", tok);
             return -EINVAL;
         }
     }
@@ -1034,6 +1047,7 @@ static int job_spawn(struct ctl *c, struct domain *lead, bool force, bool recove
         .force = force,
         .recover = recover,
         .algorithm = lead->mig_algo,
+        .stream = lead->mig_stream,
         .transport = c->pol.transport,
         .port = (unsigned)c->pol.port,
         .timeout_s = (unsigned)c->pol.migrate_timeout,
@@ -1080,9 +1094,10 @@ static int job_start(struct ctl *c, struct domain *lead, const char *host, bool 
     for (int i = 0; i < n; i++) {
         struct domain *m = ms[i];
         snprintf(m->migration, sizeof m->migration, "running %s", m->mig_host);
-        events_emit(&c->ev, m->vm.name, "migrate-started", "to=%s by=%s uid=%u domid=%u%s%s%s%s",
+        events_emit(&c->ev, m->vm.name, "migrate-started", "to=%s by=%s uid=%u domid=%u%s%s%s%s%s",
                     m->mig_host, user, (unsigned)uid, m->vm.domid, force ? " force=yes" : "",
-                    lead->mig_algo[0] ? " algorithm=" : "", lead->mig_algo, group);
+                    lead->mig_algo[0] ? " algorithm=" : "", lead->mig_algo,
+                    lead->mig_stream[0] ? " stream=direct" : "", group);
         touch(c, m);
     }
     return 0;
@@ -1290,11 +1305,19 @@ int ctl_migrate_write(struct ctl *c, struct domain *d, const char *buf, size_t l
         goto out;
     }
     bool group = n > 1;
-    if (group && m.algo[0]) {
+    if (group && (m.algo[0] || !strcmp(m.stream, "direct"))) {
         /* a group moves with vmmig comigrate, whose commit point is
-         * stop-and-copy's */
-        snprintf(err, errlen, "algo= applies to a domain alone; %s moves with its peer group",
-                 d->vm.name);
+         * stop-and-copy's and whose members' streams are relayed */
+        snprintf(err, errlen, "%s applies to a domain alone; %s moves with its peer group",
+                 m.algo[0] ? "algo=" : "stream=direct", d->vm.name);
+        ctl_reject(c, d->vm.name, "migrate", who, err);
+        rc = -EINVAL;
+        goto out;
+    }
+    if (!strcmp(m.stream, "direct") && !strcmp(c->ops->name, "xen")) {
+        /* Xen's rounds are read off the relayed stream */
+        snprintf(err, errlen, "stream=direct: this host's xen backend takes its stream through "
+                              "the relay only");
         ctl_reject(c, d->vm.name, "migrate", who, err);
         rc = -EINVAL;
         goto out;
@@ -1350,6 +1373,12 @@ int ctl_migrate_write(struct ctl *c, struct domain *d, const char *buf, size_t l
         d->ngrp = n;
     }
     strlcpy0(d->mig_algo, m.algo, sizeof d->mig_algo);
+    /* The policy's stream = direct where a direct stream can be: a QEMU
+     * domain alone, over tcp; else (and with stream=relay) the relay. */
+    bool direct = m.stream[0] ? !strcmp(m.stream, "direct")
+                              : c->pol.stream_direct && !group && strcmp(c->ops->name, "xen") &&
+                                    !strcmp(c->pol.transport, "tcp");
+    strlcpy0(d->mig_stream, direct ? "direct" : "", sizeof d->mig_stream);
     if (m.wait && locked) {
         char text[600], limit[32] = "none";
         job_prepare(c, d, m.host);

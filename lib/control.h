@@ -54,6 +54,7 @@ struct domain {
     char mig_host[256];
     char mig_name[64];                   /* the name the job started with (xl renames) */
     char mig_algo[16];                   /* algo= asked for ("": the agent's default) */
+    char mig_stream[8];                  /* stream= asked for ("": the relay) */
     pid_t mig_pid;
     int mig_fd;                          /* the migration command's output */
     struct strbuf mig_out;               /* its last output, raw (explains a failure) */

@@ -61,6 +61,12 @@ struct mig_engine_ops {
     /* Is the domain suspended right now?  1 yes, 0 no, -errno.  Safe to call
      * from another thread while save() runs. */
     int (*is_suspended)(struct mig_engine *e, uint32_t domid);
+    /* Optional: when the domain the last save() stopped stopped, by the
+     * hypervisor's own account (epoch ms), or 0 when it does not say.
+     * QEMU stamps its STOP event, which reaches vmmig late when QEMU
+     * stopped the guest by itself; is_suspended() polling sees it late
+     * too, so the stop time and the downtime come from here when set. */
+    long long (*stop_time_ms)(struct mig_engine *e);
     /* Undo a suspend: the domain runs again where it was. */
     int (*resume)(struct mig_engine *e, uint32_t domid, char *err, size_t errlen);
 
@@ -133,6 +139,11 @@ struct mig_engine_ops {
      * it (QEMU's): the group waits for this member at its stop barrier
      * even once it is seen stopped. */
     bool stop_hook_always;
+    /* save() and restore() may be given the TCP socket of a direct stream
+     * (directstream.h) instead of the relay's pipe (QEMU's: it reports its
+     * own progress; Xen's rounds are read off the relayed stream); restore()
+     * then says dstream_signal_ready() once its hypervisor reads it. */
+    bool direct_stream;
 };
 
 extern const struct mig_engine_ops xen_mig_engine;

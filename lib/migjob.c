@@ -53,6 +53,11 @@ bool mig_algo_known(const char *name)
     return *name && mig_algo_listed(MIG_ALGORITHMS, name);
 }
 
+bool mig_stream_known(const char *name)
+{
+    return !strcmp(name, "relay") || !strcmp(name, "direct");
+}
+
 int mig_algo_list_check(const char *list, const char *allowed, char *err, size_t errlen)
 {
     char one[64], seen[256] = "";

@@ -37,6 +37,10 @@ int mig_algo_list_check(const char *list, const char *allowed, char *err, size_t
 int mig_algo_choose(const char *theirs, const char *want, const char *mine, char *out,
                     size_t outlen, char *err, size_t errlen);
 
+/* How the hypervisor's stream goes (vmmig-protocol(7), DIRECT STREAM):
+ * "relay" (the default) or "direct".  Is name one of them? */
+bool mig_stream_known(const char *name);
+
 /* The agents' test seam VMMIG_TEST_DELAY: spec is POINT:SECONDS, or
  * POINT@DOMAIN:SECONDS for that domain only (one member of a group).  The
  * seconds (0-3600) when spec names point (and domain), else -1; a spec

@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "policy.h"
+#include "migjob.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -178,10 +179,16 @@ int policy_set(struct policy *p, const char *line, size_t len, char *err, size_t
             return -EINVAL;
         }
         np.accept_incoming = !strcmp(val, "yes");
+    } else if (!strcmp(key, "stream")) {
+        if (!mig_stream_known(val)) {
+            snprintf(err, errlen, "stream: '%s' is neither relay nor direct", val);
+            return -EINVAL;
+        }
+        np.stream_direct = !strcmp(val, "direct");
     } else {
         snprintf(err, errlen,
                  "unknown policy key '%s' (known: guest_max_hold, max_ttl, admin_group, transport, "
-                 "port, migrate_timeout, forward_ttl, accept_incoming)",
+                 "port, migrate_timeout, forward_ttl, accept_incoming, stream)",
                  key);
         return -EINVAL;
     }
@@ -240,6 +247,7 @@ void policy_format(const struct policy *p, struct strbuf *sb)
     sb_printf(sb, "migrate_timeout = %ld\n", p->migrate_timeout);
     sb_printf(sb, "forward_ttl = %ld\n", p->forward_ttl);
     sb_printf(sb, "accept_incoming = %s\n", p->accept_incoming ? "yes" : "no");
+    sb_printf(sb, "stream = %s\n", p->stream_direct ? "direct" : "relay");
 }
 
 int policy_load(const char *path, struct policy *p, char *err, size_t errlen)

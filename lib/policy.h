@@ -17,6 +17,7 @@ struct policy {
     long migrate_timeout;/* seconds of silence from the peer before a migration fails */
     long forward_ttl;    /* seconds a migrated domain's forwarding entry stays; 0 = none */
     bool accept_incoming;/* this host's vmmigfs accepts incoming migrations */
+    bool stream_direct;  /* stream = direct: a QEMU domain's stream on its own connection by default */
 };
 
 #define POLICY_DEFAULT_PORT 8123

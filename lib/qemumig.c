@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "qemudom.h"
+#include "directstream.h"
 #include "qmp.h"
 
 /* 7.2 caps migration at 128 MiB/s by default: lift it, vmmig's link is the limit. */
@@ -41,6 +42,11 @@ struct mig_engine {
      * is_suspended() runs in another thread and QMP serves one client. */
     atomic_uint saving_domid;
     atomic_bool saving_stopped;
+    /* When QEMU stopped it, by the STOP event's own timestamp (epoch ms;
+     * 0: not yet).  The event itself arrives only once stop-and-copy is
+     * over when QEMU stopped the guest by itself: its migration thread
+     * holds the big lock the monitor needs meanwhile. */
+    atomic_llong stop_event_ms;
     /* The co-migration stop barrier (set_stop_hook): see group_stop(). */
     mig_stop_hook_fn *stop_hook;
     void *stop_hook_arg;
@@ -398,6 +404,34 @@ static int postcopy_switch(struct qmp *q, struct postcopy *pc, char *err, size_t
     return rc;
 }
 
+/* The first STOP event of a save: when QEMU stopped the guest, by the
+ * event's own timestamp (stop_event_ms). */
+static void note_stop_event(struct mig_engine *e, const struct json *ev)
+{
+    long long sec = json_int(ev, "timestamp.seconds", 0);
+    if (sec > 0 && !atomic_load(&e->stop_event_ms))
+        atomic_store(&e->stop_event_ms,
+                     sec * 1000 + json_int(ev, "timestamp.microseconds", 0) / 1000);
+}
+
+/* The stop time of a completed migration whose STOP event was not read
+ * yet: from the event if it is queued, else from QEMU's own downtime. */
+static void note_stop_late(struct mig_engine *e, struct qmp *q, const struct json *info)
+{
+    struct json *ev = NULL;
+    char err[200];
+
+    while (!atomic_load(&e->stop_event_ms) && !qmp_next_event(q, &ev, 0, err, sizeof err) && ev) {
+        if (!strcmp(json_str(ev, "event", ""), "STOP"))
+            note_stop_event(e, ev);
+        json_free(ev);
+        ev = NULL;
+    }
+    long long downtime = json_int(info, "downtime", -1);
+    if (!atomic_load(&e->stop_event_ms) && downtime >= 0)
+        atomic_store(&e->stop_event_ms, epoch_ms() - downtime);
+}
+
 /* Follow a migration until QEMU says completed or failed: from MIGRATION
  * events, with query-migrate every 100 ms for progress (and in case an
  * event was missed).  Source side: STOP marks the switchover, and the RAM
@@ -423,8 +457,10 @@ static int follow_migration(struct mig_engine *e, struct qmp *q, bool source,
             return rc;
         if (ev) {
             const char *name = json_str(ev, "event", "");
-            if (source && !strcmp(name, "STOP"))
+            if (source && !strcmp(name, "STOP")) {
                 atomic_store(&e->saving_stopped, true);
+                note_stop_event(e, ev);
+            }
             /* The second RAM sync ends the first pass: switch at once.
              * Every further pass is one more chance for QEMU 7.2's TCG
              * dirty-tracking defect (vmmig-create(1)) to lose a write. */
@@ -447,6 +483,8 @@ static int follow_migration(struct mig_engine *e, struct qmp *q, bool source,
             return rc;
         const char *status = json_str(info, "status", "none");
         if (!strcmp(status, "completed")) {
+            if (source && !atomic_load(&e->stop_event_ms))
+                note_stop_late(e, q, info);
             json_free(info);
             return 0;
         }
@@ -549,11 +587,26 @@ static int save_common(struct mig_engine *e, uint32_t domid, int fd, bool live,
     if ((rc = connect_dom(&d, &q, err, errlen)))
         return rc;
     atomic_store(&e->saving_stopped, false);
+    atomic_store(&e->stop_event_ms, 0);
     atomic_store(&e->saving_domid, domid);
     if ((rc = exec_simple(q, "migrate-set-capabilities",
                           pc ? postcopy_cap : gs ? group_cap : events_cap, err, errlen)))
         goto out;
-    sb_printf(&params, "{\"max-bandwidth\": " QEMU_MAX_BANDWIDTH);
+    /* $VMMIG_QEMU_MAX_BANDWIDTH (bytes/s) throttles the stream: on a
+     * shared link, and for the tests that must act in the middle of one. */
+    const char *bw = getenv("VMMIG_QEMU_MAX_BANDWIDTH");
+    char *bwend = NULL;
+    long long bwv = bw && *bw ? strtoll(bw, &bwend, 10) : 0;
+    if (bw && *bw && (*bwend || bwv < 1024 * 1024)) {
+        snprintf(err, errlen, "bad VMMIG_QEMU_MAX_BANDWIDTH '%.32s' (bytes per second, at least "
+                              "1048576)", bw);
+        rc = -EINVAL;
+        goto out;
+    }
+    if (bwv)
+        sb_printf(&params, "{\"max-bandwidth\": %lld", bwv);
+    else
+        sb_printf(&params, "{\"max-bandwidth\": " QEMU_MAX_BANDWIDTH);
     if (gs && live && (rc = group_stop_way(e, q, gs, err, errlen)))
         goto out;
     if (gs && gs->at_barrier && live) {
@@ -906,6 +959,11 @@ static void qm_set_stop_hook(struct mig_engine *e, mig_stop_hook_fn *fn, void *a
     e->stop_hook_arg = arg;
 }
 
+static long long qm_stop_time_ms(struct mig_engine *e)
+{
+    return atomic_load(&e->stop_event_ms);
+}
+
 static int qm_is_suspended(struct mig_engine *e, uint32_t domid)
 {
     struct qemu_dom d;
@@ -994,6 +1052,11 @@ static int restore_common(struct mig_engine *e, const char *native, const char *
         goto out;
     if ((rc = exec_simple(q, "migrate-incoming", "{\"uri\": \"fd:vmmig-in\"}", err, errlen)))
         goto out;
+    /* A direct stream's source waits for this (directstream.h) */
+    if ((rc = dstream_signal_ready(fd))) {
+        snprintf(err, errlen, "telling the source the direct stream is ready: %s", strerror(-rc));
+        goto out;
+    }
     /* QEMU exits when an incoming stream breaks (before a post-copy
      * switch): that is an EOF here. */
     rc = follow_migration(e, q, false, pc, NULL, err, errlen);
@@ -1130,6 +1193,7 @@ const struct mig_engine_ops qemu_mig_engine = {
     .save_postcopy = qm_save_postcopy,
     .restore_postcopy = qm_restore_postcopy,
     .is_suspended = qm_is_suspended,
+    .stop_time_ms = qm_stop_time_ms,
     .resume = qm_resume,
     .restore = qm_restore,
     .unpause = qm_unpause,
@@ -1143,4 +1207,5 @@ const struct mig_engine_ops qemu_mig_engine = {
     .recover_postcopy = qm_recover_postcopy,
     .stop_hook_group_only = true,
     .stop_hook_always = true,
+    .direct_stream = true,
 };

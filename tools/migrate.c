@@ -36,6 +36,9 @@ static const char migrate_help[] =
     "  -n, --no-wait         return once the migration has started (or is waiting)\n"
     "  -a, --algorithm ALG   precopy, postcopy or stopcopy (algo=ALG; default: the\n"
     "                        agents' choice, precopy); HOST must support it\n"
+    "      --stream MODE     relay (default) or direct: QEMU's stream on its own\n"
+    "                        TCP connection, not authenticated byte by byte\n"
+    "                        (stream=MODE; vmmig-send(8) --stream)\n"
     "  -m, --mount DIR       vmmigfs mount (default $VMMIG_MOUNT or " DEFAULT_MOUNT ")\n"
     "  -h, --help            show this help\n"
     "\n"
@@ -361,12 +364,13 @@ static int migrate_main(int argc, char **argv)
                                              {"port", required_argument, 0, 'p'},
                                              {"key", required_argument, 0, 'k'},
                                              {"timeout", required_argument, 0, 't'},
+                                             {"stream", required_argument, 0, 'M'},
                                              {0, 0, 0, 0}};
     struct cold_send_opts co = {.port = PROTO_DEFAULT_PORT, .timeout_ms = PROTO_DEFAULT_TIMEOUT_MS};
     bool cold = false, cold_opt = false;
     long lv;
     const char *mnt = env_default("VMMIG_MOUNT", DEFAULT_MOUNT);
-    const char *algo = NULL;
+    const char *algo = NULL, *stream = NULL;
     bool wait = true;
     int opt, rc;
 
@@ -394,6 +398,11 @@ static int migrate_main(int argc, char **argv)
                            optarg);
             algo = optarg;
             break;
+        case 'M':
+            if (!mig_stream_known(optarg))
+                usage_exit(&applet_migrate, "unknown stream '%s' (relay or direct)", optarg);
+            stream = optarg;
+            break;
         case 'm': mnt = optarg; break;
         case 'h': help_exit_ok(&applet_migrate);
         default: usage_exit(&applet_migrate, "unknown option");
@@ -405,8 +414,8 @@ static int migrate_main(int argc, char **argv)
     if (cold) {
         if (nargs != 2)
             usage_exit(&applet_migrate, "--cold takes DOMAIN and HOST");
-        if (algo || !wait)
-            usage_exit(&applet_migrate, "--cold takes no --algorithm or --no-wait");
+        if (algo || stream || !wait)
+            usage_exit(&applet_migrate, "--cold takes no --algorithm, --stream or --no-wait");
         co.name = argv[optind];
         co.host = argv[optind + 1];
         if (!co.key_file)
@@ -419,8 +428,8 @@ static int migrate_main(int argc, char **argv)
     const char *dom = argv[optind], *host = argv[optind + 1];
     const char *mode = nargs == 3 ? argv[optind + 2] : NULL;
     bool cancel = !strcmp(host, "cancel");
-    if (cancel && (mode || algo))
-        usage_exit(&applet_migrate, "cancel takes no other word or --algorithm");
+    if (cancel && (mode || algo || stream))
+        usage_exit(&applet_migrate, "cancel takes no other word, --algorithm or --stream");
     if (mode && !mode_word_ok(mode))
         usage_exit(&applet_migrate, "'%s': expected wait, wait=SECONDS (1 to 31536000) or force",
                    mode);
@@ -428,8 +437,9 @@ static int migrate_main(int argc, char **argv)
         error_exit("no vmmigfs mounted at %s (start it with: vmmigfs %s)", mnt, mnt);
 
     char req[400];
-    snprintf(req, sizeof req, "%s%s%s%s%s\n", host, mode ? " " : "", mode ? mode : "",
-             algo ? " algo=" : "", algo ? algo : "");
+    snprintf(req, sizeof req, "%s%s%s%s%s%s%s\n", host, mode ? " " : "", mode ? mode : "",
+             algo ? " algo=" : "", algo ? algo : "", stream ? " stream=" : "",
+             stream ? stream : "");
     char *mark = mount_events_mark(mnt);
     rc = mount_write(mnt, dom, "migrate", req);
     if (rc == -ENOENT)

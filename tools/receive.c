@@ -26,6 +26,7 @@
 #include "applet.h"
 #include "chunkring.h"
 #include "consolerelay.h"
+#include "directstream.h"
 #include "diskmig.h"
 #include "nbddev.h"
 #include "pcrecover.h"
@@ -108,6 +109,12 @@ struct rjob {
     int lock_fd;
     char guest_hold[LOCK_REQUEST_MAX + 1]; /* the guest's raw request, if any */
     char mig_id[PCREC_ID_LEN + 1]; /* the source's migration id ("" if it sent none) */
+    /* the direct stream (directstream.h): listening until the source connects */
+    bool direct;
+    int direct_lfd, direct_fd;
+    unsigned direct_port;
+    uint8_t direct_token[DSTREAM_TOKEN_LEN];
+    char direct_hex[DSTREAM_TOKEN_HEX];
 };
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -346,6 +353,103 @@ static void *pump_main(void *arg)
         r->pump_rc = wrc;
     if (!r->sock)
         r->pipe_w = -1; /* closed by the writer */
+    return NULL;
+}
+
+/* The direct stream: the source's connection with the token, taken while
+ * the control connection is watched (an ABORT before the stream, as a
+ * co-migration member sends when another failed, ends the wait).  0 with
+ * r->direct_fd; non-zero after saying why. */
+static int direct_accept(struct rjob *r, int timeout_ms)
+{
+    long long end = epoch_ms() + timeout_ms;
+    unsigned rejected = 0;
+    char err[300];
+    int type, rc;
+    uint8_t *pl;
+    uint32_t len;
+
+    for (;;) {
+        long long left = end - epoch_ms();
+        rc = dstream_accept(r->direct_lfd, r->rfd, r->direct_token, left > 0 ? (int)left : 1,
+                            &r->direct_fd, &rejected, err, sizeof err);
+        if (rc <= 0)
+            break;
+        pl = NULL;
+        if (proto_recv(&r->conn, &type, &pl, &len, err, sizeof err)) {
+            say("%s: %s (waiting for the direct stream)", r->peer, err);
+            return -1;
+        }
+        if (type == MSG_PROGRESS) {
+            free(pl);
+            continue;
+        }
+        if (type == MSG_ABORT) {
+            char why[200] = "no reason given";
+            kv_get(pl, len, "reason", why, sizeof why);
+            say("%s aborted before the direct stream: %s", r->peer, why);
+        } else {
+            say("%s sent %s where the direct stream was due", r->peer, msg_type_name(type));
+            reply(r, MSG_ABORT, "reason", "a message where the direct stream was due", NULL, NULL);
+        }
+        free(pl);
+        return -1;
+    }
+    if (rejected)
+        say("closed %u direct stream connection%s without the token", rejected,
+            rejected == 1 ? "" : "s");
+    close(r->direct_lfd);
+    r->direct_lfd = -1;
+    if (rc) {
+        say("%s: %s", r->peer, err);
+        reply(r, MSG_ABORT, "reason", err, NULL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* The control connection while the direct stream runs: keep-alives, then
+ * STREAM_END (or an ABORT).  A failure shuts the stream so that QEMU's
+ * restore ends too. */
+static void *direct_main(void *arg)
+{
+    struct rjob *r = arg;
+    char perr[200];
+    int type;
+    uint8_t *pl = NULL;
+    uint32_t len;
+
+    for (;;) {
+        free(pl);
+        pl = NULL;
+        r->pump_rc = proto_recv(&r->conn, &type, &pl, &len, perr, sizeof perr);
+        if (r->pump_rc) {
+            snprintf(r->pump_err, sizeof r->pump_err, "%s: %s", r->peer, perr);
+            break;
+        }
+        if (type == MSG_PROGRESS)
+            continue;
+        if (type == MSG_STREAM_END) {
+            char b[32] = "";
+            kv_get(pl, len, "bytes", b, sizeof b);
+            r->bytes = strtoull(b, NULL, 10);
+            break;
+        }
+        if (type == MSG_ABORT) {
+            char why[200] = "no reason given";
+            kv_get(pl, len, "reason", why, sizeof why);
+            snprintf(r->pump_err, sizeof r->pump_err, "the source aborted: %s", why);
+            r->pump_rc = -ECANCELED;
+        } else {
+            snprintf(r->pump_err, sizeof r->pump_err, "%s sent %s during the direct stream",
+                     r->peer, msg_type_name(type));
+            r->pump_rc = -EPROTO;
+        }
+        break;
+    }
+    free(pl);
+    if (r->pump_rc)
+        shutdown(r->direct_fd, SHUT_RDWR);
     return NULL;
 }
 
@@ -645,6 +749,31 @@ static int judge_request(struct rjob *r, const struct policy *pol, const uint8_t
     if (mig_algo_choose(algs, want, mine, algo, algolen, err, sizeof err)) {
         rc = refuse(r, "algorithm", "%s", err);
         goto out;
+    }
+    /* stream=direct: the hypervisor's stream on its own connection */
+    v[0] = 0;
+    kv_get(pl, len, "stream", v, sizeof v);
+    if (v[0] && !mig_stream_known(v)) {
+        rc = refuse(r, "bad-request", "unknown stream '%.20s' asked for (relay or direct)", v);
+        goto out;
+    }
+    if (!strcmp(v, "direct")) {
+        if (!r->eng->direct_stream) {
+            rc = refuse(r, "stream", "this host's %s engine takes its stream through the relay only",
+                        r->eng->name);
+            goto out;
+        }
+        if (!strcmp(algo, "postcopy")) {
+            rc = refuse(r, "stream", "post-copy takes its stream through the relay (its recovery "
+                                     "needs the relay)");
+            goto out;
+        }
+        if (dstream_listen(r->rfd, &r->direct_lfd, &r->direct_port, r->direct_token, r->direct_hex,
+                           err, sizeof err)) {
+            rc = refuse(r, "stream", "%s", err);
+            goto out;
+        }
+        r->direct = true;
     }
     kv_get(pl, len, "boot_id", bootid, sizeof bootid);
     kv_get(pl, len, "domid", srcdomid, sizeof srcdomid);
@@ -1057,7 +1186,8 @@ static int receive_disks(struct rjob *r)
         case MSG_PROGRESS:
             break;
         case MSG_DISKS_SYNCED:
-            say("%s: %d disk(s) of %s in sync", r->peer, r->ndisks, r->name);
+            if (r->ndisks) /* a direct stream's source says so without disks too */
+                say("%s: %d disk(s) of %s in sync", r->peer, r->ndisks, r->name);
             free(pl);
             return 0;
         case MSG_CHUNK:
@@ -1095,7 +1225,8 @@ static int receive_main(int argc, char **argv)
     const char *policy_path = env_default("VMMIG_POLICY", DEFAULT_POLICY);
     const char *key_file = proto_key_file();
     const char *algos = getenv("VMMIG_ALGORITHMS");
-    struct rjob r = {.pipe_w = -1, .lock_fd = -1, .first_type = -1};
+    struct rjob r = {.pipe_w = -1, .lock_fd = -1, .first_type = -1, .direct_lfd = -1,
+                     .direct_fd = -1};
     char disk_dir[4200];
     int rfd = 0, wfd = 1, timeout_ms = PROTO_DEFAULT_TIMEOUT_MS, opt, type, rc = 1;
     static uint8_t psk[PROTO_KEY_MAX];
@@ -1233,8 +1364,20 @@ static int receive_main(int argc, char **argv)
     free(pl);
     pl = NULL;
     r.sock = !strcmp(algo, "postcopy");
-    say("accepted %s (%s) from %s, %s", r.name, r.uuid, r.peer, algo);
-    reply(&r, MSG_REQ_OK, "algorithm", algo, "reservation", r.uuid);
+    say("accepted %s (%s) from %s, %s%s", r.name, r.uuid, r.peer, algo,
+        r.direct ? ", direct stream" : "");
+    if (r.direct) {
+        struct strbuf ok = {0};
+        kv_add(&ok, "algorithm", "%s", algo);
+        kv_add(&ok, "reservation", "%s", r.uuid);
+        kv_add(&ok, "stream", "direct");
+        kv_add(&ok, "stream_port", "%u", r.direct_port);
+        kv_add(&ok, "stream_token", "%s", r.direct_hex);
+        proto_send(&r.conn, MSG_REQ_OK, ok.s, (uint32_t)ok.len);
+        sb_free(&ok);
+    } else {
+        reply(&r, MSG_REQ_OK, "algorithm", algo, "reservation", r.uuid);
+    }
 
     /* the configuration */
     char *json = NULL;
@@ -1265,17 +1408,26 @@ static int receive_main(int argc, char **argv)
     /* the stream */
     /* Post-copy needs a socket: QEMU's return path goes back on it. */
     int pfd[2], qfd;
-    if (r.sock ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pfd) : pipe2(pfd, O_CLOEXEC)) {
-        say("%s: %s", r.sock ? "socketpair" : "pipe", strerror(errno));
-        free(json);
-        goto fail_state;
-    }
-    if (!r.sock)
-        fcntl(pfd[1], F_SETPIPE_SZ, PROTO_CHUNK_MAX);
-    r.pipe_w = pfd[1];
-    qfd = pfd[0];
     pthread_t pump, ret;
-    pthread_create(&pump, NULL, pump_main, &r);
+    if (r.direct) {
+        if (direct_accept(&r, timeout_ms)) {
+            free(json);
+            goto fail_state;
+        }
+        qfd = r.direct_fd;
+        pthread_create(&pump, NULL, direct_main, &r);
+    } else {
+        if (r.sock ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pfd) : pipe2(pfd, O_CLOEXEC)) {
+            say("%s: %s", r.sock ? "socketpair" : "pipe", strerror(errno));
+            free(json);
+            goto fail_state;
+        }
+        if (!r.sock)
+            fcntl(pfd[1], F_SETPIPE_SZ, PROTO_CHUNK_MAX);
+        r.pipe_w = pfd[1];
+        qfd = pfd[0];
+        pthread_create(&pump, NULL, pump_main, &r);
+    }
     if (r.sock)
         pthread_create(&ret, NULL, return_main, &r);
     char *incoming = r.incoming;
@@ -1292,10 +1444,20 @@ static int receive_main(int argc, char **argv)
         xrc = r.eng->restore(r.e, json, incoming, qfd, &domid, e2, sizeof e2);
     atomic_store(&watch.stop, true);
     pthread_join(watcher, NULL);
-    close(qfd);
+    if (r.direct) {
+        /* the source's QEMU sees a failure here; the thread its ABORT */
+        if (xrc)
+            shutdown(qfd, SHUT_RDWR);
+        pthread_join(pump, NULL);
+        close(qfd);
+        r.direct_fd = -1;
+    } else {
+        close(qfd);
+    }
     if (r.sock && xrc)
         shutdown(r.pipe_w, SHUT_RDWR); /* the pump stops writing to a QEMU that failed */
-    pthread_join(pump, NULL);
+    if (!r.direct)
+        pthread_join(pump, NULL);
     if (r.sock) {
         /* what QEMU wrote back last is still read, then the end marker */
         shutdown(r.pipe_w, SHUT_RD);
@@ -1409,6 +1571,8 @@ fail_state:
     state_rollback(&r);
     rc = 1;
 out:
+    if (r.direct_lfd >= 0)
+        close(r.direct_lfd);
     free(r.first_pl);
     free(pl);
     free(r.old_state);

@@ -97,7 +97,7 @@ static struct {
         int fd;
         struct strbuf line;
     } incoming[8];
-} fs = {.listen_fd = -1};
+} fs; /* zero here (listen_fd set in vmmigfs_main): an initialised copy would cost 12 KB */
 
 static struct ctl *C(void)
 {
@@ -822,6 +822,7 @@ static int vmmigfs_main(int argc, char **argv)
     struct fuse *fuse = NULL;
     int opt, rc = 1;
 
+    fs.listen_fd = -1;
     sb_printf(&mopts, "allow_other,fsname=vmmigfs,subtype=vmmigfs");
     while ((opt = getopt_long(argc, argv, "fdo:l:h", longopts, NULL)) != -1) {
         switch (opt) {

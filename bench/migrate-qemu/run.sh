@@ -7,7 +7,10 @@
 # 20000 pages/s) plus a heartbeat on its serial console.
 #
 #   vmmig: `vmmig send web1 hostB` (BENCH_QEMU_VIA=migrate: `vmmig migrate`,
-#          through the source's vmmigfs), vmmig's control protocol;
+#          through the source's vmmigfs), vmmig's control protocol, the
+#          stream relayed in authenticated chunks (the default);
+#   direct: the same with --stream=direct: QEMU's stream on its own TCP
+#          connection between the QEMUs (vmmig-protocol(7), DIRECT STREAM);
 #   raw:   bench/migrate-qemu/qmpbench.py raw: the destination QEMU started
 #          with the source's command line and -incoming defer -S,
 #          migrate-incoming / migrate tcp:, the capabilities and parameters
@@ -18,10 +21,11 @@
 #          the move): a reference for an authenticated stream, as vmmig's
 #          is; no target.
 #
-# Rounds alternate tools and directions: vmmig A->B, raw B->A, rawtls
-# A->B, vmmig B->A, raw A->B, rawtls B->A; BENCH_QEMU_SAMPLES (default 3)
-# rounds, so that many samples per tool and direction.  BENCH_ONLY_VMMIG=1:
-# only vmmig's moves (for profiling).  Every QEMU runs through qemu-wrap.sh, which adds
+# Rounds alternate tools and directions: vmmig A->B, raw B->A, direct
+# A->B, rawtls B->A, raw A->B, vmmig B->A, rawtls A->B, direct B->A;
+# BENCH_QEMU_SAMPLES (default 3) rounds, so that many samples per tool and
+# direction.  BENCH_ONLY_VMMIG=1: only vmmig's and direct's moves (for
+# profiling).  Every QEMU runs through qemu-wrap.sh, which adds
 # a monitor (bench.sock) for qmpbench.py observe: QEMU's own events and
 # query-migrate of the source, whichever tool moves the guest.  Measured:
 #   total time  the command's start -> the destination's RESUME event
@@ -33,7 +37,7 @@
 # memcheck verifies every page after each move; bad pages end the run
 # (exit 1).  Prints one BENCH line per move, then the medians: total time
 # vmmig/raw (target <= 1.05x) and downtime vmmig-raw (target <= +5 ms),
-# and where the time goes.  Reports, never gates: exit 0 when targets are
+# the same for direct, and where the time goes.  Reports, never gates: exit 0 when targets are
 # missed, non-zero only when the run itself breaks.
 # Environment: BENCH_QEMU_SAMPLES, BENCH_QEMU_VIA, VMMIG_QEMU_DOWNTIME_MS
 # (5000, for both tools), and tests/qemu/lib.sh's (VMMIG, VMMIG_TEST_KEEP,
@@ -83,12 +87,14 @@ move() {
     opid=$!
     BG=$opid
     qwait 15 "grep -qs ready '$obs.out'" || bail_out "the observer did not start: $(cat "$obs.err")"
-    if [ "$tool" = vmmig ]; then
+    if [ "$tool" = vmmig ] || [ "$tool" = direct ]; then
+        local stream=relay
+        [ "$tool" = direct ] && stream=direct
         t0=$EPOCHREALTIME
         if [ "$BENCH_QEMU_VIA" = send ]; then
-            on "$from" "$VMMIG" send web1 "host$to" >"$QDIR/cmd.$MOVES" 2>&1
+            on "$from" "$VMMIG" send --stream=$stream web1 "host$to" >"$QDIR/cmd.$MOVES" 2>&1
         else
-            on "$from" "$VMMIG" migrate web1 "host$to" >"$QDIR/cmd.$MOVES" 2>&1
+            on "$from" "$VMMIG" migrate --stream $stream web1 "host$to" >"$QDIR/cmd.$MOVES" 2>&1
         fi
         rc=$?
         t1=$EPOCHREALTIME
@@ -132,20 +138,23 @@ move() {
     line+=" mbps=$(kv qm_mbps "$ores" | awk '{ printf "%.0f", $1 }')"
     line+=" sent_mib=$(kv qm_transferred "$ores" | awk '{ printf "%.0f", $1 / 1048576 }')"
     line+=" syncs=$(kv qm_syncs "$ores") hb=$(kv hb_src_last_n "$ores")/$(kv hb_dst_first_n "$ores")"
-    [ "$tool" = vmmig ] && line+=" vmmig_says=$(sed -n 's/.*total_ms=\([0-9]*\) downtime_ms=\([0-9]*\).*/\1\/\2/p' <<<"$res")"
+    [ "$tool" = vmmig ] || [ "$tool" = direct ] && line+=" vmmig_says=$(sed -n 's/.*total_ms=\([0-9]*\) downtime_ms=\([0-9]*\).*/\1\/\2/p' <<<"$res")"
     line+=" memcheck_gap_ms=$(sed -n 's/.*max_gap_ms=\([0-9.]*\).*/\1/p' <<<"$v")"
     line+=" pages=$(sed -n 's/.*pages=\([0-9]*\).*/\1/p' <<<"$v") bad=0"
     echo "$line" | tee -a "$OUT"
 }
 
+if [ -n "${BENCH_ONLY_VMMIG:-}" ]; then
+    ROUND="vmmig:A:B direct:B:A direct:A:B vmmig:B:A"
+else
+    ROUND="vmmig:A:B raw:B:A direct:A:B rawtls:B:A raw:A:B vmmig:B:A rawtls:A:B direct:B:A"
+fi
 r=1
 while [ $r -le "$BENCH_QEMU_SAMPLES" ]; do
-    move vmmig A B $r
-    [ -n "${BENCH_ONLY_VMMIG:-}" ] || move raw B A $r
-    [ -n "${BENCH_ONLY_VMMIG:-}" ] || move rawtls A B $r
-    move vmmig B A $r
-    [ -n "${BENCH_ONLY_VMMIG:-}" ] || move raw A B $r
-    [ -n "${BENCH_ONLY_VMMIG:-}" ] || move rawtls B A $r
+    for step in $ROUND; do
+        IFS=: read -r tool from to <<<"$step"
+        move "$tool" "$from" "$to" $r
+    done
     r=$((r + 1))
 done
 echo "# load after: $(uptime)" >&2
@@ -158,6 +167,16 @@ diff|downtime (QEMU query-migrate, source), ms|$(med raw downtime_ms)|$(med vmmi
 info|guest paused: source STOP -> destination RESUME, ms|$(med raw pause_ms)|$(med vmmig pause_ms)|(QEMU events)
 info|gap in the guest's serial heartbeat, ms|$(med raw gap_ms)|$(med vmmig gap_ms)|(host-side, +up to 10 ms)
 info|command wall time, ms|$(med raw cmd_ms)|$(med vmmig cmd_ms)|(includes the source's removal)
+ROWS
+echo
+# The direct stream (--stream=direct) against the same raw moves, with the
+# same targets: what vmmig's control adds when it does not carry the stream.
+bench_table 50 8 "vmmig --stream=direct against raw QMP (medians)" raw direct "" <<ROWS
+ratio|total time: start -> running on the destination, ms|$(med raw total_ms)|$(med direct total_ms)|<= 1.05x|1.05
+diff|downtime (QEMU query-migrate, source), ms|$(med raw downtime_ms)|$(med direct downtime_ms)|<= +5 ms|5
+info|guest paused: source STOP -> destination RESUME, ms|$(med raw pause_ms)|$(med direct pause_ms)|(QEMU events)
+info|command wall time, ms|$(med raw cmd_ms)|$(med direct cmd_ms)|(includes the source's removal)
+info|QEMU's throughput, Mbit/s|$(med raw mbps)|$(med direct mbps)|
 ROWS
 echo
 # The same QEMU move with its stream authenticated (and encrypted) by

@@ -25,33 +25,6 @@ qenv_init "$@"
 qenv_start
 MA=$QDIR/A/mnt MB=$QDIR/B/mnt
 
-# Live QEMU processes of web1 on both hosts: 1 means it runs exactly once.
-instances() {
-    local n=0 f
-    for f in "$QDIR"/*/run/.dom/*/qemu.pid; do
-        [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && n=$((n + 1))
-    done
-    echo "$n"
-}
-
-# moved HOST: web1 runs there and nowhere else, its memory intact.
-moved() {
-    local h=$1 m=$QDIR/$1/mnt what=$2 v
-    qwait 10 "grep -q 'state: running' '$m/web1/status' 2>/dev/null"
-    ok $? "$what: web1 runs on host$h" || diag "$(cat "$m/web1/status" 2>&1)"
-    is "$(instances)" 1 "$what: the guest runs exactly once"
-    v=$(guest "$h" web1 'memcheck verify')
-    like "$v" 'bad=0' "$what: memory verified: $v"
-}
-
-# The receiving agent hostB's vmmigfs started (for the fault tests).
-recv_pid() {
-    local p
-    for p in $(descendants "$(cat "$QDIR/B/vmmigfs.pid")"); do
-        tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null | grep -q ' receive' && echo "$p"
-    done
-}
-
 # hostB's agent reached through an exec transport, so that the test sets
 # its environment: as a host without post-copy answers (VMMIG_ALGORITHMS),
 # or with a test delay ($DELAY).

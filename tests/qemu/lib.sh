@@ -156,6 +156,34 @@ descendants() {
     done
 }
 
+# Live QEMU processes on both hosts: 1 means the one guest runs exactly once.
+instances() {
+    local n=0 f
+    for f in "$QDIR"/*/run/.dom/*/qemu.pid; do
+        [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && n=$((n + 1))
+    done
+    echo "$n"
+}
+
+# moved HOST WHAT: web1 runs on HOST and nowhere else, its memory intact
+# (memcheck started in it).
+moved() {
+    local h=$1 m=$QDIR/$1/mnt what=$2 v
+    qwait 10 "grep -q 'state: running' '$m/web1/status' 2>/dev/null"
+    ok $? "$what: web1 runs on host$h" || diag "$(cat "$m/web1/status" 2>&1)"
+    is "$(instances)" 1 "$what: the guest runs exactly once"
+    v=$(guest "$h" web1 'memcheck verify')
+    like "$v" 'bad=0' "$what: memory verified: $v"
+}
+
+# recv_pid [HOST]: the receiving agent HOST's vmmigfs started (default B).
+recv_pid() {
+    local p
+    for p in $(descendants "$(cat "$QDIR/${1:-B}/vmmigfs.pid")"); do
+        tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null | grep -q ' receive' && echo "$p"
+    done
+}
+
 # After `vmmig console` (pid $con, output $QDIR/con.out and con.err) typed
 # one key per 50 ms ($QDIR/typed) into NAME's /tmp/keys while NAME moved to
 # HOST and printed "tick N" lines: every key arrived exactly once, in order,

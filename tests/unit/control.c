@@ -33,6 +33,7 @@ static struct {
     bool force, recover;
     char transport[200];
     char algorithm[32];
+    char stream[16];
     unsigned port, timeout_s;
     uint32_t members[GROUP_MAX];
     size_t nmembers;
@@ -124,6 +125,7 @@ static int m_argv(struct backend *b, const struct vm_info *vm, const struct mig_
     snprintf(mock_req.algorithm, sizeof mock_req.algorithm, "%s",
              req->algorithm ? req->algorithm : "");
     snprintf(mock_req.transport, sizeof mock_req.transport, "%s", req->transport);
+    snprintf(mock_req.stream, sizeof mock_req.stream, "%s", req->stream ? req->stream : "");
     mock_req.port = req->port;
     mock_req.timeout_s = req->timeout_s;
     mock_req.recover = req->recover;
@@ -434,6 +436,89 @@ static void test_requests(void)
     ok(strstr(err, "already running"), "says so: %s", err);
     finish_migration(&c, d);
     is_int(mock_stray, 0, "no backend call for an unknown domain");
+    close_fresh(&c, dir);
+}
+
+/* stream=relay|direct in the migrate file: checked, passed on, refused for
+ * a group and on a Xen host. */
+static void test_stream_mode(void)
+{
+    char dir[64], policy[128], err[300];
+    struct ctl c;
+    const char *u = "00000000-0000-0000-0000-0000000000c3";
+
+    mock_reset();
+    add_vm(28, "web1", u);
+    add_vm(29, "domr-web1", "00000000-0000-0000-0000-0000000000c4");
+    open_fresh(&c, dir, policy, sizeof policy);
+    struct domain *d = ctl_find(&c, "web1");
+    static const char *const bad[] = {
+        "hostB stream=", "hostB stream=fast", "hostB stream=DIRECT", "hostB stream=direct stream=relay",
+        "stream=direct", "cancel stream=direct", "hostB stream",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        int calls = mock_req.calls;
+        err[0] = 0;
+        ok(wm(&c, d, bad[i], err) == -EINVAL && err[0], "migrate '%s': EINVAL: %s", bad[i], err);
+        ok(mock_req.calls == calls && !strcmp(d->migration, "idle"), "  ...and nothing started");
+    }
+    wm(&c, d, "hostB stream=fast", err);
+    ok(strstr(err, "unknown stream 'fast' (stream=relay or stream=direct)"), "says why: %s", err);
+
+    mock_cmd = "exit 0";
+    is_int(wm(&c, d, "hostB stream=direct", err), 0, "'hostB stream=direct' starts: %s", err);
+    is_str(mock_req.stream, "direct", "  the request asks for a direct stream");
+    ok(events_have(&c, "stream=direct"), "  the migrate-started event says so");
+    finish_migration(&c, d);
+    is_int(wm(&c, d, "hostB stream=relay algo=stopcopy", err), 0, "stream=relay with algo=: %s", err);
+    is_str(mock_req.stream, "", "  the relay is the default: nothing asked for");
+    is_str(mock_req.algorithm, "stopcopy", "  algo= still reaches the request");
+    finish_migration(&c, d);
+    is_int(wm(&c, d, "hostB", err), 0, "a plain request after it");
+    is_str(mock_req.stream, "", "  no stream asked for");
+    finish_migration(&c, d);
+
+    /* the policy's stream = direct: the default for a domain alone */
+    struct caller me = {.pid = getpid()};
+    is_int(ctl_policy_write(&c, "stream = direct", 15, &me, err, sizeof err), 0, "policy stream = direct");
+    is_int(wm(&c, d, "hostB", err), 0, "a plain request: %s", err);
+    is_str(mock_req.stream, "direct", "  asks for a direct stream (the policy)");
+    finish_migration(&c, d);
+    is_int(wm(&c, d, "hostB stream=relay", err), 0, "stream=relay over the policy");
+    is_str(mock_req.stream, "", "  the relay");
+    finish_migration(&c, d);
+    is_int(ctl_policy_write(&c, "transport = ssh %h vmmig receive", 32, &me, err, sizeof err), 0,
+           "policy: an exec transport");
+    is_int(wm(&c, d, "hostB", err), 0, "a plain request");
+    is_str(mock_req.stream, "", "  the policy's direct is not used with an exec transport");
+    finish_migration(&c, d);
+    is_int(ctl_policy_write(&c, "transport = tcp", 15, &me, err, sizeof err), 0, "policy: tcp");
+
+    /* a Xen host: refused at the write */
+    struct backend_ops xen_named = mock_ops;
+    xen_named.name = "xen";
+    const struct backend_ops *saved = c.ops;
+    c.ops = &xen_named;
+    int calls = mock_req.calls;
+    is_int(wm(&c, d, "hostB stream=direct", err), -EINVAL, "stream=direct on a xen host: EINVAL");
+    ok(strstr(err, "xen backend takes its stream through the relay only"), "  says why: %s", err);
+    ok(mock_req.calls == calls && !strcmp(d->migration, "done hostB"), "  nothing started");
+    is_int(wm(&c, d, "hostB stream=relay", err), 0, "stream=relay on a xen host: fine");
+    finish_migration(&c, d);
+    is_int(wm(&c, d, "hostB", err), 0, "a plain request on a xen host");
+    is_str(mock_req.stream, "", "  the policy's direct is not used on a xen host");
+    finish_migration(&c, d);
+    c.ops = saved;
+
+    /* a group */
+    is_int(wp(&c, d, "domr-web1", err), 0, "web1 and domr-web1 form a group");
+    calls = mock_req.calls;
+    is_int(wm(&c, d, "hostB stream=direct", err), -EINVAL, "stream=direct for a group: EINVAL");
+    ok(strstr(err, "stream=direct applies to a domain alone"), "  says why: %s", err);
+    ok(mock_req.calls == calls, "  nothing started");
+    is_int(wm(&c, d, "hostB", err), 0, "a plain request for the group");
+    is_str(mock_req.stream, "", "  the policy's direct is not used for a group");
+    finish_migration(&c, d);
     close_fresh(&c, dir);
 }
 
@@ -1505,6 +1590,7 @@ int main(void)
     test_requests();
     test_progress();
     test_algorithm_report();
+    test_stream_mode();
     test_wait_force();
     test_forwarding();
     test_guest_since();

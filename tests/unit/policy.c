@@ -84,7 +84,8 @@ int main(void)
         "migrate_timeout=0", "migrate_timeout=86401", "migrate_timeout=-5", "migrate_timeout=1.5",
         "migrate_timeout=", "forward_ttl=-1", "forward_ttl=31536001", "forward_ttl=1h",
         "forward_ttl=", "accept_incoming=maybe", "accept_incoming=1", "accept_incoming=true",
-        "accept_incoming=YES", "accept_incoming=",
+        "accept_incoming=YES", "accept_incoming=", "stream=", "stream=fast", "stream=DIRECT",
+        "stream=direct relay",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         orig = p;
@@ -129,16 +130,21 @@ int main(void)
     policy_format(&q, &sb);
     is_str(sb.s,
            "guest_max_hold = 3600\nmax_ttl = 86400\nadmin_group = \ntransport = tcp\nport = 8123\n"
-           "migrate_timeout = 30\nforward_ttl = 3600\naccept_incoming = yes\n",
+           "migrate_timeout = 30\nforward_ttl = 3600\naccept_incoming = yes\nstream = relay\n",
            "format: every key, defaults");
     const char *mig = "transport = ssh %h vmmig receive\nport = 9000\nmigrate_timeout = 12\n"
-                      "forward_ttl = 0\naccept_incoming = no\n";
+                      "forward_ttl = 0\naccept_incoming = no\nstream = direct\n";
     is_int(policy_parse(&q, mig, strlen(mig), err, sizeof err), 0, "migration keys parse: %s", err);
     is_int(policy_save(path, &q), 0, "saved");
     is_int(policy_load(path, &r, err, sizeof err), 0, "loaded");
     ok(!strcmp(r.transport, "ssh %h vmmig receive") && r.port == 9000 && r.migrate_timeout == 12 &&
-           r.forward_ttl == 0 && !r.accept_incoming,
+           r.forward_ttl == 0 && !r.accept_incoming && r.stream_direct,
        "migration keys survive a round trip");
+    ok(q.stream_direct && policy_set(&q, "stream = relay", 14, err, sizeof err) == 0 &&
+           !q.stream_direct,
+       "stream = relay sets it back");
+    policy_set(&q, "stream=fast", 11, err, sizeof err);
+    is_str(err, "stream: 'fast' is neither relay nor direct", "a bad stream says why");
     const char *badport = "port = 8123\nport = 99999\n";
     ok(policy_parse(&q, badport, strlen(badport), err, sizeof err) == -EINVAL &&
            strstr(err, "line 2") && strstr(err, "port"),

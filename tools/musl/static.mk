@@ -48,7 +48,9 @@ MUSL_STAMP       := $(MUSL_DIR)/stamps/all
 MUSL_BUILD_DEPS  := tools/musl/build-deps.sh
 
 SB          := $(B)/static
-STATIC_OBJ  := $(SRC:%.c=$(SB)/obj/%.o)
+# tools/musl/fuse-noiconv.c: keeps libfuse3's iconv module (and musl's
+# iconv tables, ~145 KB) out of the static link; see the file.
+STATIC_OBJ  := $(SRC:%.c=$(SB)/obj/%.o) $(SB)/obj/tools/musl/fuse-noiconv.o
 STATIC_BIN  := $(SB)/vmmig
 STATIC_SHIP := $(SB)/vmmig.stripped
 # -isystem: third-party headers must not trip -Werror.
