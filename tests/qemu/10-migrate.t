@@ -65,7 +65,7 @@ v=$(guest A web1 'memcheck verify')
 like "$v" 'bad=0' "memory verified after stop-and-copy: $v"
 
 # --- fault: the destination's agent killed in stop-and-copy --------------
-VMMIG_TEST_DELAY=stopped:3 on A "$VMMIG" send web1 hostB > "$QDIR/fault.out" 2>&1 &
+VMMIG_TEST_DELAY=stopped:3 on_exec A "$VMMIG" send web1 hostB > "$QDIR/fault.out" 2>&1 &
 send_pid=$!
 qwait 20 "grep -q 'test delay at stopped' '$QDIR/fault.out'"
 ok $? "the source agent waits in stop-and-copy"
@@ -92,7 +92,7 @@ exec env VMMIG_TEST_DELAY=\${DELAY:-} VMMIG_QEMU_DIR=$QDIR/B/run VMMIG_STATE_DIR
 EOF
 chmod 755 "$QDIR/viaB"
 rm -f "$QDIR/viaB.pids"
-DELAY=activating:15 on A "$VMMIG" send --via "$QDIR/viaB %h" web1 hostB > "$QDIR/act.out" 2>&1 &
+DELAY=activating:15 on_exec A "$VMMIG" send --via "$QDIR/viaB %h" web1 hostB > "$QDIR/act.out" 2>&1 &
 send_pid=$!
 qwait 40 "grep -q 'test delay at activating' '$QDIR/act.out'"
 ok $? "committed: hostB's agent waits before it resumes web1" || diag "$(cat "$QDIR/act.out")"

@@ -76,7 +76,7 @@ ok $? "  hostB's agent took it as a direct stream" || diag "$(tail -5 "$MB/event
 moved B "direct A to B"
 
 # --- a connection without the token is closed; the move goes on ----------
-VMMIG_TEST_DELAY=reserved:4 on B "$VMMIG" send --stream direct web1 hostA > "$QDIR/intr.out" 2>&1 &
+VMMIG_TEST_DELAY=reserved:4 on_exec B "$VMMIG" send --stream direct web1 hostA > "$QDIR/intr.out" 2>&1 &
 pid=$!
 qwait 30 "grep -q 'test delay at reserved' '$QDIR/intr.out'"
 ok $? "B to A: the source waits after the reservation"

@@ -64,7 +64,7 @@ like "$out" 'rc=1' "  and exits 1 (after $(( $(date +%s) - t0 )) s)"
 # Its migrations wait 2 s between RECEIVED and the commit, the guest
 # stopped on both hosts: the console below must hold the keys typed then.
 VMMIG_TEST_DELAY=received:2 \
-    on A "$VMMIG" fs -f --backend qemu --listen 8123 "$MA" </dev/null >>"$QDIR/A/vmmigfs.log" 2>&1 &
+    on_exec A "$VMMIG" fs -f --backend qemu --listen 8123 "$MA" </dev/null >>"$QDIR/A/vmmigfs.log" 2>&1 &
 echo $! > "$QDIR/A/vmmigfs.pid"
 qwait 5 "[ -d '$MA/web1' ]"
 ok $? "vmmigfs restarted"

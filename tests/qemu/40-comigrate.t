@@ -115,7 +115,7 @@ done
 # on TCG); qb's agent is killed: the coordinator aborts qa at the barrier
 # (its migration is cancelled, its guest runs again) and settles qb (send
 # --recover).
-VMMIG_TEST_DELAY=stop@qb:120 on A "$VMMIG" comigrate hostB qa qb > "$QDIR/fail.out" 2>&1 &
+VMMIG_TEST_DELAY=stop@qb:120 on_exec A "$VMMIG" comigrate hostB qa qb > "$QDIR/fail.out" 2>&1 &
 co=$!
 qwait 60 "grep -q 'qb: vmmig send: test delay at stop' '$QDIR/fail.out' &&
           grep -q 'progress member=qa stage=3' '$QDIR/fail.out'"
@@ -201,7 +201,7 @@ nothing_on_B() {
 }
 qwait 60 nothing_on_B
 VMMIG_QEMU_GROUP_STOP=barrier VMMIG_TEST_DELAY=stop@qb:120 \
-    on A "$VMMIG" comigrate hostB qa qb > "$QDIR/fail2.out" 2>&1 &
+    on_exec A "$VMMIG" comigrate hostB qa qb > "$QDIR/fail2.out" 2>&1 &
 co=$!
 qwait 60 "grep -q 'qb: vmmig send: test delay at stop' '$QDIR/fail2.out' &&
           grep -q 'progress member=qa stage=3' '$QDIR/fail2.out'"

@@ -80,7 +80,7 @@ like "$out" "blockmirror:web1.xvda is not served here .*blockmirror serve IMAGE 
 ok "$( [ ! -e "$QDIR/A/run/bad2" ]; echo $? )" "  ...and leaves no domain behind"
 
 # --- the primary on hostA, the guest --------------------------------------
-on A "$VMMIG" blockmirror serve "$IMG" --disk web1.xvda </dev/null >"$QDIR/A/bm.log" 2>&1 &
+on_exec A "$VMMIG" blockmirror serve "$IMG" --disk web1.xvda </dev/null >"$QDIR/A/bm.log" 2>&1 &
 bm_a=$!
 qwait 10 "[ -S '$QDIR/A/state/blockmirror/web1.xvda.nbd' ] && [ -S '$QDIR/A/state/blockmirror/web1.xvda.bmctl' ]"
 ok $? "blockmirror serve --disk web1.xvda: NBD and control sockets in hostA's state dir" ||
@@ -103,7 +103,7 @@ grows A "the guest's disk writes go through"
 
 # --- fault: hostB's secondary killed while every write is mirrored ---------
 # (the delay is long: the guest answers slowly under TCG on a busy machine)
-VMMIG_TEST_DELAY=disksynced:30 on A "$VMMIG" send web1 hostB > "$QDIR/f1.out" 2>&1 &
+VMMIG_TEST_DELAY=disksynced:30 on_exec A "$VMMIG" send web1 hostB > "$QDIR/f1.out" 2>&1 &
 send_pid=$!
 qwait 60 "grep -qs 'test delay at disksynced' '$QDIR/f1.out'"
 ok $? "send: the disk is in sync before the memory moves" || diag "$(cat "$QDIR/f1.out")"
@@ -134,7 +134,7 @@ ok "$( [ -e "$QDIR/B/state/disks/web1.xvda.img" ] && [ ! -e "$QDIR/B/state/disks
 like "$(cat "$MB/events")" 'kept the copy of web1.s disk xvda for a later attempt' "  ...and says so"
 
 # --- fault: hostB's agent killed after RECEIVED, before the commit ---------
-VMMIG_TEST_DELAY=received:10 on A "$VMMIG" send web1 hostB > "$QDIR/f2.out" 2>&1 &
+VMMIG_TEST_DELAY=received:10 on_exec A "$VMMIG" send web1 hostB > "$QDIR/f2.out" 2>&1 &
 send_pid=$!
 qwait 90 "grep -qs 'test delay at received' '$QDIR/f2.out'"
 ok $? "send: memory and disk on hostB, before the commit" || diag "$(cat "$QDIR/f2.out")"

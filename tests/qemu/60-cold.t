@@ -48,7 +48,7 @@ printf 'admin_group =\nmigrate_timeout = 30\n' > "$QDIR/B/policy"
 # the link cut while the files are copied: the source is held 4 s after
 # the first chunk (VMMIG_TEST_DELAY), the veth goes down meanwhile
 t0=$(date +%s)
-VMMIG_TEST_DELAY=cold-stream:4 on A "$VMMIG" migrate --cold -t 5 web1 hostB > "$QDIR/cut.out" 2>&1 &
+VMMIG_TEST_DELAY=cold-stream:4 on_exec A "$VMMIG" migrate --cold -t 5 web1 hostB > "$QDIR/cut.out" 2>&1 &
 mig=$!
 qwait 20 "grep -q 'test delay at cold-stream' '$QDIR/cut.out'" || diag "$(cat "$QDIR/cut.out")"
 ip -n "$NS_A" link set "vqa$$" down
@@ -74,7 +74,7 @@ restart_b() { # [VAR=VALUE]: hostB's vmmigfs again, with VAR in its environment
     if [ $# -gt 0 ]; then
         export "$@"
     fi
-    on B "$VMMIG" fs -f --backend qemu --listen 8123 "$QDIR/B/mnt" \
+    on_exec B "$VMMIG" fs -f --backend qemu --listen 8123 "$QDIR/B/mnt" \
         </dev/null >>"$QDIR/B/vmmigfs.log" 2>&1 &
     echo $! > "$QDIR/B/vmmigfs.pid"
     [ $# -gt 0 ] && unset "${1%%=*}"

@@ -79,10 +79,17 @@ qenv_cleanup() {
 
 # on HOST CMD...: run CMD on host A or B (its namespace and environment).
 on() {
+    (on_exec "$@")
+}
+# on_exec HOST CMD...: the same in place of this shell.  For `on_exec
+# HOST CMD &`, whose $! is then CMD's own pid: a function run in the
+# background is a bash subshell, and killing that left CMD running
+# (60-cold.t's restart_b: the old vmmigfs kept hostB's port).
+on_exec() {
     local h=$1 ns
     shift
     [ "$h" = A ] && ns=$NS_A || ns=$NS_B
-    VMMIG_QEMU_DIR=$QDIR/$h/run VMMIG_STATE_DIR=$QDIR/$h/state VMMIG_POLICY=$QDIR/$h/policy \
+    exec env VMMIG_QEMU_DIR=$QDIR/$h/run VMMIG_STATE_DIR=$QDIR/$h/state VMMIG_POLICY=$QDIR/$h/policy \
         VMMIG_KEY_FILE=$QDIR/key VMMIG_MOUNT=$QDIR/$h/mnt VMMIG_HOOKS_DIR=$QDIR/$h/hooks \
         VMMIG_BOOT_ID=${QENV_BOOT_IDS:+vmq-$$-$h} \
         VMMIG_QEMU_DOWNTIME_MS=${VMMIG_QEMU_DOWNTIME_MS:-5000} \
@@ -108,7 +115,7 @@ qenv_start() {
     for h in A B; do
         mkdir -p "$QDIR/$h/run" "$QDIR/$h/state" "$QDIR/$h/mnt" "$QDIR/$h/hooks"
         printf 'admin_group =\nmigrate_timeout = 30\n' > "$QDIR/$h/policy"
-        on $h "$VMMIG" fs -f --backend qemu --listen 8123 "$QDIR/$h/mnt" \
+        on_exec $h "$VMMIG" fs -f --backend qemu --listen 8123 "$QDIR/$h/mnt" \
             </dev/null >>"$QDIR/$h/vmmigfs.log" 2>&1 &
         echo $! > "$QDIR/$h/vmmigfs.pid"
     done
