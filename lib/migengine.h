@@ -139,6 +139,12 @@ struct mig_engine_ops {
      * it (QEMU's): the group waits for this member at its stop barrier
      * even once it is seen stopped. */
     bool stop_hook_always;
+    /* Optional: save() calls fn once its hypervisor is set up for the
+     * stream, before the domain stops or the stream starts (NULL clears
+     * it); nonzero fails the save with the reason in why, the domain still
+     * running.  A direct stream's source waits there for the destination's
+     * QEMU (dstream_wait_ready()), so that the setup on both hosts overlaps. */
+    void (*set_stream_gate)(struct mig_engine *e, mig_stop_hook_fn *fn, void *arg);
     /* save() and restore() may be given the TCP socket of a direct stream
      * (directstream.h) instead of the relay's pipe (QEMU's: it reports its
      * own progress; Xen's rounds are read off the relayed stream); restore()

@@ -47,6 +47,9 @@ struct mig_engine {
      * over when QEMU stopped the guest by itself: its migration thread
      * holds the big lock the monitor needs meanwhile. */
     atomic_llong stop_event_ms;
+    /* Passed before the stream starts (set_stream_gate) */
+    mig_stop_hook_fn *stream_gate;
+    void *stream_gate_arg;
     /* The co-migration stop barrier (set_stop_hook): see group_stop(). */
     mig_stop_hook_fn *stop_hook;
     void *stop_hook_arg;
@@ -624,6 +627,14 @@ static int save_common(struct mig_engine *e, uint32_t domid, int fd, bool live,
     sb_printf(&params, "}");
     if ((rc = exec_simple(q, "migrate-set-parameters", params.s, err, errlen)))
         goto out;
+    if (e->stream_gate) {
+        char why[300] = "";
+        if ((rc = e->stream_gate(e->stream_gate_arg, why, sizeof why))) {
+            snprintf(err, errlen, "%s", why[0] ? why : "the stream could not start");
+            rc = rc < 0 ? rc : -EIO;
+            goto out;
+        }
+    }
     if (!live) {
         /* Stop-and-copy: the guest stops first, then one pass; in a
          * group, once every member is ready to. */
@@ -959,6 +970,12 @@ static void qm_set_stop_hook(struct mig_engine *e, mig_stop_hook_fn *fn, void *a
     e->stop_hook_arg = arg;
 }
 
+static void qm_set_stream_gate(struct mig_engine *e, mig_stop_hook_fn *fn, void *arg)
+{
+    e->stream_gate = fn;
+    e->stream_gate_arg = arg;
+}
+
 static long long qm_stop_time_ms(struct mig_engine *e)
 {
     return atomic_load(&e->stop_event_ms);
@@ -1194,6 +1211,7 @@ const struct mig_engine_ops qemu_mig_engine = {
     .restore_postcopy = qm_restore_postcopy,
     .is_suspended = qm_is_suspended,
     .stop_time_ms = qm_stop_time_ms,
+    .set_stream_gate = qm_set_stream_gate,
     .resume = qm_resume,
     .restore = qm_restore,
     .unpause = qm_unpause,

@@ -1271,6 +1271,20 @@ static _Noreturn void switched_failed(struct job *j, const char *why, const uint
  * over and before it switches: a hold that arrived meanwhile still wins;
  * then the copy here is renamed and COMMIT goes out inside the stream.
  * Non-zero: no switch, the guest runs on here (commit_err says why). */
+/* A direct stream starts once the destination's QEMU reads it: save()
+ * waits here after setting up the source's QEMU (set_stream_gate), so
+ * that the two hosts set up at the same time. */
+static int direct_stream_gate(void *arg, char *why, size_t whylen)
+{
+    struct job *j = arg;
+    char e2[300];
+    int rc = dstream_wait_ready(j->qemu_fd, j->timeout_ms, e2, sizeof e2);
+
+    if (rc)
+        snprintf(why, whylen, "%s: %s", j->host, cancelled ? "cancelled" : e2);
+    return rc;
+}
+
 static int postcopy_commit(void *arg)
 {
     struct job *j = arg;
@@ -1813,8 +1827,11 @@ static int send_main(int argc, char **argv)
         cancel_stream_fd = pfd[1];
         if (cancelled)
             shutdown(pfd[1], SHUT_RDWR);
-        /* QEMU's stream starts once the destination's QEMU reads it */
-        if (dstream_wait_ready(pfd[1], j.timeout_ms, e2, sizeof e2)) {
+        /* QEMU's stream starts once the destination's QEMU reads it:
+         * where the engine can, it waits itself once it is set up. */
+        if (j.eng->set_stream_gate)
+            j.eng->set_stream_gate(j.e, direct_stream_gate, &j);
+        else if (dstream_wait_ready(pfd[1], j.timeout_ms, e2, sizeof e2)) {
             close(pfd[1]);
             cancel_stream_fd = -1;
             snprintf(err, sizeof err, "%s: %s", j.host, cancelled ? "cancelled" : e2);
