@@ -606,10 +606,14 @@ static int save_common(struct mig_engine *e, uint32_t domid, int fd, bool live,
         rc = -EINVAL;
         goto out;
     }
+    /* both phases; parameters outlive a migration, so each is set every
+     * time (max-postcopy-bandwidth 0: no limit) */
     if (bwv)
-        sb_printf(&params, "{\"max-bandwidth\": %lld", bwv);
+        sb_printf(&params, "{\"max-bandwidth\": %lld, \"max-postcopy-bandwidth\": %lld", bwv,
+                  bwv);
     else
-        sb_printf(&params, "{\"max-bandwidth\": " QEMU_MAX_BANDWIDTH);
+        sb_printf(&params, "{\"max-bandwidth\": " QEMU_MAX_BANDWIDTH
+                           ", \"max-postcopy-bandwidth\": 0");
     if (gs && live && (rc = group_stop_way(e, q, gs, err, errlen)))
         goto out;
     if (gs && gs->at_barrier && live) {

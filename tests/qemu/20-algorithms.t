@@ -9,7 +9,8 @@
 # Before the post-copy switch a killed destination agent and a hold that
 # arrives both leave the guest running on hostA (there the switch comes
 # after the first pass, the default).  After it, a stream cut by a killed
-# destination agent is recovered (RECOVER: vmmig send and vmmigfs), the
+# destination agent is recovered (RECOVER: vmmig send and vmmigfs), and so
+# is one over TCP whose link goes silent for a while; the
 # destination refuses bad RECOVERs with reason codes and changes nothing
 # (tests/qemu/recover-req.py), and the guest is reported lost, with the
 # reason, when the destination's QEMU is gone or the retries are spent.
@@ -264,6 +265,35 @@ is "$(sed -n 's/^domid: //p' "$MB/web1/status")" "$domid" "  the same QEMU as be
 out=$(on B "$VMMIG" send web1 hostA 2>&1)
 like "$out" 'result ok host=hostA' "back to hostA (pre-copy)" || diag "$out"
 moved A "back after the refusals"
+
+# --- post-copy: a silent break after the switch is recovered ---------------
+# hostB's link goes down (no RST, no FIN: the connections just go quiet)
+# for 7 s while web1 runs there and its memory still arrives over TCP
+# (throttled to 8 MiB/s so that it is still arriving).  The source notices
+# the silence after its timeout (4 s), redials until the link is back, and
+# the fresh agent on hostB takes the rest once the old one has let go.
+printf 'admin_group =\nmigrate_timeout = 4\n' > "$QDIR/B/policy"
+VMMIG_QEMU_MAX_BANDWIDTH=8388608 on_exec A "$VMMIG" send --timeout 4 --algorithm postcopy \
+    web1 hostB > "$QDIR/pc-silent.out" 2>&1 &
+pid=$!
+qwait 40 "[ -s '$marker' ]"
+ok $? "post-copy over TCP: switched, web1 runs on hostB" || diag "$(cat "$QDIR/pc-silent.out")"
+ip -n "$NS_B" link set "vqb$$" down
+sleep 7
+ip -n "$NS_B" link set "vqb$$" up
+wait "$pid"
+st=$?
+out=$(cat "$QDIR/pc-silent.out")
+is "$st" 0 "  hostB's link silent for 7 s after the switch: vmmig send succeeds" || diag "$out"
+like "$out" 'broke after the switch.*recovering' "  it saw the stream break"
+like "$out" 'result ok host=hostB .*postcopy=switched postcopy_recovered=1' \
+    "  and recovered it through a fresh agent"
+like "$(cat "$MB/events")" 'recovering the post-copy of web1' "  hostB's fresh agent took the rest"
+moved B "post-copy recovered after a silent break"
+printf 'admin_group =\nmigrate_timeout = 30\n' > "$QDIR/B/policy"
+out=$(on B "$VMMIG" send web1 hostA 2>&1)
+like "$out" 'result ok host=hostA' "back to hostA (pre-copy)" || diag "$out"
+moved A "back after the silent break"
 
 # --- post-copy: recovery impossible, the guest is lost (last) --------------
 # hostB's QEMU is killed too: the fresh agent refuses (gone).
