@@ -555,11 +555,14 @@ static int follow_migration(struct mig_engine *e, struct qmp *q, bool source,
                 snprintf(err, errlen, "the source switched to post-copy without a commit");
                 return -EPROTO;
             }
-            /* Still loading the device state, cont only sets autostart:
-             * either way it runs as soon as QEMU can. */
+            /* It is this host's now: whatever fails from here (a cont
+             * that times out while the link is silent and QEMU waits for
+             * pages) leaves it kept, paused, for a recovery, never
+             * removed.  Still loading the device state, cont only sets
+             * autostart: either way it runs as soon as QEMU can. */
+            pc->running = true;
             if ((rc = exec_simple(q, "cont", NULL, err, errlen)))
                 return rc;
-            pc->running = true;
             continue;
         }
         if (source && e->progress && round && round != last_round &&
@@ -964,6 +967,13 @@ static int qm_recover_postcopy(struct mig_engine *e, uint32_t domid,
         return rc;
     struct postcopy pc = {.after_ms = -1, .running = true};
     rc = follow_migration(e, q, false, &pc, NULL, err, errlen);
+    /* The first agent's cont may not have reached QEMU (it broke off
+     * before QEMU answered): it runs once every page is here. */
+    struct json *st = NULL;
+    if (!rc && !qmp_execute(q, "query-status", NULL, -1, &st, QMP_TIMEOUT_MS, err, errlen) &&
+        !json_bool(st, "running", true))
+        rc = exec_simple(q, "cont", NULL, err, errlen);
+    json_free(st);
     qmp_close(q);
     return rc;
 }

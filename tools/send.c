@@ -469,6 +469,12 @@ static void *pump_main(void *arg)
             pump_fail(j, -errno, "reading the stream: %s", strerror(errno));
             break;
         }
+        if (r == 0 && j->final_seen && !stopped_delay_done) {
+            /* QEMU's engine reports the stop once it has written it all,
+             * maybe after the last read: the end waits here instead */
+            stopped_delay_done = true;
+            test_delay("stopped");
+        }
         sl->end = r == 0;
         sl->len = (uint32_t)r;
         sl->index = j->chunks; /* for the end: how many chunks came before */

@@ -268,23 +268,24 @@ moved A "back after the refusals"
 
 # --- post-copy: a silent break after the switch is recovered ---------------
 # hostB's link goes down (no RST, no FIN: the connections just go quiet)
-# for 7 s while web1 runs there and its memory still arrives over TCP
+# for 10 s while web1 runs there and its memory still arrives over TCP
 # (throttled to 8 MiB/s so that it is still arriving).  The source notices
-# the silence after its timeout (4 s), redials until the link is back, and
-# the fresh agent on hostB takes the rest once the old one has let go.
+# the silence after its timeout (8 s), redials until the link is back, and
+# the fresh agent on hostB takes the rest once the old one (timeout 4 s)
+# has let go of it, kept paused: never removed.
 printf 'admin_group =\nmigrate_timeout = 4\n' > "$QDIR/B/policy"
-VMMIG_QEMU_MAX_BANDWIDTH=8388608 on_exec A "$VMMIG" send --timeout 4 --algorithm postcopy \
+VMMIG_QEMU_MAX_BANDWIDTH=8388608 on_exec A "$VMMIG" send --timeout 8 --algorithm postcopy \
     web1 hostB > "$QDIR/pc-silent.out" 2>&1 &
 pid=$!
 qwait 40 "[ -s '$marker' ]"
 ok $? "post-copy over TCP: switched, web1 runs on hostB" || diag "$(cat "$QDIR/pc-silent.out")"
 ip -n "$NS_B" link set "vqb$$" down
-sleep 7
+sleep 10
 ip -n "$NS_B" link set "vqb$$" up
 wait "$pid"
 st=$?
 out=$(cat "$QDIR/pc-silent.out")
-is "$st" 0 "  hostB's link silent for 7 s after the switch: vmmig send succeeds" || diag "$out"
+is "$st" 0 "  hostB's link silent for 10 s after the switch: vmmig send succeeds" || diag "$out"
 like "$out" 'broke after the switch.*recovering' "  it saw the stream break"
 like "$out" 'result ok host=hostB .*postcopy=switched postcopy_recovered=1' \
     "  and recovered it through a fresh agent"
