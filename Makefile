@@ -73,6 +73,9 @@ $(B)/test/%.t: tests/unit/%.c tests/unit/tap.h $(filter $(B)/asan/lib/%,$(ASAN_O
 	$(CC) -O1 -g $(SAN) $(WARN) $(CPPFLAGS_ALL) -Itests/unit -o $@ $< \
 	    $(filter $(B)/asan/lib/%,$(ASAN_OBJ)) $(LIBS)
 
+# It includes the client's source, to drive its loop against scripted agents.
+$(B)/test/consoleclient.t: tools/console.c
+
 # The userspace Xen stand-ins for the fast tests (always asked: make decides).
 .PHONY: test-helpers
 test-helpers: | $(DEPS_STAMP)

@@ -106,6 +106,7 @@ struct session {
     pid_t pid;
     bool served;         /* the agent answered */
     bool running;        /* it said the domain runs there: it takes input */
+    bool numbered;       /* input went to it: base counts its own bytes */
     uint64_t base, sent;
     struct strbuf held;  /* a standby's output, shown once the current one ends */
 };
@@ -195,6 +196,16 @@ static int deliver(struct session *t)
         t->sent += n;
     }
     return 0;
+}
+
+/* A standby that input went to is gone, and input goes to the current
+ * host again: from the byte that host last said it wrote (its own
+ * count, kept while it was not the target).  What the standby took and
+ * said so is no longer pending; what it did not say it wrote is sent
+ * again. */
+static void standby_took_input_back(struct session *cur)
+{
+    cur->sent = cur->base;
 }
 
 enum msg_event { EV_NONE, EV_RUNNING, EV_PAUSED, EV_MOVED, EV_GONE, EV_LOST, EV_DETACH };
@@ -457,19 +468,22 @@ static int console_main(int argc, char **argv)
                     held_max);
                 session_close(&standby);
                 standby_too_big = true;
-            } else if (ev == EV_RUNNING && !was_target) {
+            } else if (ev == EV_RUNNING && !was_target && !standby.numbered) {
                 /* Input typed since the source held it goes here now,
                  * numbered from 0 on this connection. */
                 standby.base = standby.sent = 0;
+                standby.numbered = true;
                 say(standby.host, "the domain runs here: input goes here");
+            } else if (ev == EV_RUNNING && !was_target) {
+                /* Running again after it returned input: its numbering
+                 * goes on from what it wrote (pending.s[0] is its byte
+                 * base; from 0 again, it would skip as written as many
+                 * bytes as it had written before). */
+                standby.sent = standby.base;
             } else if (ev == EV_LOST || ev == EV_GONE || ev == EV_MOVED) {
                 say(standby.host, "standby ended");
-                if (was_target) {
-                    /* What it was sent and did not say it wrote: to the
-                     * current host again, from its start. */
-                    cur.base = cur.sent = 0;
-                    cur.running = false;
-                }
+                if (standby.numbered)
+                    standby_took_input_back(&cur);
                 session_close(&standby);
             }
         }
@@ -484,6 +498,8 @@ static int console_main(int argc, char **argv)
             /* It runs here again (the move failed): no standby. */
             say(standby.open ? standby.host : opening.host, "standby dropped: %s runs on %s",
                 cl.domain, cur.host);
+            if (standby.open && standby.numbered)
+                standby_took_input_back(&cur);
             session_close(&standby);
             opening.unwanted = true;
         } else if (ev == EV_RUNNING) {
