@@ -99,6 +99,16 @@ struct mig_engine_ops {
     void (*set_postcopy_recover)(struct mig_engine *e,
                                  int (*fn)(void *arg, int *fd, char *why, size_t whylen),
                                  void *arg);
+    /* Source, in an agent other than the one that ran the migration (it
+     * died after the switch): the domain's post-copy waits for its stream
+     * (QEMU: postcopy-paused; one that is still postcopy-active is given
+     * wait_ms to notice that its stream is gone).  Resume it through the
+     * recovery hook (set_postcopy_recover) and follow it to the end: 0
+     * once the destination has every page.  Before anything changes:
+     * -EINVAL when no post-copy of the domain is unfinished here (status
+     * says QEMU's state, "" if unknown). */
+    int (*resume_postcopy)(struct mig_engine *e, uint32_t domid, int wait_ms, char *status,
+                           size_t statuslen, char *err, size_t errlen);
     /* Destination: the domain's post-copy broke off and waits (QEMU:
      * postcopy-paused); take the rest of its stream.  ready(arg, fd) runs
      * once the hypervisor listens: fd is the caller's (a socket to relay

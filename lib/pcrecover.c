@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "proto.h"
 #include "state.h"
@@ -102,4 +103,55 @@ int pcrec_marker_read(const char *state_dir, const char *uuid, struct pcrec_mark
     rc = pcrec_marker_parse(text, len, m);
     free(text);
     return rc;
+}
+
+void pcrec_source_path(const char *state_dir, const char *uuid, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s/outgoing/%s.postcopy", state_dir, uuid);
+}
+
+int pcrec_source_write(const char *state_dir, const char *uuid, const struct pcrec_source *s)
+{
+    char path[600], text[400];
+
+    if (!pcrec_id_valid(s->id) || !s->host[0] || strpbrk(s->host, " \n"))
+        return -EINVAL;
+    pcrec_source_path(state_dir, uuid, path, sizeof path);
+    int n = snprintf(text, sizeof text, "migration=%s\nhost=%s\n", s->id, s->host);
+    return atomic_write_mkdir(path, text, (size_t)n, 0600);
+}
+
+int pcrec_source_parse(const char *text, size_t len, struct pcrec_source *s)
+{
+    memset(s, 0, sizeof *s);
+    if (kv_get((const uint8_t *)text, (uint32_t)len, "migration", s->id, sizeof s->id) ||
+        !pcrec_id_valid(s->id))
+        return -EBADMSG;
+    if (kv_get((const uint8_t *)text, (uint32_t)len, "host", s->host, sizeof s->host) ||
+        !s->host[0])
+        return -EBADMSG;
+    return 0;
+}
+
+int pcrec_source_read(const char *state_dir, const char *uuid, struct pcrec_source *s)
+{
+    char path[600], *text = NULL;
+    size_t len;
+    int rc;
+
+    memset(s, 0, sizeof *s);
+    pcrec_source_path(state_dir, uuid, path, sizeof path);
+    if ((rc = read_file(path, &text, &len)))
+        return rc;
+    rc = pcrec_source_parse(text, len, s);
+    free(text);
+    return rc;
+}
+
+int pcrec_source_remove(const char *state_dir, const char *uuid)
+{
+    char path[600];
+
+    pcrec_source_path(state_dir, uuid, path, sizeof path);
+    return unlink(path) ? -errno : 0;
 }

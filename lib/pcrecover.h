@@ -44,4 +44,21 @@ int pcrec_marker_read(const char *state_dir, const char *uuid, struct pcrec_mark
 /* The text form both use (key=value lines), for the tests too. */
 int pcrec_marker_parse(const char *text, size_t len, struct pcrec_marker *m);
 
+/* The source's record while a switched post-copy is unfinished
+ * (STATE/outgoing/UUID.postcopy, written at the commit point): the
+ * migration's id and its destination, for an agent that takes over after
+ * the one that ran it died (send --recover). */
+struct pcrec_source {
+    char id[PCREC_ID_LEN + 1];
+    char host[256];
+};
+
+void pcrec_source_path(const char *state_dir, const char *uuid, char *buf, size_t size);
+int pcrec_source_write(const char *state_dir, const char *uuid, const struct pcrec_source *s);
+/* 0, -ENOENT none, -EBADMSG malformed. */
+int pcrec_source_read(const char *state_dir, const char *uuid, struct pcrec_source *s);
+int pcrec_source_parse(const char *text, size_t len, struct pcrec_source *s);
+/* Gone once the post-copy ended (either way): 0 or -errno (-ENOENT: none). */
+int pcrec_source_remove(const char *state_dir, const char *uuid);
+
 #endif

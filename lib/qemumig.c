@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -715,6 +716,56 @@ static void qm_set_postcopy_recover(struct mig_engine *e,
     e->recover_arg = arg;
 }
 
+/* A post-copy whose agent died after the switch: its QEMU sees the
+ * stream gone (postcopy-paused) when it next writes or reads it.  From
+ * here the follow loop asks the hook for a new stream, as in the agent
+ * that died. */
+static int qm_resume_postcopy(struct mig_engine *e, uint32_t domid, int wait_ms, char *status,
+                              size_t statuslen, char *err, size_t errlen)
+{
+    struct qemu_dom d;
+    struct qmp *q = NULL;
+    struct json *info = NULL;
+    long long until = epoch_ms() + wait_ms;
+    int rc;
+
+    status[0] = 0;
+    if ((rc = find(domid, &d, err, errlen)))
+        return rc;
+    if ((rc = connect_dom(&d, &q, err, errlen)))
+        return rc;
+    for (;;) {
+        if ((rc = qmp_execute(q, "query-migrate", NULL, -1, &info, QMP_TIMEOUT_MS, err, errlen)))
+            goto out;
+        snprintf(status, statuslen, "%s", json_str(info, "status", "none"));
+        json_free(info);
+        info = NULL;
+        if (strcmp(status, "postcopy-active") || epoch_ms() >= until)
+            break;
+        nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+    }
+    if (strcmp(status, "postcopy-paused")) {
+        snprintf(err, errlen, "%s: no post-copy waits for its stream here (QEMU's migration: %s)",
+                 d.name, status);
+        rc = -EINVAL;
+        goto out;
+    }
+    if (!e->recover) {
+        snprintf(err, errlen, "%s: no recovery hook", d.name);
+        rc = -EINVAL;
+        goto out;
+    }
+    atomic_store(&e->saving_domid, domid);
+    atomic_store(&e->saving_stopped, true); /* switched: stopped here for good */
+    /* switched already: the loop neither asks for a commit nor switches */
+    struct postcopy pc = {.after_ms = LONG_MAX, .switched = true};
+    rc = follow_migration(e, q, true, &pc, NULL, err, errlen);
+    atomic_store(&e->saving_domid, MIG_NO_DOMID);
+out:
+    qmp_close(q);
+    return rc;
+}
+
 /* ---- post-copy recovery on the destination ----
  * Once a destination's stream breaks, a vCPU or a device waiting for a
  * missing page can block QEMU's main thread, and with it every monitor
@@ -1237,6 +1288,7 @@ const struct mig_engine_ops qemu_mig_engine = {
     .set_stop_hook = qm_set_stop_hook,
     .set_postcopy_recover = qm_set_postcopy_recover,
     .recover_postcopy = qm_recover_postcopy,
+    .resume_postcopy = qm_resume_postcopy,
     .stop_hook_group_only = true,
     .stop_hook_always = true,
     .direct_stream = true,

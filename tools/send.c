@@ -56,7 +56,8 @@ static const char send_help[] =
     "                        stream lost after the switch is recovered (RECOVER)\n"
     "                        for at most twice as long\n"
     "  -R, --recover         settle DOMAIN after a job whose agent died: resume it\n"
-    "                        here, or remove it if HOST's agent says it runs there\n"
+    "                        here, or remove it if HOST's agent says it runs there;\n"
+    "                        a switched post-copy is recovered and finished first\n"
     "  -S, --sync-fd FD      one member of a co-migration: stop at the group's\n"
     "                        synchronization points on FD (vmmig comigrate uses it)\n"
     "  -k, --key FILE        pre-shared key (default $VMMIG_KEY_FILE or /etc/vmmig/key)\n"
@@ -1166,6 +1167,9 @@ static void recover_disks(struct job *j, const char *state_dir)
     free(native);
 }
 
+static int resume_postcopy_here(struct job *j, const uint8_t *psk, size_t psklen, unsigned port,
+                                const char *via, const char *state_dir);
+
 static int recover(struct job *j, const char *what, const uint8_t *psk, size_t psklen,
                    unsigned port, const char *via, const char *state_dir)
 {
@@ -1197,6 +1201,14 @@ static int recover(struct job *j, const char *what, const uint8_t *psk, size_t p
         return 1;
     }
     strlcpy0(j->dom.name, base, sizeof j->dom.name);
+    /* A post-copy that switched: the destination runs the domain while
+     * part of its memory is still only here, so this copy must live on
+     * until it is all there. */
+    if (j->eng->resume_postcopy) {
+        int prc = resume_postcopy_here(j, psk, psklen, port, via, state_dir);
+        if (prc >= 0)
+            return prc;
+    }
     int q = query_destination(j, psk, psklen, port, via);
     if (q == 1) {
         if (j->eng->destroy(j->e, j->dom.domid, err, sizeof err))
@@ -1269,6 +1281,8 @@ static _Noreturn void switched_failed(struct job *j, const char *why, const uint
         finish_failed(j, msg, true);
     }
     snprintf(msg + strlen(msg), sizeof msg - strlen(msg), ": resumed here");
+    if (j->state_dir)
+        pcrec_source_remove(j->state_dir, j->dom.uuid);
     peer.stream_started = false;
     finish_failed(j, msg, false);
 }
@@ -1330,6 +1344,18 @@ static int postcopy_commit(void *arg)
         return -1;
     }
     j->renamed = true;
+    /* If this agent dies after the switch, a fresh one (--recover) takes
+     * the post-copy on: it needs the migration's id and where it goes. */
+    struct pcrec_source rec = {0};
+    strlcpy0(rec.id, j->mig_id, sizeof rec.id);
+    strlcpy0(rec.host, j->host, sizeof rec.host);
+    int wrc = j->mig_id[0] ? pcrec_source_write(j->state_dir, j->dom.uuid, &rec) : 0;
+    if (wrc) {
+        snprintf(j->commit_err, sizeof j->commit_err,
+                 "cannot record the post-copy for a recovery in %s/outgoing: %s", j->state_dir,
+                 strerror(-wrc));
+        return -1;
+    }
     struct strbuf commit = {0};
     kv_add(&commit, "postcopy", "1");
     pthread_mutex_lock(&j->send_lock);
@@ -1340,6 +1366,7 @@ static int postcopy_commit(void *arg)
         /* Without the switch the destination cannot run it. */
         snprintf(j->commit_err, sizeof j->commit_err, "%s: the link failed before COMMIT was sent",
                  j->host);
+        pcrec_source_remove(j->state_dir, j->dom.uuid);
         return -1;
     }
     atomic_store(&j->committed, true);
@@ -1413,19 +1440,28 @@ static int postcopy_recover(void *arg, int *qfd, char *why, size_t whylen)
         snprintf(why, whylen, "this migration has no id to recover it by");
         return -1;
     }
-    /* The broken relay: its threads end once their ends are shut. */
-    shutdown(j->fd, SHUT_RDWR);
-    shutdown(j->pipe_r, SHUT_RDWR);
-    pthread_join(j->pump_t, NULL);
-    pthread_join(j->back_t, NULL);
-    j->relay_up = false;
-    snprintf(e2, sizeof e2, "%s", j->pump_rc ? j->pump_err : j->back_rc ? j->back_err : "");
-    close(j->pipe_r);
+    /* The broken relay: its threads end once their ends are shut.  (An
+     * agent taking over after the one that ran the job died has none.) */
+    if (j->relay_up) {
+        shutdown(j->fd, SHUT_RDWR);
+        shutdown(j->pipe_r, SHUT_RDWR);
+        pthread_join(j->pump_t, NULL);
+        pthread_join(j->back_t, NULL);
+        j->relay_up = false;
+        snprintf(e2, sizeof e2, "%s", j->pump_rc ? j->pump_err : j->back_rc ? j->back_err : "");
+    } else {
+        snprintf(e2, sizeof e2, "the agent that ran the migration died");
+    }
+    if (j->pipe_r >= 0)
+        close(j->pipe_r);
     j->pipe_r = -1;
-    close(j->qemu_fd);
+    if (j->qemu_fd >= 0)
+        close(j->qemu_fd);
     j->qemu_fd = -1;
-    proto_wipe(&j->conn);
-    close(j->fd);
+    if (j->fd >= 0) {
+        proto_wipe(&j->conn);
+        close(j->fd);
+    }
     j->fd = -1;
     cancel_fd = -1;
     if (j->transport > 0) {
@@ -1492,6 +1528,100 @@ static int postcopy_recover(void *arg, int *qfd, char *why, size_t whylen)
     fprintf(stderr, "%s: %s takes the rest of %s's post-copy; resuming\n", toolname, j->host,
             j->dom.name);
     *qfd = pfd[1];
+    return 0;
+}
+
+/* --recover for a post-copy whose agent died after the switch: take it
+ * on as the agent would have after a broken stream (postcopy_recover: a
+ * RECOVER to the destination's agent, QEMU resumed into a fresh relay),
+ * then finish the job (ACTIVATED, the old copy removed, DONE).  -1: no
+ * post-copy is unfinished here (the caller settles the domain as after any
+ * other job); else the exit status, the result line printed. */
+static int resume_postcopy_here(struct job *j, const uint8_t *psk, size_t psklen, unsigned port,
+                                const char *via, const char *state_dir)
+{
+    struct pcrec_source rec;
+    char err[400] = "", status[32] = "", result[16] = "", reason[300] = "", newdomid[16] = "?";
+    uint8_t *pl = NULL;
+    uint32_t len;
+    int type, rrc;
+
+    rrc = pcrec_source_read(state_dir, j->dom.uuid, &rec);
+    if (!rrc && !strcmp(rec.host, j->host))
+        strlcpy0(j->mig_id, rec.id, sizeof j->mig_id);
+    peer.psk = psk, peer.psklen = psklen, peer.port = port, peer.via = via;
+    j->state_dir = state_dir;
+    j->sock = true;
+    j->switched = true;
+    j->renamed = true;
+    atomic_store(&j->committed, true);
+    snprintf(j->away, sizeof j->away, "%s" MIG_AWAY_SUFFIX, j->dom.name);
+    strlcpy0(j->algo, "postcopy", sizeof j->algo);
+    j->stage = STAGE_ACTIVATE;
+    xcs_init(&j->xcs);
+    j->eng->set_postcopy_recover(j->e, postcopy_recover, j);
+    int rc = j->eng->resume_postcopy(j->e, j->dom.domid, j->timeout_ms, status, sizeof status,
+                                     err, sizeof err);
+    if (rc == -EINVAL && !j->relay_up && strncmp(status, "postcopy", 8))
+        return -1; /* no post-copy waits here (or it completed) */
+    if (!rc && !j->relay_up)
+        rc = -EIO, snprintf(err, sizeof err, "QEMU completed without a new stream");
+    if (rc) {
+        if (j->relay_up) {
+            shutdown(j->fd, SHUT_RDWR);
+            shutdown(j->pipe_r, SHUT_RDWR);
+            pthread_join(j->pump_t, NULL);
+            pthread_join(j->back_t, NULL);
+            j->relay_up = false;
+        }
+        if (!j->mig_id[0])
+            snprintf(err + strlen(err), sizeof err - strlen(err),
+                     "%sno record of the migration's id in %s/outgoing (%s)", err[0] ? "; " : "",
+                     state_dir, rrc ? strerror(-rrc) : "for another host");
+        char why[600];
+        snprintf(why, sizeof why, "the migration agent died after the post-copy switch; "
+                 "recovering it: %s", err);
+        finish_lost(j, why);
+    }
+    /* as at the end of the agent that died: the return path ends first */
+    close(j->qemu_fd);
+    j->qemu_fd = -1;
+    pthread_join(j->pump_t, NULL);
+    pthread_join(j->back_t, NULL);
+    j->relay_up = false;
+    if (j->pump_rc || j->back_rc)
+        finish_lost(j, j->pump_rc ? j->pump_err : j->back_err);
+    close(j->pipe_r);
+    j->pipe_r = -1;
+    if (expect(j, MSG_ACTIVATED, MSG_ACTIVATED, &type, &pl, &len, err, sizeof err)) {
+        /* every page went: whether it runs there is the destination's to say */
+        int q = query_destination(j, psk, psklen, port, via);
+        if (q != 1)
+            finish_lost(j, err);
+        strlcpy0(result, "ok", sizeof result);
+    } else {
+        kv_get(pl, len, "result", result, sizeof result);
+        kv_get(pl, len, "reason", reason, sizeof reason);
+        kv_get(pl, len, "domid", newdomid, sizeof newdomid);
+        free(pl);
+    }
+    if (strcmp(result, "ok")) {
+        snprintf(err, sizeof err, "%s could not activate the domain: %s", j->host,
+                 reason[0] ? reason : "no reason given");
+        finish_lost(j, err);
+    }
+    if (j->eng->destroy(j->e, j->dom.domid, err, sizeof err))
+        error_msg("the old copy %s: %s", j->away, err);
+    pcrec_source_remove(state_dir, j->dom.uuid);
+    proto_send(&j->conn, MSG_DONE, NULL, 0);
+    proto_wipe(&j->conn);
+    close(j->fd);
+    j->fd = -1;
+    if (j->transport > 0)
+        waitpid(j->transport, NULL, 0);
+    printf("result ok host=%s domid=%s recovered=postcopy algorithm=postcopy postcopy=switched "
+           "postcopy_recovered=%u sent=%llu\n",
+           j->host, newdomid, j->recovered, (unsigned long long)atomic_load(&j->sent));
     return 0;
 }
 
@@ -2064,6 +2194,8 @@ static int send_main(int argc, char **argv)
     }
     if (j.eng->destroy(j.e, j.dom.domid, e2, sizeof e2))
         error_msg("the old copy %s: %s", away, e2);
+    if (j.switched)
+        pcrec_source_remove(state_dir, j.dom.uuid);
     proto_send(&j.conn, MSG_DONE, NULL, 0);
     long long downtime = ms_since(&j.t_suspend);
     /* Post-copy: stopped here until it ran there, not the whole copy. */

@@ -9,8 +9,9 @@
 # Before the post-copy switch a killed destination agent and a hold that
 # arrives both leave the guest running on hostA (there the switch comes
 # after the first pass, the default).  After it, a stream cut by a killed
-# destination agent is recovered (RECOVER: vmmig send and vmmigfs), and so
-# is one over TCP whose link goes silent for a while; the
+# destination agent is recovered (RECOVER: vmmig send and vmmigfs), so is
+# one cut by a killed source agent (vmmigfs's send --recover takes it on),
+# and so is one over TCP whose link goes silent for a while; the
 # destination refuses bad RECOVERs with reason codes and changes nothing
 # (tests/qemu/recover-req.py), and the guest is reported lost, with the
 # reason, when the destination's QEMU is gone or the retries are spent.
@@ -235,6 +236,45 @@ like "$(cat "$MA/web1/status" 2>&1)" 'postcopy_recovered: 1' "  status says so t
 like "$(cat "$MA/events")" 'migrate-done .*postcopy_recovered=1' "  and the migrate-done event"
 printf 'admin_group =\nmigrate_timeout = 30\n' > "$MA/policy"
 moved B "post-copy recovered (vmmigfs)"
+
+# --- post-copy: the source's agent killed after the switch -----------------
+# vmmigfs on hostA sees its agent die and runs send --recover, which finds
+# QEMU's post-copy waiting for its stream (hostA's record names the
+# migration) and takes it on: RECOVER to a fresh agent on hostB, the rest
+# of the memory, the old half removed.  Before, --recover asked hostB,
+# heard that web1 runs there, and removed hostA's half: the guest's pages
+# still there were lost with it.
+out=$(on B "$VMMIG" send web1 hostA 2>&1)
+like "$out" 'result ok host=hostA' "back to hostA (pre-copy)" || diag "$out"
+moved A "back after the vmmigfs recovery"
+srcrec=$QDIR/A/state/outgoing/$uuid.postcopy
+printf 'admin_group =\nmigrate_timeout = 30\ntransport = %s %%h\n' "$QDIR/viab" > "$MA/policy"
+echo running:6 > "$QDIR/delay"
+echo "hostB algo=postcopy" > "$MA/web1/migrate"
+ok $? "echo 'hostB algo=postcopy' > migrate"
+qwait 40 "[ -s '$marker' ]"
+ok $? "  switched: web1 runs on hostB (hostB's agent holds the stream for 6 s)"
+like "$(cat "$srcrec" 2>&1)" "^migration=[0-9a-f]{32}"$'\n'"host=hostB" \
+    "  hostA records the migration's id and destination"
+agent=
+for p in $(descendants "$(cat "$QDIR/A/vmmigfs.pid")"); do
+    tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null | grep -q ' send .*hostB' && agent=$p && break
+done
+ok "$([ -n "$agent" ]; echo $?)" "  the source's agent found (pid $agent)"
+[ -n "$agent" ] && kill -9 "$agent"
+qwait 90 "grep -Eq '^(done|migrated|failed)' '$MA/web1/migrate' 2>/dev/null"
+like "$(cat "$MA/web1/migrate" 2>&1)" '^(done|migrated) hostB postcopy_recovered=1' \
+    "  the source's agent killed after the switch: the recovery finished the job" ||
+    diag "$(cat "$MA/web1/migrate" 2>&1; tail -8 "$QDIR/A/vmmigfs.log")"
+like "$(cat "$MA/events")" 'migrate-done .*postcopy_recovered=1 recovered=yes' \
+    "  migrate-done says it was recovered"
+like "$(cat "$MA/events")" 'web1 migrate-recover to=hostB why="stage [0-9]: the agent was killed by signal 9' \
+    "  vmmigfs ran the recovery once its agent died (migrate-recover)"
+printf 'admin_group =\nmigrate_timeout = 30\n' > "$MA/policy"
+moved B "post-copy recovered after its source agent died"
+ok "$( [ ! -e "$QDIR/A/run/web1--migratedaway" ] && [ ! -e "$QDIR/A/run/web1" ]; echo $? )" \
+    "  hostA's half is gone, after the last page"
+ok "$( [ ! -e "$srcrec" ] && [ ! -e "$marker" ]; echo $? )" "  both records are gone"
 
 # --- RECOVER refused: nothing changes on hostB -----------------------------
 domid=$(sed -n 's/^domid: //p' "$MB/web1/status")

@@ -112,5 +112,39 @@ int main(void)
     static const char nores[] = "migration=" ID "\ndomid=7\n";
     is_int(pcrec_marker_parse(nores, strlen(nores), &back), 0, "resumed_ms may be missing");
     is_int(back.resumed_ms, 0, "  it is 0 then");
+
+    /* the source's record, for an agent that takes over (send --recover) */
+    struct pcrec_source src = {.host = "hostB"}, sback;
+    memcpy(src.id, ID, sizeof src.id);
+    char sdir[] = "/tmp/pcrec-unit.XXXXXX";
+    ok(mkdtemp(sdir) != NULL, "a state directory for the source");
+    is_int(pcrec_source_read(sdir, UUID, &sback), -ENOENT, "no source record: -ENOENT");
+    is_int(pcrec_source_remove(sdir, UUID), -ENOENT, "  removing none: -ENOENT");
+    is_int(pcrec_source_write(sdir, UUID, &src), 0, "write the source's record (making outgoing/)");
+    pcrec_source_path(sdir, UUID, path, sizeof path);
+    ok(strstr(path, "/outgoing/" UUID ".postcopy") != NULL, "  in outgoing/: %s", path);
+    is_int(pcrec_source_read(sdir, UUID, &sback), 0, "read it back");
+    is_str(sback.id, ID, "  its id");
+    is_str(sback.host, "hostB", "  its destination");
+    is_int(pcrec_source_remove(sdir, UUID), 0, "remove it");
+    is_int(pcrec_source_read(sdir, UUID, &sback), -ENOENT, "  gone");
+    struct pcrec_source badsrc = {.host = "host B"};
+    memcpy(badsrc.id, ID, sizeof badsrc.id);
+    is_int(pcrec_source_write(sdir, UUID, &badsrc), -EINVAL, "a host with a space: refused");
+    memset(&badsrc, 0, sizeof badsrc);
+    strcpy(badsrc.host, "hostB");
+    is_int(pcrec_source_write(sdir, UUID, &badsrc), -EINVAL, "no id: refused");
+    snprintf(incoming, sizeof incoming, "%s/outgoing", sdir);
+    rmdir(incoming);
+    rmdir(sdir);
+    const char *badsrcs[] = {
+        "host=hostB\n",
+        "migration=" ID "\n",
+        "migration=" ID "\nhost=\n",
+        "migration=xyz\nhost=hostB\n",
+    };
+    for (size_t i = 0; i < sizeof badsrcs / sizeof *badsrcs; i++)
+        is_int(pcrec_source_parse(badsrcs[i], strlen(badsrcs[i]), &sback), -EBADMSG,
+               "a malformed source record is refused (%zu)", i);
     return done_testing();
 }
