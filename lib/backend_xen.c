@@ -357,7 +357,7 @@ static int xen_migrate_argv(struct backend *b, const struct vm_info *vm,
         snprintf(num, sizeof num, "--algorithm=%s", req->algorithm);
         argv[i++] = xstrdup(num);
     }
-    if (req->stream && *req->stream && !req->recover && !group) {
+    if (req->stream && *req->stream && !req->recover) {
         snprintf(num, sizeof num, "--stream=%s", req->stream);
         argv[i++] = xstrdup(num);
     }

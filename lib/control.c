@@ -1305,11 +1305,11 @@ int ctl_migrate_write(struct ctl *c, struct domain *d, const char *buf, size_t l
         goto out;
     }
     bool group = n > 1;
-    if (group && (m.algo[0] || !strcmp(m.stream, "direct"))) {
+    if (group && m.algo[0]) {
         /* a group moves with vmmig comigrate, whose commit point is
-         * stop-and-copy's and whose members' streams are relayed */
-        snprintf(err, errlen, "%s applies to a domain alone; %s moves with its peer group",
-                 m.algo[0] ? "algo=" : "stream=direct", d->vm.name);
+         * stop-and-copy's (after every member's pre-copy) */
+        snprintf(err, errlen, "algo= applies to a domain alone; %s moves with its peer group",
+                 d->vm.name);
         ctl_reject(c, d->vm.name, "migrate", who, err);
         rc = -EINVAL;
         goto out;
@@ -1374,9 +1374,9 @@ int ctl_migrate_write(struct ctl *c, struct domain *d, const char *buf, size_t l
     }
     strlcpy0(d->mig_algo, m.algo, sizeof d->mig_algo);
     /* The policy's stream = direct where a direct stream can be: a QEMU
-     * domain alone, over tcp; else (and with stream=relay) the relay. */
+     * domain (or group), over tcp; else (and with stream=relay) the relay. */
     bool direct = m.stream[0] ? !strcmp(m.stream, "direct")
-                              : c->pol.stream_direct && !group && strcmp(c->ops->name, "xen") &&
+                              : c->pol.stream_direct && strcmp(c->ops->name, "xen") &&
                                     !strcmp(c->pol.transport, "tcp");
     strlcpy0(d->mig_stream, direct ? "direct" : "", sizeof d->mig_stream);
     if (m.wait && locked) {

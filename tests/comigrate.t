@@ -218,4 +218,14 @@ comigrate -a postcopy hostB a b >/dev/null 2>"$dir/err"; rc=$?
 is "$rc" 2 "-a postcopy: refused"
 like "$(cat "$dir/err")" "post-copy cannot move a group together" "  ...saying why"
 ok "$([ ! -s "$dir/log" ]; echo $?)" "  ...and no member was started"
+reset
+comigrate --stream warp hostB a b >/dev/null 2>"$dir/err"; rc=$?
+is "$rc" 2 "--stream warp: usage error"
+like "$(cat "$dir/err")" "unknown stream 'warp' \\(relay or direct\\)" "  ...saying which ones there are"
+ok "$([ ! -s "$dir/log" ]; echo $?)" "  ...and no member was started"
+reset
+out=$(comigrate -a stopcopy --stream direct hostB a b); rc=$?
+is "$rc" 0 "-a stopcopy --stream direct: the group moves"
+like "$(cat "$dir/log")" '^a args send --algorithm=stopcopy --stream=direct --sync-fd=3 a hostB$' \
+    "  ...each member's send gets --algorithm=stopcopy --stream=direct"
 done_testing

@@ -178,6 +178,20 @@ touch "$XENENV_DIR/go.3"
 wait_file_is 5 "$W/migrate" "done hostB"
 ok $? "done" && is "$(fs_cat "$R/migrate")" "done hostB" "  ...both"
 
+# ---- refused for a group: algo=, and stream=direct on Xen ----------------------
+calls=$(wc -l < "$XENENV_SEND_CALLS")
+n=$(events_lines)
+fs_write "$W/migrate" "hostB algo=stopcopy"
+like "$FS_ERR" 'Invalid argument' "echo 'hostB algo=stopcopy' > web1/migrate (a group): EINVAL"
+events_new_like "$n" ' web1 write-rejected file=migrate by=root uid=0 pid=[0-9]+ why="algo= applies to a domain alone; web1 moves with its peer group"$'
+ok $? "  the event says why" || diag "$(events_since "$n")"
+fs_write "$W/migrate" "hostB stream=direct"
+like "$FS_ERR" 'Invalid argument' "echo 'hostB stream=direct' > web1/migrate (a group, on Xen): EINVAL"
+events_new_like "$n" ' web1 write-rejected file=migrate .*why="stream=direct: this host.s xen backend takes its stream through the relay only"$'
+ok $? "  the event says why (a QEMU group takes it: tests/qemu/40-comigrate.t)" ||
+    diag "$(events_since "$n")"
+is "$(wc -l < "$XENENV_SEND_CALLS")" "$calls" "  nothing started"
+
 # ---- a member fails before the commit point ------------------------------------
 fake_comigrate "
 echo \"progress member=\$A stage=2 name=iterative-pre-copy\"

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "applet.h"
+#include "migjob.h"
 #include "util.h"
 
 static const char comigrate_help[] =
@@ -42,6 +43,8 @@ static const char comigrate_help[] =
     "  -s, --via CMD         exec transport instead of TCP (see vmmig send)\n"
     "  -a, --algorithm A     precopy (default) or stopcopy (post-copy is refused:\n"
     "                        each destination would run before the others commit)\n"
+    "  -M, --stream MODE     relay (default) or direct: each member's QEMU stream on\n"
+    "                        a TCP connection of its own (see vmmig send)\n"
     "  -f, --force           go ahead over guest holds past their quota\n"
     "  -t, --timeout S       longest silence from a peer (default 30)\n"
     "  -R, --recover         settle every member after a coordinator that died\n"
@@ -362,11 +365,12 @@ static int comigrate_main(int argc, char **argv)
         {"algorithm", required_argument, 0, 'a'}, {"force", no_argument, 0, 'f'},
         {"timeout", required_argument, 0, 't'},   {"key", required_argument, 0, 'k'},
         {"state-dir", required_argument, 0, 'd'}, {"policy", required_argument, 0, 'P'},
-        {"recover", no_argument, 0, 'R'},         {"help", no_argument, 0, 'h'},
+        {"recover", no_argument, 0, 'R'},         {"stream", required_argument, 0, 'M'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     /* the options passed on to each member's send (at most one of each) */
-    static char opt_store[8][PATH_MAX];
+    static char opt_store[9][PATH_MAX];
     int nstored = 0;
     char *send_argv[32], self[PATH_MAX];
     int n = 0, opt;
@@ -388,7 +392,7 @@ static int comigrate_main(int argc, char **argv)
     }
     send_argv[n++] = self;
     send_argv[n++] = "send";
-    while ((opt = getopt_long(argc, argv, "p:s:a:ft:k:d:P:Rh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "p:s:a:ft:k:d:P:RM:h", longopts, NULL)) != -1) {
         char *o;
         switch (opt) {
         case 'a':
@@ -400,8 +404,11 @@ static int comigrate_main(int argc, char **argv)
                            "destination runs as soon as it switches, before the others have "
                            "committed): use precopy or stopcopy");
             /* fall through */
-        case 'p': case 's': case 't': case 'k': case 'd': case 'P': {
-            /* `send` checks the values, as it would for one domain */
+        case 'p': case 's': case 't': case 'k': case 'd': case 'P': case 'M': {
+            /* `send` checks the values, as it would for one domain (a
+             * stream mode here too: its error would come once per member) */
+            if (opt == 'M' && !mig_stream_known(optarg))
+                usage_exit(&applet_comigrate, "unknown stream '%s' (relay or direct)", optarg);
             const char *name = "";
             for (const struct option *lo = longopts; lo->name; lo++)
                 if (lo->val == opt)
@@ -416,7 +423,7 @@ static int comigrate_main(int argc, char **argv)
         case 'h': help_exit_ok(&applet_comigrate);
         default: usage_exit(&applet_comigrate, "unknown option");
         }
-        if (n > 20 || nstored >= 8)
+        if (n > 20 || nstored >= 9)
             usage_exit(&applet_comigrate, "too many options");
     }
     if (argc - optind < 2)

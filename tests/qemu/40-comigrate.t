@@ -8,6 +8,8 @@
 # - a failure injected in one member before the commit point (qb's agent
 #   killed while qa waits at the stop barrier) leaves both running on the
 #   source; a retry (stop-and-copy) succeeds;
+# - the way back with direct streams (--stream direct), and so the move
+#   through vmmigfs below (stream=direct);
 # - through vmmigfs's peer group, with `vmmig console qa` attached: a key
 #   every 50 ms, every key delivered once and in order, and the guest's
 #   console output neither lost nor duplicated.
@@ -96,8 +98,12 @@ note "A->B: $res"
 like "$out" 'progress member=qa stage=3 name=stop-and-copy' "  qa went through the stop barrier"
 settle_both_on B "co-migrated to hostB"
 verify_both_on B "after co-migration to hostB"
-out=$(on B "$VMMIG" comigrate hostA qa qb 2>&1); rc=$?
-is "$rc" 0 "vmmig comigrate hostA qa qb (back)" || diag "$out"
+out=$(on B "$VMMIG" comigrate --stream direct hostA qa qb 2>&1); rc=$?
+is "$rc" 0 "vmmig comigrate --stream direct hostA qa qb (back, each QEMU's stream on its own connection)" ||
+    diag "$out"
+like "$out" '^result member=qa ok .*stream=direct' "  qa's stream went directly" || diag "$out"
+like "$out" '^result member=qb ok .*stream=direct' "  qb's too"
+like "$out" 'progress member=qb stage=3 name=stop-and-copy' "  qb went through the stop barrier"
 res2=$(printf '%s\n' "$out" | grep '^result ok group')
 note "B->A: $res2"
 settle_both_on A "co-migrated back to hostA"
@@ -160,8 +166,8 @@ echo 0 > "$MB/qb/lock"
 
 console_start B qa
 sleep 2
-echo hostA > "$MB/qa/migrate"
-ok $? "echo hostA > qa/migrate: the group moves, a console attached to qa"
+echo "hostA stream=direct" > "$MB/qa/migrate"
+ok $? "echo 'hostA stream=direct' > qa/migrate: the group moves, a console attached to qa"
 qwait 120 "grep -Eq 'comigrate-(done|failed)' '$MB/events'"
 ev=$(grep -E 'comigrate-(done|failed)' "$MB/events" | tail -n 1)
 like "$ev" 'comigrate-done to=hostA group=qa,qb stop_skew_ms=[0-9]+ stop_request_skew_ms=[0-9]+ resume_skew_ms=[0-9]+' \
@@ -169,6 +175,8 @@ like "$ev" 'comigrate-done to=hostA group=qa,qb stop_skew_ms=[0-9]+ stop_request
     diag "$(tail -n 8 "$MB/events")" "$(tail -20 "$QDIR/B/vmmigfs.log")"
 settle_both_on A "the peer group through vmmigfs"
 note "through vmmigfs: $ev"
+like "$(grep 'qb migrate-started' "$MB/events" | tail -n 1)" 'to=hostA .*stream=direct group=qa,qb' \
+    "  with direct streams (migrate-started: stream=direct)" || diag "$(tail -n 8 "$MB/events")"
 st=$(cat "$MB/qa/status" 2>/dev/null)
 like "$st" 'group_stop_skew_ms: [0-9]+' "qa's status on hostB: group_stop_skew_ms" || diag "$st"
 like "$st" 'group_stop_request_skew_ms: [0-9]+' "  group_stop_request_skew_ms"
