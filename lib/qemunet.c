@@ -231,7 +231,26 @@ static int tap_create(int sock, const struct qemu_vif *vif, int index, char *nam
     strlcpy0(ifr.ifr_name, name, sizeof ifr.ifr_name);
     r = ioctl(sock, SIOCGIFINDEX, &ifr);
     int tapidx = ifr.ifr_ifindex;
+    /* The tap takes the bridge's MTU before it joins: with a smaller one
+     * the kernel would lower a bridge's MTU to it (one not set by hand
+     * follows its smallest port: a jumbo-frame bridge drops to 1500), or
+     * the tap would drop the bridge's larger frames. */
     if (r >= 0) {
+        memset(&ifr, 0, sizeof ifr);
+        strlcpy0(ifr.ifr_name, vif->bridge, sizeof ifr.ifr_name);
+        r = ioctl(sock, SIOCGIFMTU, &ifr);
+    }
+    if (r >= 0) {
+        int mtu = ifr.ifr_mtu;
+        memset(&ifr, 0, sizeof ifr);
+        strlcpy0(ifr.ifr_name, name, sizeof ifr.ifr_name);
+        ifr.ifr_mtu = mtu;
+        if (ioctl(sock, SIOCSIFMTU, &ifr) < 0) {
+            rc = -errno;
+            snprintf(err, errlen, "vif %d: giving the tap %s the MTU of %s (%d): %s", index, name,
+                     vif->bridge, mtu, strerror(errno));
+            goto out;
+        }
         memset(&ifr, 0, sizeof ifr);
         strlcpy0(ifr.ifr_name, vif->bridge, sizeof ifr.ifr_name);
         ifr.ifr_ifindex = tapidx;

@@ -6,7 +6,8 @@
 # without the bridge refuses the configuration (the guest runs on at hostA,
 # no tap is left on hostB), and so does one where no tap can be made; `vmmig create` refuses malformed vif specs, missing
 # bridges and interfaces that are not bridges, leaving no domain and no
-# tap; a co-migration with a second guest (two vifs) is refused while the
+# tap; each tap takes its bridge's MTU (a jumbo-frame bridge on hostB keeps
+# 9000; a bridge whose MTU no tap can take is refused); a co-migration with a second guest (two vifs) is refused while the
 # destination lacks one of its bridges, then moves both; a tap goes when
 # its domain ends, also when QEMU is killed.  Two boots (and an e1000
 # domain that is killed as it starts).
@@ -26,6 +27,11 @@ taps() { # HOST: the vmmig taps there, one a line ("vmq0 br0", "-": on no bridge
     ip -n "$ns" -o link show 2>/dev/null | awk -F': ' '$2 ~ /^vmq/ {
         m = "-"; if (match($0, / master [^ ]+/)) m = substr($0, RSTART + 8, RLENGTH - 8)
         print $2, m }'
+}
+mtu() { # HOST IFNAME: its MTU
+    local ns
+    [ "$1" = A ] && ns=$NS_A || ns=$NS_B
+    ip -n "$ns" -o link show "$2" 2>/dev/null | sed -n 's/.* mtu \([0-9]*\) .*/\1/p'
 }
 hping() { # HOST: the guest answers a ping from there
     on "$1" busybox ping -c 1 -W 2 "$BNET.10" >/dev/null 2>&1 ||
@@ -63,6 +69,13 @@ refused bad9 "vif = [ 'bridge=br0', 'bridge=br9' ]" "vif 1: no bridge br9 on thi
     "a missing bridge (after a first vif that was made)"
 refused bad10 "vif = [ 'bridge=vqa$$' ]" "vqa$$ on this host is not a bridge" \
     "an interface that is not a bridge"
+# a tap cannot take an MTU above 65521: a bridge set to 65535 by hand
+ip -n "$NS_A" link add brbig type bridge && ip -n "$NS_A" link set brbig mtu 65535 ||
+    bail_out "cannot make hostA's brbig"
+refused bad12 "vif = [ 'bridge=brbig' ]" \
+    "vif 0: giving the tap vmq[0-9]+ the MTU of brbig \\(65535\\): Invalid argument" \
+    "a bridge whose MTU no tap can take"
+ip -n "$NS_A" link del brbig
 mount -t tmpfs none /dev/net || bail_out "cannot hide /dev/net/tun"
 refused bad11 "vif = [ 'bridge=br0' ]" "vif 0: /dev/net/tun: No such file" "a host without /dev/net/tun"
 umount /dev/net
@@ -79,6 +92,7 @@ mac=$(guest A net1 'cat /sys/class/net/eth0/address' | tr -d '\r')
 is "$mac" "$want" "the guest's eth0 has the MAC made from its uuid ($want)"
 like "$(taps A)" '^vmq[0-9]+ br0$' "hostA: a tap on br0"
 is "$(taps A)" "$(cut -d' ' -f1,2 "$QDIR/A/run/net1/taps")" "  the one its taps file names"
+is "$(mtu A "$(taps A | cut -d' ' -f1)")" 1500 "  with br0's MTU (1500)"
 is "$(cut -d' ' -f3 "$QDIR/A/run/net1/taps")" "$want" "  with the guest's MAC"
 guest A net1 "ip addr add $BNET.10/24 dev eth0 && ip link set eth0 up && echo up" >/dev/null
 qwait 10 "hping A"
@@ -99,6 +113,12 @@ ok $? "  the guest still answers on hostA"
 # --- hostB's bridge, but no tap can be made there ---------------------------
 ip -n "$NS_B" link add br0 type bridge && ip -n "$NS_B" addr add "$BNET.2/24" dev br0 &&
     ip -n "$NS_B" link set br0 up || bail_out "cannot make hostB's bridge"
+# hostB's br0 carries jumbo frames: an uplink (a veth here) with MTU 9000,
+# which the bridge follows (its MTU not set by hand)
+ip -n "$NS_B" link add vup0 type veth peer name vup1 && ip -n "$NS_B" link set vup0 mtu 9000 &&
+    ip -n "$NS_B" link set vup0 master br0 && ip -n "$NS_B" link set vup0 up ||
+    bail_out "cannot give hostB's bridge an uplink"
+is "$(mtu B br0)" 9000 "hostB's br0 follows its uplink's MTU (9000)"
 # hostB's agent runs in this mount namespace (hostA's QEMU has its tap open)
 mount -t tmpfs none /dev/net || bail_out "cannot hide /dev/net/tun"
 out=$(on A "$VMMIG" send net1 hostB 2>&1)
@@ -120,6 +140,8 @@ qwait 10 "grep -q 'state: running' '$MB/net1/status' 2>/dev/null"
 ok $? "net1 runs on hostB"
 like "$(taps B)" '^vmq[0-9]+ br0$' "hostB: its tap on br0"
 is "$(taps B)" "$(cut -d' ' -f1,2 "$QDIR/B/run/net1/taps")" "  the one its taps file names"
+is "$(mtu B "$(taps B | cut -d' ' -f1)")" 9000 "  with br0's MTU (9000)"
+is "$(mtu B br0)" 9000 "  and br0 kept it (a tap at 1500 would have lowered it)"
 qwait 5 "[ -z \"\$(taps A)\" ]"
 ok $? "hostA: the tap went with the source's QEMU" || diag "$(taps A)"
 qwait 10 "hping B"
