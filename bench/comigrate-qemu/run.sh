@@ -22,10 +22,14 @@
 # shown; hold: the source agent's "paused (migrating)" (QEMU: input waits
 # for the whole job) -> the destination agent's "running".  Targets (issue 4): group total time <= +100 ms
 # over independent, stop and resume skew <= 20 ms, console pause <= 300 ms.
+# BENCH_STREAM=direct: every move (group, independent, the console's) with
+# QEMU's streams on connections of their own (--stream=direct,
+# stream=direct); default relay.
 # Reports, never gates (exit 0 with targets missed; 1 when the run breaks).
 BENCH_NAME=comigrate-qemu
 . "$(dirname "${BASH_SOURCE[0]}")/../qemu.sh"
-: "${BENCH_ROUNDS:=2}"
+: "${BENCH_ROUNDS:=2}" "${BENCH_STREAM:=relay}"
+case "$BENCH_STREAM" in relay | direct) ;; *) bail_out "BENCH_STREAM is relay or direct" ;; esac
 export VMMIG_TEST_TIMEOUT=${VMMIG_TEST_TIMEOUT:-1800}
 # Each host its own boot id, so that the state records (the peer group)
 # travel with the domains: the way back through hostB's vmmigfs moves the
@@ -56,12 +60,12 @@ one() { # WAY FROM TO
     local way=$1 from=$2 to=$3 t0 t1 out a b stop req resume
     t0=$(now_ms)
     if [ "$way" = group ]; then
-        out=$(on "$from" "$VMMIG" comigrate "host$to" qa qb 2>&1)
+        out=$(on "$from" "$VMMIG" comigrate --stream="$BENCH_STREAM" "host$to" qa qb 2>&1)
         a=$(grep '^result member=qa ok' <<<"$out") b=$(grep '^result member=qb ok' <<<"$out")
     else
-        on "$from" "$VMMIG" send qa "host$to" >"$QDIR/sa.out" 2>&1 &
+        on "$from" "$VMMIG" send --stream="$BENCH_STREAM" qa "host$to" >"$QDIR/sa.out" 2>&1 &
         local sa=$!
-        on "$from" "$VMMIG" send qb "host$to" >"$QDIR/sb.out" 2>&1
+        on "$from" "$VMMIG" send --stream="$BENCH_STREAM" qb "host$to" >"$QDIR/sb.out" 2>&1
         wait "$sa" # (not every child: vmmigfs is one)
         out=$(cat "$QDIR/sa.out" "$QDIR/sb.out")
         a=$(grep '^result ok' "$QDIR/sa.out") b=$(grep '^result ok' "$QDIR/sb.out")
@@ -115,7 +119,7 @@ echo qb > "$MA/qa/peer" || bail_out "echo qb > qa/peer"
 # goes with the domain).
 group_move() { # M TO
     local m=$1 to=$2
-    echo "$to" > "$m/qa/migrate" || bail_out "echo $to > qa/migrate"
+    echo "$to stream=$BENCH_STREAM" > "$m/qa/migrate" || bail_out "echo $to stream=$BENCH_STREAM > qa/migrate"
     while [ -e "$m/qa" ] || [ -e "$m/qb" ]; do
         grep -q '^failed' "$m/qa/migrate" 2>/dev/null && bail_out "the group move to $to: $(cat "$m/qa/migrate")"
         sleep 0.05
@@ -159,7 +163,7 @@ echo "# load after: $(uptime)" >&2
 field() { sed -n "s/^BENCH way=$1 .* $2=\(-\{0,1\}[0-9][0-9]*\).*/\1/p" "$OUT"; }
 med() { field "$1" "$2" | median; }
 c_in=$(field console input_pause_ms) c_out=$(field console output_pause_ms)
-bench_table 36 12 "bench comigrate-qemu (medians of $BENCH_ROUNDS x 2)" independent group "" <<ROWS
+bench_table 36 12 "bench comigrate-qemu, stream $BENCH_STREAM (medians of $BENCH_ROUNDS x 2)" independent group "" <<ROWS
 diff|total time, ms|$(med independent ms)|$(med group ms)|<= +100 ms|100
 abs|stop skew, ms|$(med independent stop_skew_ms)|$(med group stop_skew_ms)|<= 20 ms|20
 abs|  of which the stop requests, ms|$(med independent stop_request_skew_ms)|$(med group stop_request_skew_ms)|<= 20 ms|20

@@ -14,8 +14,9 @@
 # and so is one over TCP whose link goes silent for a while; the
 # destination refuses bad RECOVERs with reason codes and changes nothing
 # (tests/qemu/recover-req.py), and the guest is reported lost, with the
-# reason, when the destination's QEMU is gone or the retries are spent.
-# One boot of web1, and web2 for the last case.
+# reason, when the destination's QEMU is gone or the retries are spent
+# (also by send --recover, after the source's agent died).
+# One boot of web1, and web2 and web3 for the last cases.
 #
 # The post-copies that must keep every write switch at once
 # (VMMIG_QEMU_POSTCOPY_AFTER_MS=0, lib.sh): after a pass, a switch that
@@ -149,6 +150,20 @@ unlike "$(cat "$QDIR/pc-kill.out")" 'COMMIT|postcopy=active' "  never committed,
 qwait 10 "[ ! -e '$MB/web1' ] && [ ! -e '$QDIR/B/run/web1--incoming' ]"
 ok $? "  no copy left on hostB"
 moved A "destination killed before the switch"
+
+# No record of the migration for a recovery (STATE/outgoing not a
+# directory): the commit point refuses, the guest runs on at hostA.
+mv "$QDIR/A/state/outgoing" "$QDIR/outgoing.saved" 2>/dev/null
+echo not-a-directory > "$QDIR/A/state/outgoing"
+out=$(on A "$VMMIG" send --algorithm postcopy web1 hostB 2>&1)
+rm -f "$QDIR/A/state/outgoing"
+[ -d "$QDIR/outgoing.saved" ] && mv "$QDIR/outgoing.saved" "$QDIR/A/state/outgoing"
+like "$out" 'result failed stage=[34] domain=running-here why="cannot record the post-copy for a recovery in .*/outgoing: ' \
+    "post-copy without a record for its recovery: refused at the commit point" || diag "$out"
+unlike "$out" 'postcopy=active' "  never switched"
+qwait 10 "[ ! -e '$MB/web1' ] && [ ! -e '$QDIR/B/run/web1--incoming' ]"
+ok $? "  no copy left on hostB"
+moved A "no record for a recovery"
 
 out=$(VMMIG_QEMU_POSTCOPY_AFTER_MS=soon on A "$VMMIG" send --algorithm postcopy web1 hostB 2>&1)
 like "$out" "result failed .*domain=running-here why=\"bad VMMIG_QEMU_POSTCOPY_AFTER_MS 'soon'" \
@@ -377,5 +392,31 @@ out=$(cat "$QDIR/pc-gone.out")
 like "$out" 'result failed stage=5 domain=lost algorithm=postcopy why=".*recovery gave up after [0-9]+ attempts in 6 s' \
     "  hostB unreachable after the cut: lost once the retries are spent" || diag "$out"
 ok "$( [ -L "$QDIR/B/run/web2" ]; echo $? )" "  hostB keeps the half that ran there"
+rm -f "$QDIR/via.refuse"
+
+# The source's agent dies after the switch and hostB stays unreachable:
+# send --recover tries for twice its timeout, then reports the guest lost
+# and keeps hostA's half and its record (before, it could not ask hostB
+# and left it as it was; had hostB answered, it removed it).
+qenv_boot A web3
+ok $? "web3 boots on hostA"
+echo running:4 > "$QDIR/delay"
+VIA_TIMEOUT=3 on_exec A "$VMMIG" send --timeout 3 --algorithm postcopy --via "$QDIR/viab %h" \
+    web3 hostB > "$QDIR/pc-srcgone.out" 2>&1 &
+pid=$!
+qwait 40 "grep -q 'test delay at running' '$QDIR/pc-srcgone.out'"
+ok $? "post-copy of web3: switched, runs on hostB" || diag "$(cat "$QDIR/pc-srcgone.out")"
+touch "$QDIR/via.refuse"
+kill -9 "$pid" "$(cat "$QDIR/via.pid")"
+wait "$pid" 2>/dev/null
+out=$(on A "$VMMIG" send --recover --timeout 3 --via "$QDIR/viab %h" web3--migratedaway hostB 2>&1)
+rc=$?
+is "$rc" 1 "send --recover after the source's agent died, hostB unreachable: exit 1" || diag "$out"
+like "$out" 'result failed stage=5 domain=lost algorithm=postcopy why="the migration agent died after the post-copy switch; recovering it: .*recovery gave up after [0-9]+ attempts in 6 s' \
+    "  the guest reported lost once the retries are spent" || diag "$out"
+ok "$( [ -L "$QDIR/A/run/web3--migratedaway" ]; echo $? )" "  hostA keeps its half (not removed)"
+u3=$(sed -n 's/^uuid = "\(.*\)"/\1/p' "$QDIR/A/run/web3--migratedaway/domain.cfg")
+like "$(cat "$QDIR/A/state/outgoing/$u3.postcopy" 2>&1)" '^migration=[0-9a-f]{32}' \
+    "  and its record, for a later try"
 rm -f "$QDIR/via.refuse"
 done_testing

@@ -510,15 +510,20 @@ static void test_stream_mode(void)
     finish_migration(&c, d);
     c.ops = saved;
 
-    /* a group */
+    /* a group: each member's stream direct (vmmig comigrate --stream) */
     is_int(wp(&c, d, "domr-web1", err), 0, "web1 and domr-web1 form a group");
-    calls = mock_req.calls;
-    is_int(wm(&c, d, "hostB stream=direct", err), -EINVAL, "stream=direct for a group: EINVAL");
-    ok(strstr(err, "stream=direct applies to a domain alone"), "  says why: %s", err);
-    ok(mock_req.calls == calls, "  nothing started");
-    is_int(wm(&c, d, "hostB", err), 0, "a plain request for the group");
-    is_str(mock_req.stream, "", "  the policy's direct is not used for a group");
+    is_int(wm(&c, d, "hostB stream=direct", err), 0, "stream=direct for a group: %s", err);
+    is_str(mock_req.stream, "direct", "  the group's command asks for direct streams");
+    is_int((int)mock_req.nmembers, 2, "  for both members");
     finish_migration(&c, d);
+    is_int(wm(&c, d, "hostB", err), 0, "a plain request for the group");
+    is_str(mock_req.stream, "direct", "  the policy's direct is used for a group too");
+    finish_migration(&c, d);
+    calls = mock_req.calls;
+    is_int(wm(&c, d, "hostB algo=stopcopy", err), -EINVAL, "algo= for a group: EINVAL");
+    ok(strstr(err, "algo= applies to a domain alone; web1 moves with its peer group") != NULL,
+       "  says why: %s", err);
+    ok(mock_req.calls == calls, "  nothing started");
     close_fresh(&c, dir);
 }
 
