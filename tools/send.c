@@ -1427,6 +1427,17 @@ out:
     return rc;
 }
 
+/* Wind the relay of the current connection down: its threads end once
+ * their ends are shut. */
+static void relay_stop(struct job *j)
+{
+    shutdown(j->fd, SHUT_RDWR);
+    shutdown(j->pipe_r, SHUT_RDWR);
+    pthread_join(j->pump_t, NULL);
+    pthread_join(j->back_t, NULL);
+    j->relay_up = false;
+}
+
 /* The engine's post-copy recovery hook: the stream broke after the
  * switch, both halves wait.  The old connection's relay is wound down, a
  * new one asks the destination's agent to RECOVER, and on its yes a fresh
@@ -1440,14 +1451,10 @@ static int postcopy_recover(void *arg, int *qfd, char *why, size_t whylen)
         snprintf(why, whylen, "this migration has no id to recover it by");
         return -1;
     }
-    /* The broken relay: its threads end once their ends are shut.  (An
-     * agent taking over after the one that ran the job died has none.) */
+    /* The broken relay.  (An agent taking over after the one that ran the
+     * job died has none.) */
     if (j->relay_up) {
-        shutdown(j->fd, SHUT_RDWR);
-        shutdown(j->pipe_r, SHUT_RDWR);
-        pthread_join(j->pump_t, NULL);
-        pthread_join(j->back_t, NULL);
-        j->relay_up = false;
+        relay_stop(j);
         snprintf(e2, sizeof e2, "%s", j->pump_rc ? j->pump_err : j->back_rc ? j->back_err : "");
     } else {
         snprintf(e2, sizeof e2, "the agent that ran the migration died");
@@ -1567,13 +1574,8 @@ static int resume_postcopy_here(struct job *j, const uint8_t *psk, size_t psklen
     if (!rc && !j->relay_up)
         rc = -EIO, snprintf(err, sizeof err, "QEMU completed without a new stream");
     if (rc) {
-        if (j->relay_up) {
-            shutdown(j->fd, SHUT_RDWR);
-            shutdown(j->pipe_r, SHUT_RDWR);
-            pthread_join(j->pump_t, NULL);
-            pthread_join(j->back_t, NULL);
-            j->relay_up = false;
-        }
+        if (j->relay_up)
+            relay_stop(j);
         if (!j->mig_id[0])
             snprintf(err + strlen(err), sizeof err - strlen(err),
                      "%sno record of the migration's id in %s/outgoing (%s)", err[0] ? "; " : "",
