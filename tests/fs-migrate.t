@@ -243,7 +243,8 @@ TOOL_OUT=$XENENV_DIR/tool.out
 TOOL_PID=$!
 xenenv_defer 'kill $TOOL_PID 2>/dev/null; wait $TOOL_PID 2>/dev/null'
 for s in 1 2 3 4 5 6; do
-    wait_for 5 grep -q "stage $((s - 1)) " "$TOOL_OUT" || break
+    # (generous: once, under a loaded machine, stage 0 took longer than 5 s)
+    wait_for 20 grep -q "stage $((s - 1)) " "$TOOL_OUT" || break
     touch "$XENENV_DIR/go.$s"
 done
 wait_for 10 test -s "$XENENV_DIR/tool.rc"
