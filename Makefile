@@ -31,7 +31,7 @@ TEST_DEPS  := perl util-linux python3 xen-utils-4.17 xenstore-utils qemu-system-
               clang-14 libclang-rt-14-dev qemu-utils nbdkit libnbd-bin iproute2 binutils
 DEPS_STAMP := .cache/deps.stamp
 
-.PHONY: all deps check check-unit check-fs check-comigrate check-man check-blockmirror check-install check-xen check-xen2 check-qemu check-fuzz fuzz demo \
+.PHONY: all deps check check-unit check-fs check-comigrate check-man check-blockmirror check-install check-harness check-xen check-xen2 check-qemu check-fuzz fuzz demo \
         bench clean \
         install uninstall
 all: $(B)/bin/vmmig
@@ -113,6 +113,10 @@ check-blockmirror: $(B)/bin/vmmig
 check-install: $(B)/bin/vmmig
 	prove tests/install.t
 
+# The emulated hosts' TAP reporting (tests/lib/bootloop.sh).
+check-harness:
+	prove tests/bootloop.t
+
 # Control-protocol fuzzing (libFuzzer): a bounded run in check, longer with make fuzz.
 FUZZ_TIME ?= 300
 fuzz: | $(DEPS_STAMP)
@@ -136,7 +140,11 @@ check-qemu: $(B)/bin/vmmig static
 # make check stays well under 20 minutes on 2 cores; the two-host system
 # test (check-xen2, about 19 minutes of emulated Xen) is its own target,
 # and .ci/run runs both.
-check: check-unit check-fs check-comigrate check-man check-blockmirror check-install check-static check-fuzz check-xen check-qemu
+CHECK_PARTS := check-unit check-fs check-comigrate check-man check-blockmirror check-install check-harness check-static check-fuzz check-xen check-qemu
+# One part after another even under make -j: the emulated hosts and the
+# timed stages share the two cores with whatever else runs.
+check:
+	@set -e; for part in $(CHECK_PARTS); do $(MAKE) --no-print-directory $$part; done
 
 demo: $(B)/bin/vmmig $(KMOD)
 	tests/xen/demo.sh

@@ -4,6 +4,29 @@
 # Expects: LOG, TRIES, and bail (prints and exits); the boot function sets
 # REACHED, WHY, DONE, NTESTS, NFAIL and DOM0_PLAN (tests/xen/run.sh).
 
+# Every TAP line also goes to TAPLOG (in the caller's RUNDIR), for
+# failure_report.
+TAPLOG=$RUNDIR/tap.log
+: > "$TAPLOG"
+tap_line() {
+    printf '%s\n' "$1"
+    printf '%s\n' "$1" >> "$TAPLOG"
+}
+
+# failure_report: on stderr, which prove shows even when not verbose (CI
+# keeps only that), each failed result with the diagnostics after it, then
+# the end of the serial log.
+failure_report() {
+    [ "$NFAIL" -gt 0 ] || return 0
+    {
+        echo "# --- failed results, with the diagnostics that followed them ---"
+        awk '/^not ok / { n = 12; print; next }
+             /^ok / { n = 0; next }
+             n > 0 && /^#/ { print; n-- }' "$TAPLOG" | head -n 150
+        log_tail 40
+    } >&2
+}
+
 log_tail() {
     echo "# --- last lines of $LOG ---"
     tail -n "${1:-40}" "$LOG" | sed 's/^/#   /'

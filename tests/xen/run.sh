@@ -162,10 +162,10 @@ boot_once() {
                         # even if the console mangled a line).
                         body=${rest#"$status" }
                         body=${body#"${body%%[!0-9]*}"}
-                        echo "$status $NTESTS$body" ;;
+                        tap_line "$status $NTESTS$body" ;;
                     "1.."*) DOM0_PLAN=${rest#1..} ;;
-                    "#"*) echo "$rest" ;;
-                    *) echo "# (unparsed console line) $rest" ;;
+                    "#"*) tap_line "$rest" ;;
+                    *) tap_line "# (unparsed console line) $rest" ;;
                 esac ;;
         esac
     done < <(
@@ -202,4 +202,5 @@ boot_until_up boot_once dom0
 tap_summary dom0
 echo "# timing: prepare $T_PREP s, boot to dom0 $T_READY s, whole boot $T_BOOT s, total $(elapsed) s"
 echo "1..$NTESTS"
+failure_report
 [ "$NFAIL" -eq 0 ]

@@ -345,10 +345,10 @@ boot_pair() {
                         # Renumber with the host's count (TAP wants no gaps).
                         body=${rest#"$status" }
                         body=${body#"${body%%[!0-9]*}"}
-                        echo "$status $NTESTS$body" ;;
+                        tap_line "$status $NTESTS$body" ;;
                     "1.."*) DOM0_PLAN=${rest#1..} ;;
-                    "#"*) echo "$rest" ;;
-                    *) echo "# (unparsed console line) $rest" ;;
+                    "#"*) tap_line "$rest" ;;
+                    *) tap_line "# (unparsed console line) $rest" ;;
                 esac ;;
         esac
     done < <(qemu_host A "listen=127.0.0.1:$port" 52:54:00:99:00:01)
@@ -385,4 +385,5 @@ tap_summary hostA
 echo "# timing: prepare $T_PREP s, dom0 up A $T_READY_A s B $T_READY_B s, A reaches B $T_PEER s, whole boot $T_BOOT s, total $(elapsed) s"
 echo "# QEMU peak RSS / CPU: hostA ${USAGE_A% *} MiB / ${USAGE_A#* } s, hostB ${USAGE_B% *} MiB / ${USAGE_B#* } s"
 echo "1..$NTESTS"
+failure_report
 [ "$NFAIL" -eq 0 ]

@@ -39,8 +39,16 @@ is "$rc" 0 "xl migrate -s '' tiny 'xl migrate-receive' while memcheck runs"
 [ "$rc" = 0 ] || diag "$out"
 diag "xl migrate took $(( $(date +%s) - t0 )) s; domid $domid -> $(guest_domid tiny)"
 
-out=$(memcheck_verify tiny); rc=$?
+out=$(memcheck_verify tiny 2>&1); rc=$?
 is "$rc" 0 "memcheck verify after the migration: exit 0"
+if [ "$rc" != 0 ]; then
+    diag "verify said: $out"
+    diag "xl list: $(xl list 2>&1 | tr -s ' \n' ' ')"
+    diag "tiny's console, last lines:"
+    guest_console tiny 2>&1 | tail -n 15 | while IFS= read -r l; do diag "  $l"; done
+    diag "xl dmesg, last lines:"
+    xl dmesg 2>&1 | tail -n 10 | while IFS= read -r l; do diag "  $l"; done
+fi
 like "$out" "^pages=$PAGES bad=0 " "all $PAGES pages intact after the migration"
 diag "after: $out"
 gap=$(memcheck_field max_gap_ms "$out")
