@@ -36,4 +36,27 @@ unlike "$(cat "$dir/err")" "about the (first|third)|ok 1 |ok 3 " "nothing of the
 run 0
 is "$(cat "$dir/err")" "" "a run without failures: nothing on stderr"
 is "$(wc -l < "$dir/tap.log")" 7 "tap.log begins empty each run"
+
+# What a dom0 printed after "TAP: ": results renumbered with the host's
+# count and counted, its plan kept aside, anything else a comment; then a
+# dom0 plan the console did not carry in full is a failed result of its own,
+# in the report too.
+RUNDIR=$dir LOG=$dir/serial.log bash -c '
+    . "$0/tests/lib/bootloop.sh"
+    NTESTS=0 NFAIL=0 DOM0_PLAN=
+    tap_console_line "ok 1 - first"
+    tap_console_line "# about it"
+    tap_console_line "not ok 7 - second, numbered 7 by the dom0"
+    tap_console_line "ok  - third, its number mangled"
+    tap_console_line "garbled"
+    tap_console_line "1..4"
+    echo "NTESTS=$NTESTS NFAIL=$NFAIL DOM0_PLAN=$DOM0_PLAN" >&2
+    tap_summary dom0
+    failure_report' "$top" > "$dir/out" 2> "$dir/err"
+is "$(cat "$dir/out")" "$(printf '%s\n' 'ok 1 - first' '# about it' 'not ok 2 - second, numbered 7 by the dom0' \
+    'ok 3 - third, its number mangled' '# (unparsed console line) garbled' \
+    'not ok 4 - dom0 reported 4 results, the console carried 3')" \
+    "console lines: renumbered, comments kept, the unparsed one marked, the missing result failed"
+like "$(head -n 1 "$dir/err")" "^NTESTS=3 NFAIL=1 DOM0_PLAN=4\$" "  counted: 3 results, 1 failed, the dom0's plan 4"
+like "$(cat "$dir/err")" "^not ok 4 - dom0 reported 4 results" "  the missing result is in the report"
 done_testing

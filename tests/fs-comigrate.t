@@ -134,7 +134,6 @@ ok $? "event comigrate-done" || diag "$(events_since "$n")"
 # Written to domr-web1 this time: A is domr-web1, B web1.
 rm -f "$XENENV_DIR"/go.*
 fake_comigrate "
-step() { while [ ! -e '$XENENV_DIR'/go.\$1 ]; do [ -d '$XENENV_DIR' ] || exit 1; sleep 0.02; done; }
 echo \"progress member=\$A stage=1 name=reservation\"
 echo \"progress member=\$B stage=1 name=reservation\"
 step 1
@@ -265,7 +264,6 @@ ok $? "event migrate-recover per member" || diag "$(events_since "$n")"
 # The fake engine goes on to stage N once the tool has shown stage N-1 of both.
 rm -f "$XENENV_DIR"/go.*
 fake_comigrate "
-step() { while [ ! -e '$XENENV_DIR'/go.\$1 ]; do [ -d '$XENENV_DIR' ] || exit 1; sleep 0.02; done; }
 echo \"progress member=\$A stage=0 name=pre-migration\"
 echo \"progress member=\$B stage=0 name=pre-migration\"
 step 1

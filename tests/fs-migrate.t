@@ -29,7 +29,6 @@ like "$pol" '^accept_incoming = yes$' "policy: accept_incoming = yes by default"
 
 # The fake engine moves the domain in steps, each released by a go.N file.
 fake_send "
-step() { while [ ! -e '$XENENV_DIR'/go.\$1 ]; do [ -d '$XENENV_DIR' ] || exit 1; sleep 0.02; done; }
 echo 'progress stage=0 name=pre-migration'
 echo 'progress stage=1 name=reservation'
 step 1
@@ -228,7 +227,6 @@ ok $? "event migrate-done says recovered=yes"
 policy_line "transport = tcp"
 rm -f "$XENENV_DIR"/go.*
 fake_send "
-step() { while [ ! -e '$XENENV_DIR'/go.\$1 ]; do [ -d '$XENENV_DIR' ] || exit 1; sleep 0.02; done; }
 echo 'progress stage=0 name=pre-migration'
 step 1; echo 'progress stage=1 name=reservation'
 step 2; echo 'progress stage=2 name=iterative-pre-copy round=1 sent=2097152 dirty_rate=5'

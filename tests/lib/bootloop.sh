@@ -1,8 +1,10 @@
 # tests/lib/bootloop.sh - what tests/xen/run.sh and tests/xen2/run.sh share
-# after their own boot function: boot again while the dom0(s) never came
-# up, then check that the scenarios finished and print the TAP plan.
-# Expects: LOG, TRIES, and bail (prints and exits); the boot function sets
-# REACHED, WHY, DONE, NTESTS, NFAIL and DOM0_PLAN (tests/xen/run.sh).
+# around their own boot function: the console's TAP lines as this run's TAP
+# stream, booting again while the dom0(s) never came up, then checking that
+# the scenarios finished, and the report of a failed run.
+# Expects: RUNDIR, LOG, TRIES, and bail (prints and exits); the boot
+# function sets REACHED, WHY and DONE, resets NTESTS, NFAIL and DOM0_PLAN
+# and passes each console line after "TAP: " to tap_console_line.
 
 # Every TAP line also goes to TAPLOG (in the caller's RUNDIR), for
 # failure_report.
@@ -11,6 +13,25 @@ TAPLOG=$RUNDIR/tap.log
 tap_line() {
     printf '%s\n' "$1"
     printf '%s\n' "$1" >> "$TAPLOG"
+}
+
+# tap_console_line REST: what a dom0 printed after "TAP: " on its console,
+# as a line of this run's TAP stream.  Results are renumbered with the
+# host's count (TAP wants no gaps even if the console mangled a line) and
+# counted in NTESTS and NFAIL; the dom0's own plan goes to DOM0_PLAN.
+tap_console_line() {
+    local rest=$1 status=ok body
+    case "$rest" in
+        "ok "*|"not ok "*)
+            case "$rest" in "not ok "*) status="not ok"; NFAIL=$((NFAIL + 1)) ;; esac
+            NTESTS=$((NTESTS + 1))
+            body=${rest#"$status" }
+            body=${body#"${body%%[!0-9]*}"}
+            tap_line "$status $NTESTS$body" ;;
+        "1.."*) DOM0_PLAN=${rest#1..} ;;
+        "#"*) tap_line "$rest" ;;
+        *) tap_line "# (unparsed console line) $rest" ;;
+    esac
 }
 
 # failure_report: on stderr, which prove shows even when not verbose (CI
@@ -59,7 +80,7 @@ tap_summary() {
     DOM0_PLAN=${DOM0_PLAN//[!0-9]/}
     if [ -n "$DOM0_PLAN" ] && [ "$DOM0_PLAN" -ne "$NTESTS" ]; then
         NTESTS=$((NTESTS + 1)); NFAIL=$((NFAIL + 1))
-        echo "not ok $NTESTS - $1 reported $DOM0_PLAN results, the console carried $((NTESTS - 1))"
+        tap_line "not ok $NTESTS - $1 reported $DOM0_PLAN results, the console carried $((NTESTS - 1))"
     fi
-    [ "$NTESTS" -gt 0 ] || { NTESTS=1; NFAIL=1; echo "not ok 1 - no scenario printed any result"; }
+    [ "$NTESTS" -gt 0 ] || { NTESTS=1; NFAIL=1; tap_line "not ok 1 - no scenario printed any result"; }
 }

@@ -303,14 +303,19 @@ _now_us() { local t=${EPOCHREALTIME//[!0-9]/}; echo "$((10#$t))"; }
 
 # fake_send 'BODY': what the fake `vmmig send` does from now on (bash; it
 # runs in vmmigfs's helper).  BODY sees its arguments, DOMID and HOST (the
-# last two), XSFAKE (to make the domain go away, as a real move does) and
-# the usual environment; it prints progress/result lines as vmmig send does
-# (see vmmigfs(8)) and sets the exit status.
+# last two), XSFAKE (to make the domain go away, as a real move does),
+# `step N` (waits until the test creates $XENENV_DIR/go.N) and the usual
+# environment; it prints progress/result lines as vmmig send does (see
+# vmmigfs(8)) and sets the exit status.
 fake_send() {
     {
         echo '#!/bin/bash'
         echo 'DOMID=${@: -2:1} HOST=${@: -1}'
         echo "XSFAKE='$XSFAKE'"
+        # step N: wait until the test releases stage N (go.N); a test that
+        # failed and left has no directory any more: end, do not spin.
+        printf "step() { while [ ! -e '%s'/go.\$1 ]; do [ -d '%s' ] || exit 1; sleep 0.02; done; }\n" \
+            "$XENENV_DIR" "$XENENV_DIR"
         printf '%s\n' "$1"
     } >"$XENENV_DIR/send.sh.new"
     chmod 755 "$XENENV_DIR/send.sh.new"

@@ -152,21 +152,7 @@ boot_once() {
             *"VMMIG-HOST-QEMU-EXIT "*)
                 qrc=${line##* } ;;
             *"TAP: "*)
-                rest=${line#*TAP: }
-                case "$rest" in
-                    "ok "*|"not ok "*)
-                        status=ok
-                        case "$rest" in "not ok "*) status="not ok"; NFAIL=$((NFAIL + 1)) ;; esac
-                        NTESTS=$((NTESTS + 1))
-                        # Renumber with the host's count (TAP wants no gaps
-                        # even if the console mangled a line).
-                        body=${rest#"$status" }
-                        body=${body#"${body%%[!0-9]*}"}
-                        tap_line "$status $NTESTS$body" ;;
-                    "1.."*) DOM0_PLAN=${rest#1..} ;;
-                    "#"*) tap_line "$rest" ;;
-                    *) tap_line "# (unparsed console line) $rest" ;;
-                esac ;;
+                tap_console_line "${line#*TAP: }" ;;
         esac
     done < <(
         # (set -e holds in here too: keep the failing status from ending

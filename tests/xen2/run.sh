@@ -287,7 +287,7 @@ sampler() {
 # Sets: REACHED (both dom0 markers seen), DONE, NTESTS, NFAIL, DOM0_PLAN,
 # T_READY_A, T_READY_B, T_PEER, FAILMSG, LOG, T_BOOT, WHY.
 boot_pair() {
-    local try=$1 line ts t_start qrc="" port rest status body p
+    local try=$1 line ts t_start qrc="" port p
     LOG=$LOGDIR/boot-$(date +%Y%m%d-%H%M%S)-try$try.log
     : > "$LOG"
     ln -sfn "$(basename "$LOG")" "$LOGDIR/latest.log"
@@ -336,20 +336,7 @@ boot_pair() {
             *"VMMIG-HOST-QEMU-EXIT "*)
                 qrc=${line##* } ;;
             *"TAP: "*)
-                rest=${line#*TAP: }
-                case "$rest" in
-                    "ok "*|"not ok "*)
-                        status=ok
-                        case "$rest" in "not ok "*) status="not ok"; NFAIL=$((NFAIL + 1)) ;; esac
-                        NTESTS=$((NTESTS + 1))
-                        # Renumber with the host's count (TAP wants no gaps).
-                        body=${rest#"$status" }
-                        body=${body#"${body%%[!0-9]*}"}
-                        tap_line "$status $NTESTS$body" ;;
-                    "1.."*) DOM0_PLAN=${rest#1..} ;;
-                    "#"*) tap_line "$rest" ;;
-                    *) tap_line "# (unparsed console line) $rest" ;;
-                esac ;;
+                tap_console_line "${line#*TAP: }" ;;
         esac
     done < <(qemu_host A "listen=127.0.0.1:$port" 52:54:00:99:00:01)
 

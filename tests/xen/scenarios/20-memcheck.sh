@@ -45,9 +45,9 @@ if [ "$rc" != 0 ]; then
     diag "verify said: $out"
     diag "xl list: $(xl list 2>&1 | tr -s ' \n' ' ')"
     diag "tiny's console, last lines:"
-    guest_console tiny 2>&1 | tail -n 15 | while IFS= read -r l; do diag "  $l"; done
+    diag "$(guest_console tiny 2>&1 | tail -n 15 | sed 's/^/  /')"
     diag "xl dmesg, last lines:"
-    xl dmesg 2>&1 | tail -n 10 | while IFS= read -r l; do diag "  $l"; done
+    diag "$(xl dmesg 2>&1 | tail -n 10 | sed 's/^/  /')"
 fi
 like "$out" "^pages=$PAGES bad=0 " "all $PAGES pages intact after the migration"
 diag "after: $out"
