@@ -5,8 +5,12 @@
  * xenstore page), so a key that reached the ring and that the guest had not
  * read when it suspended is lost.  Input must therefore stop before the
  * guest is asked to suspend, and what is in the ring must be read first.
- * (QEMU has no such hold: its console's input waits for the whole
- * migration, see consolerelay.c.)
+ * QEMU reads its console socket into the guest's memory in its main loop,
+ * which may first run after the migration's last pass, and what it has not
+ * read is lost with the source's QEMU: the same hold, and the relay counts
+ * a write as done only once QEMU has read it (until then it writes nothing
+ * more and keeps its shared lock, so the hold waits for that read; a move
+ * hands an unread write back to the client).
  * Both agents open STATE_DIR/console/UUID.lock: the relay writes to the
  * console only under a shared flock taken without waiting; send takes the
  * exclusive flock (waiting out a write in progress) before the domain is

@@ -143,7 +143,21 @@ struct console_input {
      * (the client sends it again, to the destination). */
     bool pending;
     uint32_t pending_len;
+    /* The hold's shared lock is kept while it is pending, on this fd: a
+     * send taking the hold waits until QEMU has read the last write, so
+     * that it is in the guest's memory before the device state goes
+     * (QEMU reads the socket in its main loop, which may run only after
+     * the migration's last pass). */
+    bool hold_kept;
+    int hold_kept_fd;
 };
+
+static void hold_release(struct console_input *in)
+{
+    if (in->hold_kept)
+        console_hold_write_end(in->hold_kept_fd);
+    in->hold_kept = false;
+}
 
 /* Input the console has taken: what the client may forget. */
 static uint64_t input_taken(const struct console_input *in)
@@ -216,8 +230,10 @@ static void pending_check(struct console_input *in, int fd)
     struct pollfd p = {.fd = fd, .events = POLLRDHUP};
     if (!in->pending || (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR))))
         return;
-    if (console_taken(fd))
+    if (console_taken(fd)) {
         in->pending = false;
+        hold_release(in);
+    }
 }
 
 /* One message from the client, if one is waiting (within wait_ms).  Input
@@ -261,8 +277,12 @@ static enum client_event client_turn(struct proto_conn *c, struct console_input 
                 in->pending = true;
                 in->pending_len = (uint32_t)written;
             }
-            if (hold_fd >= 0)
+            if (hold_fd >= 0 && in->pending) {
+                in->hold_kept = true;
+                in->hold_kept_fd = hold_fd;
+            } else if (hold_fd >= 0) {
                 console_hold_write_end(hold_fd);
+            }
         }
         in->next += written;
         if (written < n) {
@@ -282,7 +302,7 @@ out:
 
 /* Must input wait, by vmmigfs's NAME/migrate line?  "recovering ..."
  * always; "running ..." (a job) only when the engine cannot drain the
- * console before the stop: with console_drain (Xen) `vmmig send` holds
+ * console before the stop: with console_drain (Xen, QEMU) `vmmig send` holds
  * input itself from the stop on (consolehold.h), and input flows during
  * pre-copy. */
 bool console_migrate_holds_input(const char *migrate_line, bool engine_drains)
@@ -321,7 +341,7 @@ static bool moving(const char *mount, const char *name, bool engine_drains, char
  * When it is moving ("migrating"), to says where; else to is "". */
 static const char *not_running(const struct mig_engine_ops *eng, struct mig_engine *e,
                                uint32_t domid, const char *name, const char *mount, int hold_fd,
-                               char *to, size_t tolen)
+                               bool hold_kept, char *to, size_t tolen)
 {
     char id[16];
     struct mig_dom d;
@@ -332,9 +352,11 @@ static const char *not_running(const struct mig_engine_ops *eng, struct mig_engi
         return "gone";
     if (d.dying)
         return "dying";
-    /* Held: whatever else the domain is, it is stopping for a move, and
-     * the client is told where it goes. */
-    if (drains && console_hold_held(hold_fd))
+    /* Before paused: QEMU stops the guest (pre-switchover) before the hold,
+     * and the client is told where it goes once it is held. */
+    /* (Not while the relay keeps the shared lock itself: a send waits for
+     * it, and testing it on the same fd would let it go.) */
+    if (drains && !hold_kept && console_hold_held(hold_fd))
         return "stopping";
     if (d.paused)
         return "paused";
@@ -378,7 +400,7 @@ static bool relay(struct proto_conn *c, struct console_input *in, const struct m
         if (t >= next_check && !(known == -1 && t < in->retry_at)) {
             char to[256];
             const char *why =
-                not_running(eng, e, domid, name, mount, hold_fd, to, sizeof to);
+                not_running(eng, e, domid, name, mount, hold_fd, in->hold_kept, to, sizeof to);
             int running = !why;
             /* Also, now and then, how much input was written: the client
              * keeps input until it knows. */
@@ -462,6 +484,7 @@ int console_serve(struct proto_conn *c, const struct mig_engine_ops *eng, struct
             /* Without the lock file input waits for the whole migration. */
             int hold_fd = eng->console_drain ? console_hold_open(state_dir, d.uuid) : -1;
             bool client_there = relay(c, &in, eng, e, &io, d.domid, name, mount, hold_fd);
+            hold_release(&in);
             if (hold_fd >= 0)
                 close(hold_fd);
             if (in.pending) {

@@ -142,6 +142,11 @@ struct mig_engine_ops {
     /* Optional: fn runs before save() stops the domain (NULL clears it);
      * an engine without it stops when its hypervisor decides. */
     void (*set_stop_hook)(struct mig_engine *e, mig_stop_hook_fn *fn, void *arg);
+    /* Optional: fn runs where console input must stop in a migration the
+     * engine switches over by itself (QEMU: at pre-switchover, the guest
+     * stopped; before stop-and-copy's stop; before the post-copy switch).
+     * In a co-migration the stop hook runs there instead (or as well). */
+    void (*set_console_hook)(struct mig_engine *e, void (*fn)(void *arg), void *arg);
     /* The hook changes how save() switches over (QEMU's: the engine stops
      * the domain itself after one pass): set it in a co-migration only. */
     bool stop_hook_group_only;

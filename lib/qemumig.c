@@ -54,6 +54,9 @@ struct mig_engine {
     /* The co-migration stop barrier (set_stop_hook): see group_stop(). */
     mig_stop_hook_fn *stop_hook;
     void *stop_hook_arg;
+    /* Console input stops (set_console_hook): send's console hold. */
+    void (*console_hook)(void *arg);
+    void *console_hook_arg;
     enum { WAY_AUTO, WAY_BARRIER, WAY_FIRST_PASS } group_stop_way; /* VMMIG_QEMU_GROUP_STOP */
     /* The incoming domain's taps, made by prepare() (QEMU takes copies) */
     bool prepared;
@@ -248,8 +251,9 @@ static const char events_cap[] =
     "{\"capabilities\": [{\"capability\": \"events\", \"state\": true},"
     " {\"capability\": \"postcopy-ram\", \"state\": false},"
     " {\"capability\": \"pause-before-switchover\", \"state\": false}]}";
-/* A co-migration: QEMU never switches over before migrate-continue. */
-static const char group_cap[] =
+/* A co-migration, or a pre-copy with a console hook: QEMU never switches
+ * over before migrate-continue. */
+static const char pause_cap[] =
     "{\"capabilities\": [{\"capability\": \"events\", \"state\": true},"
     " {\"capability\": \"postcopy-ram\", \"state\": false},"
     " {\"capability\": \"pause-before-switchover\", \"state\": true}]}";
@@ -283,6 +287,13 @@ struct group_stop {
 static int exec_simple(struct qmp *q, const char *cmd, const char *args, char *err, size_t errlen)
 {
     return qmp_execute(q, cmd, args, -1, NULL, QMP_TIMEOUT_MS, err, errlen);
+}
+
+/* Console input stops here (set_console_hook); send's hold is taken once. */
+static void console_stop(struct mig_engine *e)
+{
+    if (e->console_hook)
+        e->console_hook(e->console_hook_arg);
 }
 
 /* Cancel and wait until QEMU has let go of the guest: it runs again unless
@@ -377,7 +388,8 @@ static int group_stop_way(struct mig_engine *e, struct qmp *q, struct group_stop
 /* The source's switch: the agent commits, then migrate-start-postcopy.  A
  * refused commit or a failed switch cancels the migration: pre-copy never
  * stopped the guest, so it runs on here. */
-static int postcopy_switch(struct qmp *q, struct postcopy *pc, char *err, size_t errlen)
+static int postcopy_switch(struct mig_engine *e, struct qmp *q, struct postcopy *pc, char *err,
+                           size_t errlen)
 {
     char e2[300];
     struct json *info = NULL;
@@ -388,6 +400,7 @@ static int postcopy_switch(struct qmp *q, struct postcopy *pc, char *err, size_t
         snprintf(err, errlen, "cancelled before the post-copy switch");
         return -ECANCELED;
     }
+    console_stop(e); /* the device state goes with the switch */
     rc = exec_simple(q, "migrate-start-postcopy", NULL, err, errlen);
     if (!rc) {
         pc->switched = true;
@@ -446,7 +459,7 @@ static int follow_migration(struct mig_engine *e, struct qmp *q, bool source,
                             struct postcopy *pc, struct group_stop *gs, char *err, size_t errlen)
 {
     unsigned last_round = 0;
-    bool commit_asked = false;
+    bool commit_asked = false, continued = false;
     struct timespec t0;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -475,7 +488,7 @@ static int follow_migration(struct mig_engine *e, struct qmp *q, bool source,
                 return rc;
             if (source && pc && !commit_asked && pass_over && pc->after_ms < 0) {
                 commit_asked = true;
-                if ((rc = postcopy_switch(q, pc, err, errlen)))
+                if ((rc = postcopy_switch(e, q, pc, err, errlen)))
                     return rc;
             }
             wait_ms = 0;
@@ -502,6 +515,20 @@ static int follow_migration(struct mig_engine *e, struct qmp *q, bool source,
                                       err, errlen)))
                     return rc;
                 gs->continued = true;
+            }
+            continue;
+        }
+        if (!strcmp(status, "pre-switchover")) {
+            /* A pre-copy paused for its console hook: the guest is stopped,
+             * QEMU still takes console input (into the guest's buffers,
+             * which go with its memory), the device state not sent yet. */
+            json_free(info);
+            if (!continued) {
+                console_stop(e);
+                if ((rc = exec_simple(q, "migrate-continue", "{\"state\": \"pre-switchover\"}",
+                                      err, errlen)))
+                    return rc;
+                continued = true;
             }
             continue;
         }
@@ -546,7 +573,7 @@ static int follow_migration(struct mig_engine *e, struct qmp *q, bool source,
             (!strcmp(status, "active") || !strcmp(status, "setup"))) {
             commit_asked = true;
             json_free(info);
-            if ((rc = postcopy_switch(q, pc, err, errlen)))
+            if ((rc = postcopy_switch(e, q, pc, err, errlen)))
                 return rc;
             continue;
         }
@@ -597,7 +624,10 @@ static int save_common(struct mig_engine *e, uint32_t domid, int fd, bool live,
     atomic_store(&e->stop_event_ms, 0);
     atomic_store(&e->saving_domid, domid);
     if ((rc = exec_simple(q, "migrate-set-capabilities",
-                          pc ? postcopy_cap : gs ? group_cap : events_cap, err, errlen)))
+                          pc                           ? postcopy_cap
+                          : gs || (live && e->console_hook) ? pause_cap
+                                                            : events_cap,
+                          err, errlen)))
         goto out;
     /* $VMMIG_QEMU_MAX_BANDWIDTH (bytes/s) throttles the stream: on a
      * shared link, and for the tests that must act in the middle of one. */
@@ -659,6 +689,7 @@ static int save_common(struct mig_engine *e, uint32_t domid, int fd, bool live,
             goto out;
         stopped_by_us = true;
         atomic_store(&e->saving_stopped, true);
+        console_stop(e);
     }
     if ((rc = qmp_getfd(q, fd, "vmmig-out", err, errlen)))
         goto out;
@@ -1046,6 +1077,21 @@ static long long qm_stop_time_ms(struct mig_engine *e)
     return atomic_load(&e->stop_event_ms);
 }
 
+static void qm_set_console_hook(struct mig_engine *e, void (*fn)(void *arg), void *arg)
+{
+    e->console_hook = fn;
+    e->console_hook_arg = arg;
+}
+
+/* QEMU's virtio console has put what it read from its socket into the
+ * guest's own buffers, which move with its memory: nothing to wait for
+ * once the hold has waited for QEMU to read it all (consolehold.h). */
+static int qm_console_drain(struct mig_engine *e, uint32_t domid, int timeout_ms)
+{
+    (void)e, (void)domid, (void)timeout_ms;
+    return 0;
+}
+
 static int qm_is_suspended(struct mig_engine *e, uint32_t domid)
 {
     struct qemu_dom d;
@@ -1285,7 +1331,9 @@ const struct mig_engine_ops qemu_mig_engine = {
     .guest_hold_get = qm_guest_hold_get,
     .guest_hold_put = qm_guest_hold_put,
     .console_path = qm_console_path,
+    .console_drain = qm_console_drain,
     .set_stop_hook = qm_set_stop_hook,
+    .set_console_hook = qm_set_console_hook,
     .set_postcopy_recover = qm_set_postcopy_recover,
     .recover_postcopy = qm_recover_postcopy,
     .resume_postcopy = qm_resume_postcopy,

@@ -647,10 +647,12 @@ static void *monitor_main(void *arg)
     return NULL;
 }
 
-/* Console input stops here, before the domain is asked to stop, and what
- * the guest was given is read by it first: Xen's restore clears the console
- * ring, so unread input would be lost (consolehold.h).  Until here it flowed
- * (the relay writes only without this lock). */
+/* Console input stops here, before the domain is asked to stop (QEMU: at
+ * the latest before its device state goes), and what the guest was given
+ * is read by it first: Xen's restore clears the console ring, and what
+ * QEMU has not read from its console socket stays behind with the source's
+ * QEMU, so unread input would be lost (consolehold.h).  Until here it
+ * flowed (the relay writes only without this lock). */
 static void console_hold(struct job *j)
 {
     if (!j->eng->console_drain || j->console_hold_fd >= 0)
@@ -679,6 +681,11 @@ static void console_hold(struct job *j)
                   j->dom.name, unread);
     else if (unread < 0)
         error_msg("cannot see %s's console ring: %s", j->dom.name, strerror(-unread));
+}
+
+static void console_hook(void *arg)
+{
+    console_hold(arg);
 }
 
 static void console_release(struct job *j)
@@ -1717,6 +1724,8 @@ static int send_main(int argc, char **argv)
     }
     if (j.eng->set_stop_hook && (sync_fd >= 0 || !j.eng->stop_hook_group_only))
         j.eng->set_stop_hook(j.e, stop_barrier, &j);
+    if (j.eng->set_console_hook)
+        j.eng->set_console_hook(j.e, console_hook, &j);
     /* Seen stopped is not past the stop barrier for such an engine. */
     if (j.eng->set_stop_hook && j.eng->stop_hook_always)
         sync_event("event stop-hook");

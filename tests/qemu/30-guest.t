@@ -142,6 +142,18 @@ ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 ok "$([ "$ms" -ge 2000 ]; echo $?)" "  in $ms ms, 2 s of them with the guest stopped (test delay)"
 qwait 10 "grep -q 'state: running' '$MB/web1/status' 2>/dev/null"
 ok $? "web1 runs on hostB"
+# Input flows through pre-copy and is held only once QEMU has stopped the
+# guest (pre-switchover, `vmmig send`'s console hold), not for the job.
+cerr=$(sed -n '/standby not needed any more/,$p' "$QDIR/con.err")
+unlike "$cerr" '[0-9.]+ localhost: paused \(migrating\)' "input was not held for the whole job" ||
+    diag "$cerr"
+like "$cerr" '[0-9.]+ localhost: paused \(stopping\), going to hostB' \
+    "  but from the stop, the client told where web1 goes" || diag "$cerr"
+t_held=$(sed -n 's/.* \([0-9.]*\) localhost: paused (stopping).*/\1/p' <<<"$cerr" | head -n1)
+t_run=$(sed -n 's/.* \([0-9.]*\) hostB: running, input written.*/\1/p' <<<"$cerr" | head -n1)
+held=$(awk -v a="$t_held" -v b="$t_run" 'BEGIN { if (a == "" || b == "") print -1; else printf "%d", (b - a) * 1000 }')
+ok "$([ "$held" -ge 2000 ] && [ "$held" -lt 8000 ]; echo $?)" \
+    "  held $held ms: the guest's downtime (2 s of test delay in it) and the client following"
 console_verify B web1 migration
 
 # --- a hold forced over travels with the domain ---------------------------

@@ -258,7 +258,7 @@ console_verify() { # HOST NAME WHAT [keys-only]
     like "$(cat "$QDIR/con.err")" "following $name to host$h" "the console client followed $name to host$h" ||
         diag "$(cat "$QDIR/con.err")"
     # the client attached to the destination's agent while the domain was
-    # moving (QEMU: from the start of the job), and input went there as
+    # moving (from the stop, as on Xen), and input went there as
     # soon as the domain ran there
     like "$(cat "$QDIR/con.err")" "host$h: standby attached" \
         "  it attached to host$h's agent while $name was moving (standby)" || diag "$(cat "$QDIR/con.err")"
