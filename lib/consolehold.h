@@ -9,8 +9,9 @@
  * which may first run after the migration's last pass, and what it has not
  * read is lost with the source's QEMU: the same hold, and the relay counts
  * a write as done only once QEMU has read it (until then it writes nothing
- * more and keeps its shared lock, so the hold waits for that read; a move
- * hands an unread write back to the client).
+ * more and keeps its shared lock, for at most 300 ms, so the hold waits for
+ * that read unless the guest has no buffers posted; a move hands an unread
+ * write back to the client).
  * Both agents open STATE_DIR/console/UUID.lock: the relay writes to the
  * console only under a shared flock taken without waiting; send takes the
  * exclusive flock (waiting out a write in progress) before the domain is

@@ -147,10 +147,19 @@ struct console_input {
      * send taking the hold waits until QEMU has read the last write, so
      * that it is in the guest's memory before the device state goes
      * (QEMU reads the socket in its main loop, which may run only after
-     * the migration's last pass). */
+     * the migration's last pass).  Not longer than HOLD_KEEP_MS after the
+     * write: QEMU reads only into buffers the guest posted, which a stopped
+     * guest does not (the write stays pending and goes back to the client
+     * if QEMU exits unread). */
     bool hold_kept;
     int hold_kept_fd;
+    long long pending_at; /* when the pending write was made */
 };
+
+/* QEMU's main loop reads a socket it can read within milliseconds (under
+ * TCG well under this); what it has not read by then waits for the guest,
+ * which a stop for a move would make the send wait for in vain. */
+#define HOLD_KEEP_MS 300
 
 static void hold_release(struct console_input *in)
 {
@@ -276,6 +285,7 @@ static enum client_event client_turn(struct proto_conn *c, struct console_input 
             if (settle && written) {
                 in->pending = true;
                 in->pending_len = (uint32_t)written;
+                in->pending_at = now_ms();
             }
             if (hold_fd >= 0 && in->pending) {
                 in->hold_kept = true;
@@ -397,6 +407,8 @@ static bool relay(struct proto_conn *c, struct console_input *in, const struct m
         if (settle)
             pending_check(in, io->in);
         long long t = now_ms();
+        if (in->hold_kept && t - in->pending_at >= HOLD_KEEP_MS)
+            hold_release(in); /* still pending: written no more, not acknowledged */
         if (t >= next_check && !(known == -1 && t < in->retry_at)) {
             char to[256];
             const char *why =
