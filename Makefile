@@ -115,7 +115,7 @@ check-install: $(B)/bin/vmmig
 
 # The emulated hosts' TAP reporting (tests/lib/bootloop.sh).
 check-harness:
-	prove tests/bootloop.t
+	prove tests/bootloop.t bench/lib-test.sh
 
 # Control-protocol fuzzing (libFuzzer): a bounded run in check, longer with make fuzz.
 FUZZ_TIME ?= 300

@@ -1,13 +1,14 @@
 #!/bin/bash
 # bench/lib-test.sh - bench/lib.sh on canned input: median() and the tables
 # of bench/migrate and bench/comigrate, byte for byte as they printed them
-# before they shared the code.  Exit 0 when all match.
+# before they shared the code.  TAP (make check-harness); exit 0 when all match.
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
-fails=0
+fails=0 n=0
 check() { # WHAT GOT EXPECTED
-    if [ "$2" = "$3" ]; then echo "ok - $1"; else
-        echo "not ok - $1"; diff <(echo "$3") <(echo "$2"); fails=$((fails + 1)); fi
+    n=$((n + 1))
+    if [ "$2" = "$3" ]; then echo "ok $n - $1"; else
+        echo "not ok $n - $1"; diff <(echo "$3") <(echo "$2") | sed 's/^/# /'; fails=$((fails + 1)); fi
 }
 check "median of 3" "$(printf '5\n1\n3\n' | median)" 3
 check "median of 4 (lower middle)" "$(printf '4\n1\n3\n2\n' | median)" 2
@@ -51,4 +52,12 @@ ROWS
 )
 check "info row" "$got" "t                       ref   ours             target
 x, ms                    10      4        -6   (note)"
+
+got=$(bench_table 20 6 "t" ref ours "" <<'ROWS'
+value|y, ms||312|
+ROWS
+)
+check "value row" "$got" "t                       ref   ours             target
+y, ms                     0    312             "
+echo "1..$n"
 exit $((fails != 0))

@@ -11,6 +11,7 @@
 #     diff|LABEL|REF|OURS|TARGET TEXT|LIMIT    OURS-REF <= LIMIT
 #     abs|LABEL|REF|OURS|TARGET TEXT|LIMIT     OURS <= LIMIT
 #     info|LABEL|REF|OURS|TEXT                 OURS-REF, no target
+#     value|LABEL|REF|OURS|TEXT                the numbers only, no target
 #     none|LABEL|||TEXT                        not measured: "-" and TEXT
 #   The verdict is "met" or "MISSED".  An empty number counts as 0 (awk).
 
@@ -28,6 +29,7 @@ bench_table() { # W1 W2 TITLE REF OURS COL4
     $1 == "diff" { d = $4 - $3; printf fd "%+9d   %s %s\n", $2, $3, $4, d, $5, v(d <= $6 + 0) }
     $1 == "abs" { printf fd "%10s  %s %s\n", $2, $3, $4, "", $5, v($4 <= $6 + 0) }
     $1 == "info" { printf fd "%+9d   %s\n", $2, $3, $4, $4 - $3, $5 }
+    $1 == "value" { printf fd "%10s  %s\n", $2, $3, $4, "", $5 }
     $1 == "none" { printf "%-" w1 "s %" w2 "s %" w2 "s %10s  %s\n", $2, "-", "-", "", $5 }
     '
 }
