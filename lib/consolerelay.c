@@ -363,9 +363,9 @@ static const char *not_running(const struct mig_engine_ops *eng, struct mig_engi
     if (d.dying)
         return "dying";
     /* Before paused: QEMU stops the guest (pre-switchover) before the hold,
-     * and the client is told where it goes once it is held. */
-    /* (Not while the relay keeps the shared lock itself: a send waits for
-     * it, and testing it on the same fd would let it go.) */
+     * and the client is told where it goes once it is held.  Not while the
+     * relay keeps the shared lock itself: a send waits for it, and testing
+     * it on the same fd would let it go. */
     if (drains && !hold_kept && console_hold_held(hold_fd))
         return "stopping";
     if (d.paused)

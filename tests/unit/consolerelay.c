@@ -543,8 +543,9 @@ int main(void)
        "  the client is told paused (why=stopping)");
     close(hold);
     ok(await_state(&cl, "running", 1000), "  the hold released: running again");
-    /* A console that does not read (a guest stopped with its UART full):
-     * the hold is not kept waiting for it, and the write stays unacknowledged. */
+    /* A console that does not read (QEMU with a stopped guest that posted
+     * no virtio buffers): the hold is not kept waiting for it, and the
+     * write stays unacknowledged. */
     send_input(&cl, 5, 'r');
     ok(poll(&waiting, 1, 1000) == 1, "written, and the console does not read it");
     hold = console_hold_open(state_dir, UUID);
