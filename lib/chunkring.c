@@ -40,7 +40,7 @@ static void *writer_main(void *arg)
         if (k > q->max_batch)
             q->max_batch = (unsigned)k;
         /* Nothing of a bad chunk or after it reaches the fd. */
-        rc = proto_chunks_verify(pl, len, k, &bad, perr, sizeof perr);
+        rc = proto_chunks_verify(q->conn, pl, len, k, &bad, perr, sizeof perr);
         if (rc)
             snprintf(q->err, sizeof q->err, "%s: %s", q->peer, perr);
         size_t good = rc ? bad : k;

@@ -1,10 +1,9 @@
 /* The receiving end of a migration stream's CHUNKs: a writer thread puts
  * their data into an fd (the hypervisor's pipe or socket), each chunk's
- * content id verified first, up to four at once (proto_chunks_verify,
- * blake2b_many).  The caller receives into the ring's buffers, reused from
- * chunk to chunk (no malloc of a megabyte each, with musl an mmap and
- * munmap), while the writer hashes and writes the ones before: where the
- * writer lags, its batches fill the AVX2 lanes; a chunk alone (post-copy's
+ * content id verified first (proto_chunks_verify, up to four per batch).
+ * The caller receives into the ring's buffers, reused from chunk to chunk
+ * (no malloc of a megabyte each, with musl an mmap and munmap), while the
+ * writer hashes and writes the ones before; a chunk alone (post-copy's
  * answer to a page request) goes on at once. */
 #ifndef VMMIG_CHUNKRING_H
 #define VMMIG_CHUNKRING_H
@@ -13,6 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "proto.h"
+
 #define CHUNKRING_SLOTS 8
 
 struct chunkring {
@@ -20,6 +21,7 @@ struct chunkring {
     int fd;            /* the data goes here; at the writer's end it is shut */
     bool sock;         /* fd is a socket: shutdown(SHUT_WR) then, else close */
     const char *peer;  /* names the sender in a bad chunk's message */
+    const struct proto_conn *conn; /* the chunks' keys (only read) */
     void (*written)(void *arg); /* after each chunk's data went out, or NULL */
     void *arg;
     /* the writer's counts (read after chunkring_finish) */

@@ -314,15 +314,41 @@ void proto_init(struct proto_conn *c, int rfd, int wfd, int timeout_ms)
 void proto_wipe(struct proto_conn *c)
 {
     secure_zero(c->key, sizeof c->key);
+    polyval_wipe(&c->chunk.hash);
+    secure_zero(&c->chunk.id, sizeof c->chunk.id);
     c->authed = false;
+}
+
+/* HMAC-SHA256(key, label): a key of its own for each use of the session key. */
+static void subkey(const uint8_t key[SHA256_LEN], const char *label, uint8_t out[SHA256_LEN])
+{
+    struct hmac_sha256_ctx hc;
+
+    hmac_sha256_init(&hc, key, SHA256_LEN);
+    hmac_sha256_update(&hc, label, strlen(label));
+    hmac_sha256_final(&hc, out);
+    secure_zero(&hc, sizeof hc);
+}
+
+void proto_set_session_key(struct proto_conn *c, const uint8_t key[SHA256_LEN])
+{
+    uint8_t k[SHA256_LEN];
+
+    memmove(c->key, key, sizeof c->key);
+    subkey(c->key, "vmmig-chunk-polyval", k);
+    polyval_key_init(&c->chunk.hash, k); /* its first 16 bytes: H */
+    subkey(c->key, "vmmig-chunk-id", k);
+    hmac_sha256_init(&c->chunk.id, k, sizeof k);
+    secure_zero(k, sizeof k);
+    c->authed = true;
 }
 
 /* One frame from the pieces of its payload, written with a single write
  * where the fd allows: the copy costs far less than the hashing. */
 /* How much of a payload the MAC covers: all of it, except for a CHUNK,
- * where it covers the index and the content id; the content id (SHA-256 of
- * the data) is checked on receipt, so the data is bound all the same and
- * each byte is hashed once, not twice. */
+ * where it covers the index and the content id; the content id (a keyed
+ * hash of the data) is checked on receipt, so the data is bound all the
+ * same, and each byte goes through POLYVAL alone, not through SHA-256. */
 static uint32_t mac_covers(int type, uint32_t len)
 {
     if (type == MSG_CHUNK && len >= PROTO_CHUNK_HDR)
@@ -607,7 +633,7 @@ static int recv_msg(struct proto_conn *c, int *type, uint8_t *ext, uint8_t **pay
         if (ext)
             rc = proto_chunk_split(buf, n, &ci, &cd, &cl, msg, sizeof msg);
         else
-            rc = proto_chunk_parse(buf, n, &ci, &cd, &cl, msg, sizeof msg);
+            rc = proto_chunk_parse(c, buf, n, &ci, &cd, &cl, msg, sizeof msg);
         if (rc)
             goto out;
     }
@@ -643,13 +669,28 @@ int proto_recv_buf(struct proto_conn *c, int *type, uint8_t *buf, uint32_t *len,
 
 /* ---- chunks ------------------------------------------------------------------- */
 
+void proto_chunk_id(const struct proto_conn *c, const void *data, uint32_t len,
+                    uint8_t id[PROTO_CID_LEN])
+{
+    /* POLYVAL's output would give its key away (a polynomial in H with
+     * known coefficients): it goes out only under the HMAC. */
+    uint8_t u[POLYVAL_LEN];
+    struct hmac_sha256_ctx hc = c->chunk.id;
+
+    polyval_msg(&c->chunk.hash, data, len, u);
+    hmac_sha256_update(&hc, u, sizeof u);
+    hmac_sha256_final(&hc, id);
+    secure_zero(u, sizeof u);
+    secure_zero(&hc, sizeof hc);
+}
+
 int proto_send_chunk(struct proto_conn *c, uint64_t index, const void *data, uint32_t len)
 {
     uint8_t id[PROTO_CID_LEN];
 
     if (len > PROTO_CHUNK_MAX)
         return -EMSGSIZE;
-    blake2b(data, len, id, PROTO_CID_LEN);
+    proto_chunk_id(c, data, len, id);
     return proto_send_chunk_id(c, index, id, data, len);
 }
 
@@ -669,59 +710,48 @@ int proto_send_chunk_id(struct proto_conn *c, uint64_t index, const uint8_t *id,
     return send_frame(c, MSG_CHUNK, iov, 2);
 }
 
-static int chunk_split(const uint8_t *payload, uint32_t len, bool verify, uint64_t *index,
-                       const uint8_t **data, uint32_t *dlen, char *err, size_t errlen);
+static int chunk_split(const struct proto_conn *c, const uint8_t *payload, uint32_t len,
+                       uint64_t *index, const uint8_t **data, uint32_t *dlen, char *err,
+                       size_t errlen);
 
-int proto_chunk_parse(const uint8_t *payload, uint32_t len, uint64_t *index,
-                      const uint8_t **data, uint32_t *dlen, char *err, size_t errlen)
+int proto_chunk_parse(const struct proto_conn *c, const uint8_t *payload, uint32_t len,
+                      uint64_t *index, const uint8_t **data, uint32_t *dlen, char *err,
+                      size_t errlen)
 {
-    return chunk_split(payload, len, true, index, data, dlen, err, errlen);
+    return chunk_split(c, payload, len, index, data, dlen, err, errlen);
 }
 
 int proto_chunk_split(const uint8_t *payload, uint32_t len, uint64_t *index,
                       const uint8_t **data, uint32_t *dlen, char *err, size_t errlen)
 {
-    return chunk_split(payload, len, false, index, data, dlen, err, errlen);
+    return chunk_split(NULL, payload, len, index, data, dlen, err, errlen);
 }
 
-int proto_chunks_verify(const uint8_t *const payload[], const uint32_t len[], size_t n,
-                        size_t *bad, char *err, size_t errlen)
+int proto_chunks_verify(const struct proto_conn *c, const uint8_t *const payload[],
+                        const uint32_t len[], size_t n, size_t *bad, char *err, size_t errlen)
 {
-    uint8_t ids[PROTO_VERIFY_MAX][PROTO_CID_LEN], *out[PROTO_VERIFY_MAX] = {0};
-    const void *data[PROTO_VERIFY_MAX] = {0};
-    size_t dlen[PROTO_VERIFY_MAX] = {0};
-    uint32_t dl;
     uint64_t index;
     const uint8_t *d;
+    uint32_t dl;
     int rc;
 
     *bad = 0;
     if (n > PROTO_VERIFY_MAX)
         return -E2BIG;
     for (size_t i = 0; i < n; i++) {
-        rc = chunk_split(payload[i], len[i], false, &index, &d, &dl, err, errlen);
+        rc = chunk_split(c, payload[i], len[i], &index, &d, &dl, err, errlen);
         if (rc) {
             *bad = i;
             return rc;
-        }
-        data[i] = d, dlen[i] = dl, out[i] = ids[i];
-    }
-    blake2b_many(data, dlen, n, out, PROTO_CID_LEN);
-    for (size_t i = 0; i < n; i++) {
-        if (!ct_memeq(ids[i], payload[i] + 8, PROTO_CID_LEN)) {
-            *bad = i;
-            seterr(err, errlen, "chunk %llu: content id does not match its %u data bytes",
-                   (unsigned long long)((uint64_t)get_be32(payload[i]) << 32 |
-                                        get_be32(payload[i] + 4)),
-                   (unsigned)dlen[i]);
-            return -EBADMSG;
         }
     }
     return 0;
 }
 
-static int chunk_split(const uint8_t *payload, uint32_t len, bool verify, uint64_t *index,
-                       const uint8_t **data, uint32_t *dlen, char *err, size_t errlen)
+/* c: verify the content id under c's keys; NULL: the shape only. */
+static int chunk_split(const struct proto_conn *c, const uint8_t *payload, uint32_t len,
+                       uint64_t *index, const uint8_t **data, uint32_t *dlen, char *err,
+                       size_t errlen)
 {
     uint8_t id[PROTO_CID_LEN];
     uint64_t i;
@@ -739,13 +769,13 @@ static int chunk_split(const uint8_t *payload, uint32_t len, bool verify, uint64
                PROTO_CHUNK_MAX);
         return -EBADMSG;
     }
-    if (verify)
-        blake2b(payload + PROTO_CHUNK_HDR, n, id, PROTO_CID_LEN);
-    /* The content id is not secret, but equal-time comparison costs nothing. */
-    if (verify && !ct_memeq(id, payload + 8, PROTO_CID_LEN)) {
-        seterr(err, errlen, "chunk %llu: content id does not match its %u data bytes",
-               (unsigned long long)i, n);
-        return -EBADMSG;
+    if (c) {
+        proto_chunk_id(c, payload + PROTO_CHUNK_HDR, n, id);
+        if (!ct_memeq(id, payload + 8, PROTO_CID_LEN)) {
+            seterr(err, errlen, "chunk %llu: content id does not match its %u data bytes",
+                   (unsigned long long)i, n);
+            return -EBADMSG;
+        }
     }
     *index = i;
     *data = payload + PROTO_CHUNK_HDR;
@@ -1130,7 +1160,7 @@ int proto_handshake_client(struct proto_conn *c, const uint8_t *psk, size_t pskl
         goto out;
     }
     derive(psk, psklen, "vmmig-session", nc, ns, c->key);
-    c->authed = true;
+    proto_set_session_key(c, c->key);
 out:
     c->deadline_ms = 0;
     free(msg);
@@ -1232,7 +1262,7 @@ int proto_handshake_server(struct proto_conn *c, const uint8_t *psk, size_t pskl
         goto out;
     }
     derive(psk, psklen, "vmmig-session", nc, ns, c->key);
-    c->authed = true;
+    proto_set_session_key(c, c->key);
 out:
     c->deadline_ms = 0;
     free(msg);

@@ -10,7 +10,8 @@
  *     payload (len bytes) | HMAC-SHA256(session_key, header || payload)[0..16)
  *
  * (for CHUNK the MAC covers header || index || content id, and proto_recv
- * checks the content id against the data)
+ * checks the content id against the data; the content id is keyed too:
+ * HMAC-SHA256 of POLYVAL(data) under keys derived from the session key)
  *
  * Integers are big-endian.  seq counts the messages in each direction from
  * 0, the handshake included.  The client is always the migration source and
@@ -49,11 +50,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "blake2b.h"
+#include "polyval.h"
 #include "sha256.h"
 #include "util.h"
 
-#define PROTO_VERSION 2 /* 2: chunk content ids are BLAKE2b-256 */
+#define PROTO_VERSION 3 /* 3: keyed chunk content ids (POLYVAL, then HMAC-SHA256) */
 #define PROTO_DEFAULT_PORT 8123
 #define PROTO_HEADER_LEN 20
 #define PROTO_MAC_LEN 16
@@ -61,7 +62,7 @@
 /* Before authentication a peer is anyone: it gets no more than this. */
 #define PROTO_MAX_HANDSHAKE_PAYLOAD 1024u
 #define PROTO_CHUNK_MAX (1u << 20)              /* data bytes in one CHUNK */
-#define PROTO_CID_LEN 32                        /* BLAKE2b-256 */
+#define PROTO_CID_LEN 32                        /* HMAC-SHA256 of POLYVAL(data) */
 #define PROTO_CHUNK_HDR (8 + PROTO_CID_LEN)     /* index || content id */
 #define PROTO_NONCE_LEN 32
 #define PROTO_KEY_MIN 16
@@ -134,12 +135,19 @@ enum proto_role {
     PROTO_ROLE_DEST,    /* the server: sends CHALLENGE, REQ_OK, ... */
 };
 
+/* The keys of the chunks' content ids, derived from the session key. */
+struct proto_chunk_key {
+    struct polyval_key hash; /* H of POLYVAL over the data */
+    struct hmac_sha256_ctx id; /* HMAC under the id key, nothing hashed yet */
+};
+
 struct proto_conn {
     int rfd, wfd;         /* the same fd for a socket */
     int timeout_ms;       /* per poll() wait; <= 0 waits forever */
     enum proto_role role; /* set by the handshake */
     bool authed;          /* handshake done: MACs on, data types allowed */
     uint8_t key[SHA256_LEN]; /* session key, valid when authed */
+    struct proto_chunk_key chunk; /* from the key (proto_set_session_key) */
     uint32_t send_seq, recv_seq; /* next seq to send / to accept */
     char peer_host[64];   /* server: the name the client gave in HELLO */
     int rx_err;           /* first proto_recv failure; 0 while healthy */
@@ -153,6 +161,9 @@ struct proto_conn {
 void proto_init(struct proto_conn *c, int rfd, int wfd, int timeout_ms);
 /* Wipe the session key (the fds are not touched). */
 void proto_wipe(struct proto_conn *c);
+/* Set the session key and the keys derived from it, and turn MACs on: what
+ * a successful handshake does (unit tests and fuzzers call it instead). */
+void proto_set_session_key(struct proto_conn *c, const uint8_t key[SHA256_LEN]);
 
 /* Read a pre-shared key file into psk[PROTO_KEY_MAX].  Any bytes, at least
  * PROTO_KEY_MIN after one trailing newline is stripped.  Refuses (-EACCES) a
@@ -199,26 +210,31 @@ int proto_recv(struct proto_conn *c, int *type, uint8_t **payload, uint32_t *len
  * proto_chunks_verify() it before the data goes anywhere. */
 int proto_recv_buf(struct proto_conn *c, int *type, uint8_t *buf, uint32_t *len, char *err,
                    size_t errlen);
-/* Verify up to PROTO_VERIFY_MAX CHUNK payloads from proto_recv_buf, their
- * data hashed together (blake2b_many).  0 when all match; else -EBADMSG
- * (proto_chunk_parse's message) for the first that does not, its position
- * in *bad: the ones before it are good. */
-#define PROTO_VERIFY_MAX BLAKE2B_LANES
-int proto_chunks_verify(const uint8_t *const payload[], const uint32_t len[], size_t n,
-                        size_t *bad, char *err, size_t errlen);
+/* Verify up to PROTO_VERIFY_MAX CHUNK payloads from proto_recv_buf on c.
+ * 0 when all match; else -EBADMSG (proto_chunk_parse's message) for the
+ * first that does not, its position in *bad: the ones before it are good.
+ * Only reads c's keys: a writer thread may call it while another receives. */
+#define PROTO_VERIFY_MAX 4
+int proto_chunks_verify(const struct proto_conn *c, const uint8_t *const payload[],
+                        const uint32_t len[], size_t n, size_t *bad, char *err, size_t errlen);
 
-/* CHUNK: index (8, BE) || BLAKE2b-256(data) || data; len <= PROTO_CHUNK_MAX. */
+/* A chunk's content id on c: HMAC-SHA256(id key, POLYVAL(H, data)), both
+ * keys derived from the session key (vmmig-protocol(7), CHUNKS).  Only
+ * reads c's keys: a pipeline computes ids while another thread sends. */
+void proto_chunk_id(const struct proto_conn *c, const void *data, uint32_t len,
+                    uint8_t id[PROTO_CID_LEN]);
+/* CHUNK: index (8, BE) || content id || data; len <= PROTO_CHUNK_MAX. */
 int proto_send_chunk(struct proto_conn *c, uint64_t index, const void *data, uint32_t len);
-/* The same with the content id computed already (BLAKE2b-256 of data, as
- * blake2b(data, len, id, PROTO_CID_LEN)): a pipeline hashes beside the send. */
+/* The same with the content id computed already (proto_chunk_id). */
 int proto_send_chunk_id(struct proto_conn *c, uint64_t index, const uint8_t *id, const void *data,
                         uint32_t len);
-/* Split a received CHUNK payload and verify its content id: -EBADMSG when
- * it is too short, too long or the id does not match.  *data points into
- * payload.  Order and gaps are the caller's to check (indexes count up from
- * 0 without gaps; STREAM_END says how many there were). */
-int proto_chunk_parse(const uint8_t *payload, uint32_t len, uint64_t *index,
-                      const uint8_t **data, uint32_t *dlen, char *err, size_t errlen);
+/* Split a received CHUNK payload and verify its content id on c: -EBADMSG
+ * when it is too short, too long or the id does not match.  *data points
+ * into payload.  Order and gaps are the caller's to check (indexes count up
+ * from 0 without gaps; STREAM_END says how many there were). */
+int proto_chunk_parse(const struct proto_conn *c, const uint8_t *payload, uint32_t len,
+                      uint64_t *index, const uint8_t **data, uint32_t *dlen, char *err,
+                      size_t errlen);
 
 /* The same without hashing, for a payload proto_recv returned: it has
  * already checked the content id of every CHUNK (the MAC covers only the

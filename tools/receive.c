@@ -271,7 +271,7 @@ static void *pump_main(void *arg)
 {
     struct rjob *r = arg;
     struct chunkring q = {.fd = r->pipe_w, .sock = r->sock, .peer = r->peer,
-                          .written = chunk_written, .arg = r};
+                          .conn = &r->conn, .written = chunk_written, .arg = r};
     int type, wrc;
     uint8_t *pl;
     uint32_t len, dlen;

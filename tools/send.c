@@ -343,9 +343,9 @@ static bool stopped_delay_done;
  * and computes the content ids while the sender thread puts the previous
  * read on the wire, so that hashing and sending use two CPUs where there
  * are two (on one they cost the same as before).  A large read goes out as
- * up to four chunks of about equal size, hashed in one blake2b_many() (four
- * AVX2 lanes; the receiver verifies them together too); a small one, such
- * as post-copy's answer to a page request, as one chunk at once. */
+ * up to four chunks of about equal size, so that the receiver can check
+ * and pass on the first while the rest arrive; a small one, such as
+ * post-copy's answer to a page request, as one chunk at once. */
 #define PUMP_SLOTS 3
 #define PUMP_SPLIT_MIN (16u << 10) /* smaller pieces cost more in frames than they save */
 
@@ -353,9 +353,9 @@ struct pump_slot {
     uint8_t *buf;
     uint32_t len;    /* bytes read */
     uint32_t part;   /* bytes in each chunk but the last */
-    unsigned nparts; /* chunks: 1..BLAKE2B_LANES */
+    unsigned nparts; /* chunks: 1..PROTO_VERIFY_MAX */
     uint64_t index;  /* of the first chunk (the end: how many came before) */
-    uint8_t id[BLAKE2B_LANES][PROTO_CID_LEN];
+    uint8_t id[PROTO_VERIFY_MAX][PROTO_CID_LEN];
     bool end; /* STREAM_END, after the last chunk */
 };
 
@@ -480,21 +480,14 @@ static void *pump_main(void *arg)
         sl->len = (uint32_t)r;
         sl->index = j->chunks; /* for the end: how many chunks came before */
         if (r > 0) {
-            const void *p[BLAKE2B_LANES];
-            size_t n[BLAKE2B_LANES];
-            uint8_t *id[BLAKE2B_LANES];
             uint32_t k = sl->len / PUMP_SPLIT_MIN;
-            sl->nparts = k < 1 ? 1 : k > BLAKE2B_LANES ? BLAKE2B_LANES : k;
-            /* whole blocks in all but the last: the lanes end together */
-            sl->part = (sl->len / sl->nparts + BLAKE2B_BLOCK - 1) / BLAKE2B_BLOCK * BLAKE2B_BLOCK;
-            if (sl->nparts == 1)
-                sl->part = sl->len;
+            sl->nparts = k < 1 ? 1 : k > PROTO_VERIFY_MAX ? PROTO_VERIFY_MAX : k;
+            sl->part = (sl->len + sl->nparts - 1) / sl->nparts;
             for (unsigned i = 0; i < sl->nparts; i++) {
-                p[i] = sl->buf + i * sl->part;
-                n[i] = i + 1 < sl->nparts ? sl->part : sl->len - i * sl->part;
-                id[i] = sl->id[i];
+                uint32_t off = i * sl->part;
+                proto_chunk_id(&j->conn, sl->buf + off,
+                               i + 1 < sl->nparts ? sl->part : sl->len - off, sl->id[i]);
             }
-            blake2b_many(p, n, sl->nparts, id, PROTO_CID_LEN);
             j->chunks += sl->nparts;
         }
         pthread_mutex_lock(&pq.m);

@@ -32,9 +32,9 @@ static void start(const char *name, int mode, enum proto_role sender, bool authe
     }
     proto_init(&c, -1, fd, 1000);
     c.role = sender;
-    c.authed = authed;
+    c.authed = false;
     if (authed)
-        memcpy(c.key, FUZZ_SESSION_KEY, sizeof c.key);
+        proto_set_session_key(&c, FUZZ_SESSION_KEY);
 }
 
 static void finish(void)
@@ -85,7 +85,7 @@ static void derive(const char *label, const uint8_t *a, const uint8_t *b, uint8_
 static void session(const uint8_t *nc, const uint8_t *ns)
 {
     derive("vmmig-session", nc, ns, c.key);
-    c.authed = true;
+    proto_set_session_key(&c, c.key);
     c.send_seq = 2;
 }
 
@@ -241,7 +241,7 @@ int main(int argc, char **argv)
         memset(p, 0, sizeof p);
         p[7] = 3;
         memset(p + PROTO_CHUNK_HDR, 0xab, 16);
-        sha256(p + PROTO_CHUNK_HDR, 16, p + 8);
+        proto_chunk_id(&c, p + PROTO_CHUNK_HDR, 16, p + 8);
         payload("parse-chunk", p, sizeof p);
     }
     {

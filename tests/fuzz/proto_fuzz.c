@@ -47,7 +47,7 @@ static void check_err(const char *err)
         abort();
 }
 
-static void parse_payload(int type, const uint8_t *p, uint32_t len)
+static void parse_payload(const struct proto_conn *c, int type, const uint8_t *p, uint32_t len)
 {
     char err[256] = "", key[64], val[256];
     uint64_t idx;
@@ -57,7 +57,7 @@ static void parse_payload(int type, const uint8_t *p, uint32_t len)
     int rc;
 
     if (type == MSG_CHUNK || type < 0) {
-        rc = proto_chunk_parse(p, len, &idx, &d, &dlen, err, sizeof err);
+        rc = proto_chunk_parse(c, p, len, &idx, &d, &dlen, err, sizeof err);
         if (rc)
             check_err(err);
         else if (d != p + PROTO_CHUNK_HDR || dlen != len - PROTO_CHUNK_HDR)
@@ -94,7 +94,7 @@ static void recv_all(struct proto_conn *c)
         }
         if (!p || p[len] != 0)
             abort();
-        parse_payload(type, p, len);
+        parse_payload(c, type, p, len);
         free(p);
     }
 }
@@ -139,8 +139,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         proto_init(&c, memfd, nullfd, 1000);
         c.role = mode == FUZZ_DEST || mode == FUZZ_DEST_MACFIX ? PROTO_ROLE_DEST
                                                                : PROTO_ROLE_SOURCE;
-        c.authed = true;
-        memcpy(c.key, FUZZ_SESSION_KEY, sizeof c.key);
+        proto_set_session_key(&c, FUZZ_SESSION_KEY);
         recv_all(&c);
         break;
     case FUZZ_SERVER:
@@ -169,7 +168,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         copy = malloc(size ? size : 1);
         if (size)
             memcpy(copy, data, size);
-        parse_payload(-1, copy, (uint32_t)size);
+        proto_init(&c, -1, -1, 1000);
+        proto_set_session_key(&c, FUZZ_SESSION_KEY); /* the seeds' content ids */
+        parse_payload(&c, -1, copy, (uint32_t)size);
         free(copy);
         break;
     }

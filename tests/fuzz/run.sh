@@ -20,7 +20,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
 out=build/fuzz
 seeds=tests/fuzz/corpus/proto
-lib="lib/proto.c lib/sha256.c lib/blake2b.c lib/util.c"
+lib="lib/proto.c lib/sha256.c lib/polyval.c lib/util.c"
 
 CLANG=${CLANG:-$(command -v clang || command -v clang-14 || true)}
 [ -n "$CLANG" ] || { echo "run.sh: clang not found (Debian: clang-14)" >&2; exit 2; }

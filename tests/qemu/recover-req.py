@@ -28,7 +28,7 @@ def main():
     key = {"k": None}
 
     def send(t, p):
-        h = b"VMMG" + struct.pack(">BBHIII", 2, t, 0, seq["out"], len(p), 0)
+        h = b"VMMG" + struct.pack(">BBHIII", 3, t, 0, seq["out"], len(p), 0)
         seq["out"] += 1
         mac = hmac.new(key["k"], h + p, hashlib.sha256).digest()[:16] if key["k"] else b""
         s.sendall(h + p + mac)

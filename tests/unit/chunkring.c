@@ -1,9 +1,10 @@
 /* lib/chunkring.c: the receiving end's writer, which verifies CHUNKs in
- * batches (proto_chunks_verify, blake2b_many) before their data goes into
- * the fd.  All good: every byte in order, then EOF.  A corrupted chunk
- * inside a batch: refused with the content id message, the chunks before
- * it written, nothing of it or after it.  A reader that went away: the
- * write's error.  With AVX2 and with the portable hashes. */
+ * batches (proto_chunks_verify) before their data goes into the fd.  All
+ * good: every byte in order, then EOF.  A corrupted chunk inside a batch:
+ * refused with the content id message, the chunks before it written,
+ * nothing of it or after it; so is a chunk whose id was made under another
+ * session's key.  A reader that went away: the write's error.  With the
+ * CPU's carry-less multiply and with the portable POLYVAL. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -13,7 +14,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "blake2b.h"
 #include "chunkring.h"
 #include "proto.h"
 #include "tap.h"
@@ -22,6 +22,7 @@
 static const uint32_t sizes[NCH] = {256 << 10, 1 << 20, 100, 0, 256 << 10, 77777};
 static uint8_t *src; /* the stream: the chunks' data one after another */
 static size_t src_len;
+static struct proto_conn conn, other; /* the session's keys; another session's */
 
 struct sink {
     int fd;
@@ -50,11 +51,13 @@ static void count_written(void *arg)
 }
 
 /* The stream's chunks into a ring over a pipe; chunk bad (or -1: none)
- * has a data byte changed after its content id was computed.  The sink
- * starts reading once all are queued, so the writer finds them waiting. */
-static int run(int bad, size_t *got_n, uint8_t *got, unsigned *max_batch, char *err, size_t errlen)
+ * has a data byte changed after its content id was computed, chunk foreign
+ * (or -1) its id under another session's keys.  The sink starts reading
+ * once all are queued, so the writer finds them waiting. */
+static int run_with(int bad, int foreign, size_t *got_n, uint8_t *got, unsigned *max_batch,
+                    char *err, size_t errlen)
 {
-    struct chunkring q = {.peer = "hostA", .written = count_written};
+    struct chunkring q = {.peer = "hostA", .conn = &conn, .written = count_written};
     struct sink s = {.got = got};
     pthread_t t;
     int p[2], rc;
@@ -74,7 +77,7 @@ static int run(int bad, size_t *got_n, uint8_t *got, unsigned *max_batch, char *
         memset(pl, 0, 8);
         pl[7] = (uint8_t)i;
         memcpy(pl + PROTO_CHUNK_HDR, src + off, sizes[i]);
-        blake2b(pl + PROTO_CHUNK_HDR, sizes[i], pl + 8, PROTO_CID_LEN);
+        proto_chunk_id(i == foreign ? &other : &conn, pl + PROTO_CHUNK_HDR, sizes[i], pl + 8);
         if (i == bad)
             pl[PROTO_CHUNK_HDR + sizes[i] / 2] ^= 0x40;
         chunkring_put(&q, PROTO_CHUNK_HDR + sizes[i]);
@@ -87,6 +90,12 @@ static int run(int bad, size_t *got_n, uint8_t *got, unsigned *max_batch, char *
     *got_n = s.n;
     *max_batch = q.max_batch;
     return rc;
+}
+
+static int run(int bad, size_t *got_n, uint8_t *got, unsigned *max_batch, char *err,
+               size_t errlen)
+{
+    return run_with(bad, -1, got_n, got, max_batch, err, errlen);
 }
 
 static size_t before(int i)
@@ -127,6 +136,10 @@ static void check_all(const char *how, uint8_t *got)
     ok(rc == -EBADMSG && n == before(2) && !memcmp(got, src, n) &&
            strstr(err, "chunk 2: content id does not match its 100 data bytes"),
        "%s: chunk 2 (100 bytes) corrupted: chunks 0 and 1 written", how);
+    rc = run_with(-1, 1, &n, got, &mb, err, sizeof err);
+    ok(rc == -EBADMSG && n == before(1) && !memcmp(got, src, n) &&
+           strstr(err, "chunk 1: content id does not match its 1048576 data bytes"),
+       "%s: chunk 1's id under another session's keys: refused, chunk 0 written", how);
 }
 
 int main(void)
@@ -144,16 +157,23 @@ int main(void)
     for (size_t i = 0; i < src_len; i++)
         src[i] = (uint8_t)((x = x * 1103515245 + 12345) >> 16);
 
-    blake2b_use_simd(false);
+    {
+        uint8_t k1[SHA256_LEN] = {1}, k2[SHA256_LEN] = {2};
+        proto_init(&conn, -1, -1, 0);
+        proto_set_session_key(&conn, k1);
+        proto_init(&other, -1, -1, 0);
+        proto_set_session_key(&other, k2);
+    }
+    polyval_use_clmul(false);
     check_all("portable", got);
-    if (blake2b_simd_available()) {
-        blake2b_use_simd(true);
-        check_all("AVX2", got);
+    if (polyval_clmul_available()) {
+        polyval_use_clmul(true);
+        check_all("PCLMULQDQ", got);
     }
 
     /* The reader went away: the write's error, the stream's message. */
     {
-        struct chunkring q = {.peer = "hostA"};
+        struct chunkring q = {.peer = "hostA", .conn = &conn};
         char err[300] = "";
         int p[2];
         if (pipe(p))
@@ -164,7 +184,7 @@ int main(void)
         uint8_t *pl = chunkring_slot(&q);
         memset(pl, 0, 8);
         memcpy(pl + PROTO_CHUNK_HDR, src, 1000);
-        blake2b(pl + PROTO_CHUNK_HDR, 1000, pl + 8, PROTO_CID_LEN);
+        proto_chunk_id(&conn, pl + PROTO_CHUNK_HDR, 1000, pl + 8);
         chunkring_put(&q, PROTO_CHUNK_HDR + 1000);
         /* the writer fails: a slot is refused, or all queue and finish says */
         for (int i = 0; i < 3 * CHUNKRING_SLOTS && chunkring_slot(&q); i++)

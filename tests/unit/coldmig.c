@@ -40,8 +40,7 @@ static void *dest_main(void *arg)
 
     proto_init(&c, d->fd, d->fd, 5000);
     c.role = PROTO_ROLE_DEST;
-    c.authed = true;
-    memcpy(c.key, KEY, sizeof KEY);
+    proto_set_session_key(&c, KEY);
     d->rc = -1;
     if (qemu_mig_engine.open(&e, NULL, NULL, err, sizeof err))
         return NULL;
@@ -65,8 +64,7 @@ static void start(const char *name)
     pthread_create(&dst.t, NULL, dest_main, &dst);
     proto_init(&src, sv[0], sv[0], 5000);
     src.role = PROTO_ROLE_SOURCE;
-    src.authed = true;
-    memcpy(src.key, KEY, sizeof KEY);
+    proto_set_session_key(&src, KEY);
     kv_add(&sb, "cold", "1");
     kv_add(&sb, "name", "%s", name);
     kv_add(&sb, "uuid", UUID);

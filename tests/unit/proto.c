@@ -58,8 +58,7 @@ static void authed(struct proto_conn *c, int rfd, int wfd, enum proto_role role,
 {
     proto_init(c, rfd, wfd, timeout);
     c->role = role;
-    c->authed = true;
-    memcpy(c->key, KEY, sizeof KEY);
+    proto_set_session_key(c, KEY);
 }
 
 /* A frame by hand: header, payload, and the MAC under KEY when mac. */
@@ -313,7 +312,7 @@ static void test_handshake_ok(void)
         uint64_t idx = 99;
         const uint8_t *d;
         uint32_t dlen;
-        rc = proto_chunk_parse(pl, len, &idx, &d, &dlen, err, sizeof err);
+        rc = proto_chunk_parse(&s, pl, len, &idx, &d, &dlen, err, sizeof err);
         ok(!rc && idx == 0 && dlen == BIG && !memcmp(d, big, BIG),
            "round trip: chunk 0 parses, content id verified, data intact");
     }
@@ -323,7 +322,7 @@ static void test_handshake_ok(void)
         uint64_t idx = 99;
         const uint8_t *d;
         uint32_t dlen = 7;
-        ok(!rc && type == MSG_CHUNK && !proto_chunk_parse(pl, len, &idx, &d, &dlen, err, 256) &&
+        ok(!rc && type == MSG_CHUNK && !proto_chunk_parse(&s, pl, len, &idx, &d, &dlen, err, 256) &&
                idx == 1 && dlen == 0,
            "round trip: an empty chunk 1");
     }
@@ -651,16 +650,17 @@ static void test_bad_frames(void)
     refused(&r, -EPROTO, "bad magic \"SSH-\"", "wrong magic");
 
     n = frame(buf, MSG_ABORT, 0, text, 12, true);
-    buf[4] = 1; /* version 1 had SHA-256 content ids */
+    buf[4] = 2; /* version 2 had unkeyed BLAKE2b-256 content ids */
     remac(buf, 12);
     recv_raw(buf, n, false, true, 2000, &r);
-    refused(&r, -EPROTO, "unsupported protocol version 1", "wrong version (an older peer)");
+    refused(&r, -EPROTO, "unsupported protocol version 2 (this side speaks 3)",
+            "wrong version (an older peer)");
 
     n = frame(buf, MSG_ABORT, 0, text, 12, true);
-    buf[4] = 3;
+    buf[4] = 4;
     remac(buf, 12);
     recv_raw(buf, n, false, true, 2000, &r);
-    refused(&r, -EPROTO, "unsupported protocol version 3", "wrong version (a newer peer)");
+    refused(&r, -EPROTO, "unsupported protocol version 4", "wrong version (a newer peer)");
 
     n = frame(buf, MSG_ABORT, 0, text, 12, true);
     buf[7] = 1;
@@ -707,7 +707,9 @@ static void test_bad_frames(void)
         memset(cp, 0, 8);
         cp[7] = 0;
         memset(cp + PROTO_CHUNK_HDR, 'd', 100);
-        blake2b(cp + PROTO_CHUNK_HDR, 100, cp + 8, PROTO_CID_LEN);
+        struct proto_conn kc;
+        authed(&kc, -1, -1, PROTO_ROLE_SOURCE, 0);
+        proto_chunk_id(&kc, cp + PROTO_CHUNK_HDR, 100, cp + 8);
         n = frame(buf, MSG_CHUNK, 0, cp, sizeof cp, false);
         hmac_sha256(KEY, sizeof KEY, buf, 20 + PROTO_CHUNK_HDR, m);
         memcpy(buf + n, m, 16);
@@ -1021,7 +1023,8 @@ static void *pipe_reader(void *arg)
         p->rc = proto_recv(&p->c, &type, &pl, &len, err, sizeof err);
         if (p->rc)
             return NULL;
-        if (!proto_chunk_parse(pl, len, &idx, &d, &dlen, err, sizeof err) && idx == (uint64_t)i &&
+        if (!proto_chunk_parse(&p->c, pl, len, &idx, &d, &dlen, err, sizeof err) &&
+            idx == (uint64_t)i &&
             dlen == BIG && !memcmp(d, big, BIG))
             p->chunks++;
         free(pl);
@@ -1064,8 +1067,8 @@ static void *batch_sender(void *arg)
     struct batch_tx *t = arg;
     uint8_t id[PROTO_CID_LEN], wrong[PROTO_CID_LEN];
 
-    blake2b(big, 300000, id, PROTO_CID_LEN);
-    blake2b(big + 1, 300000, wrong, PROTO_CID_LEN);
+    proto_chunk_id(&t->c, big, 300000, id);
+    proto_chunk_id(&t->c, big + 1, 300000, wrong);
     if ((t->rc = proto_send_chunk(&t->c, 0, big, 1000)) ||
         (t->rc = proto_send_chunk_id(&t->c, 1, id, big, 300000)) ||
         (t->rc = proto_send_chunk_id(&t->c, 2, wrong, big, 300000)) || /* MAC good, data not */
@@ -1104,19 +1107,19 @@ static void test_recv_buf(void)
        "recv_buf: four CHUNKs (one with a wrong content id) and a PROGRESS received (%s)", err);
     ok(len[4] == 8 && !memcmp(buf[4], "stage=x\n", 9), "recv_buf: a text payload, NUL after it");
     ok(!memcmp(buf[1] + PROTO_CHUNK_HDR, big, 300000), "recv_buf: chunk data intact");
-    is_int(proto_chunks_verify(pl, len, 2, &bad, err, sizeof err), 0,
+    is_int(proto_chunks_verify(&c, pl, len, 2, &bad, err, sizeof err), 0,
            "chunks_verify: two good ones at once");
-    is_int(proto_chunks_verify(pl, len, 4, &bad, err, sizeof err), -EBADMSG,
+    is_int(proto_chunks_verify(&c, pl, len, 4, &bad, err, sizeof err), -EBADMSG,
            "chunks_verify: a batch with a wrong content id refused");
     ok(bad == 2 && has(err, "chunk 2: content id does not match its 300000 data bytes"),
        "chunks_verify: the third named, position %zu: %s", bad, err);
-    is_int(proto_chunks_verify(pl + 3, len + 3, 1, &bad, err, sizeof err), 0,
+    is_int(proto_chunks_verify(&c, pl + 3, len + 3, 1, &bad, err, sizeof err), 0,
            "chunks_verify: an empty chunk alone");
     len[0] = PROTO_CHUNK_HDR - 1;
-    ok(proto_chunks_verify(pl, len, 2, &bad, err, sizeof err) == -EBADMSG && bad == 0 &&
+    ok(proto_chunks_verify(&c, pl, len, 2, &bad, err, sizeof err) == -EBADMSG && bad == 0 &&
            has(err, "chunk too short"),
        "chunks_verify: a payload too short for a chunk refused");
-    is_int(proto_chunks_verify(pl, len, PROTO_VERIFY_MAX + 1, &bad, err, sizeof err), -E2BIG,
+    is_int(proto_chunks_verify(&c, pl, len, PROTO_VERIFY_MAX + 1, &bad, err, sizeof err), -E2BIG,
            "chunks_verify: more than PROTO_VERIFY_MAX at once refused");
     for (int i = 0; i < 5; i++)
         free(buf[i]);
@@ -1133,33 +1136,78 @@ static void test_chunks(void)
     const uint8_t *d;
     uint32_t dlen;
     char err[256] = "";
+    struct proto_conn c;
 
+    authed(&c, -1, -1, PROTO_ROLE_DEST, 0);
     memset(pl, 0, sizeof pl);
     pl[7] = 5;
     for (int i = 0; i < 100; i++)
         pl[PROTO_CHUNK_HDR + i] = (uint8_t)i;
-    blake2b(pl + PROTO_CHUNK_HDR, 100, pl + 8, PROTO_CID_LEN);
-    ok(!proto_chunk_parse(pl, sizeof pl, &idx, &d, &dlen, err, sizeof err) && idx == 5 &&
+    /* The construction of vmmig-protocol(7), CHUNKS, computed independently
+     * (Python: hmac, hashlib and a POLYVAL checked against RFC 8452's test
+     * vector) for the session key 0x42 x 32 and data 0, 1, ..., n-1. */
+    {
+        static const struct {
+            uint32_t n;
+            const char *id;
+        } kat[] = {
+            {0, "5f9024f18308216b157536a6b3e6edb4c8efbc4c1463861357446f7f53f520f3"},
+            {17, "bf347754a3a243d4b27e39bd46896277d5886cd2cae7857c7ce99af51884f768"},
+            {100, "a2643345e639754e82e24d60ea430718fdc221f570887e393516ed52e84f7d1e"},
+        };
+        for (size_t k = 0; k < sizeof kat / sizeof kat[0]; k++) {
+            uint8_t id[PROTO_CID_LEN];
+            char hex[2 * PROTO_CID_LEN + 1];
+            for (int mode = 0; mode < 2; mode++) {
+                if (mode && !polyval_clmul_available())
+                    break;
+                polyval_use_clmul(mode);
+                proto_chunk_id(&c, pl + PROTO_CHUNK_HDR, kat[k].n, id);
+                for (int b = 0; b < PROTO_CID_LEN; b++)
+                    snprintf(hex + 2 * b, 3, "%02x", id[b]);
+                is_str(hex, kat[k].id, "chunk id of %u bytes (%s POLYVAL): the documented "
+                       "construction", kat[k].n, mode ? "PCLMULQDQ" : "portable");
+            }
+        }
+        polyval_use_clmul(true);
+    }
+    {
+        uint8_t id1[PROTO_CID_LEN], id2[PROTO_CID_LEN], other_key[32] = {0x43};
+        struct proto_conn o;
+        authed(&o, -1, -1, PROTO_ROLE_DEST, 0);
+        proto_set_session_key(&o, other_key);
+        proto_chunk_id(&c, pl + PROTO_CHUNK_HDR, 100, id1);
+        proto_chunk_id(&o, pl + PROTO_CHUNK_HDR, 100, id2);
+        ok(memcmp(id1, id2, sizeof id1), "chunk id: another session key, another id");
+        memcpy(pl + 8, id2, PROTO_CID_LEN);
+        is_int(proto_chunk_parse(&c, pl, sizeof pl, &idx, &d, &dlen, err, sizeof err), -EBADMSG,
+               "chunk: an id under another session's key refused");
+        proto_wipe(&o);
+        proto_chunk_id(&o, pl + PROTO_CHUNK_HDR, 100, id1);
+        ok(memcmp(id1, id2, sizeof id1), "chunk id: proto_wipe clears the chunk keys too");
+    }
+    proto_chunk_id(&c, pl + PROTO_CHUNK_HDR, 100, pl + 8);
+    ok(!proto_chunk_parse(&c, pl, sizeof pl, &idx, &d, &dlen, err, sizeof err) && idx == 5 &&
            dlen == 100 && d == pl + PROTO_CHUNK_HDR,
        "chunk: a good one parses");
 
     pl[PROTO_CHUNK_HDR + 50] ^= 1;
-    is_int(proto_chunk_parse(pl, sizeof pl, &idx, &d, &dlen, err, sizeof err), -EBADMSG,
+    is_int(proto_chunk_parse(&c, pl, sizeof pl, &idx, &d, &dlen, err, sizeof err), -EBADMSG,
            "chunk: data changed under its content id refused");
     ok(has(err, "chunk 5: content id does not match"), "chunk: message: %s", err);
     pl[PROTO_CHUNK_HDR + 50] ^= 1;
     pl[20] ^= 0x80;
-    is_int(proto_chunk_parse(pl, sizeof pl, &idx, &d, &dlen, err, sizeof err), -EBADMSG,
+    is_int(proto_chunk_parse(&c, pl, sizeof pl, &idx, &d, &dlen, err, sizeof err), -EBADMSG,
            "chunk: wrong content id refused");
 
-    is_int(proto_chunk_parse(pl, PROTO_CHUNK_HDR - 1, &idx, &d, &dlen, err, sizeof err), -EBADMSG,
+    is_int(proto_chunk_parse(&c, pl, PROTO_CHUNK_HDR - 1, &idx, &d, &dlen, err, sizeof err), -EBADMSG,
            "chunk: 39 bytes (too short) refused");
     ok(has(err, "chunk too short (39 bytes"), "chunk too short: message: %s", err);
-    is_int(proto_chunk_parse(pl, 0, &idx, &d, &dlen, NULL, 0), -EBADMSG,
+    is_int(proto_chunk_parse(&c, pl, 0, &idx, &d, &dlen, NULL, 0), -EBADMSG,
            "chunk: empty payload refused (NULL err is fine)");
 
     uint8_t *huge = calloc(1, PROTO_CHUNK_HDR + PROTO_CHUNK_MAX + 1);
-    is_int(proto_chunk_parse(huge, PROTO_CHUNK_HDR + PROTO_CHUNK_MAX + 1, &idx, &d, &dlen, err,
+    is_int(proto_chunk_parse(&c, huge, PROTO_CHUNK_HDR + PROTO_CHUNK_MAX + 1, &idx, &d, &dlen, err,
                              sizeof err),
            -EBADMSG, "chunk: more than 1 MiB of data refused");
     free(huge);
