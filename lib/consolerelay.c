@@ -311,22 +311,22 @@ out:
 }
 
 /* Must input wait, by vmmigfs's NAME/migrate line?  "recovering ..."
- * always; "running ..." (a job) only when the engine cannot drain the
- * console before the stop: with console_drain (Xen, QEMU) `vmmig send` holds
- * input itself from the stop on (consolehold.h), and input flows during
- * pre-copy. */
-bool console_migrate_holds_input(const char *migrate_line, bool engine_drains)
+ * always; "running ..." (a job) only when the engine cannot hold the
+ * console at the stop: with console_hold_at_stop (Xen, QEMU) `vmmig send`
+ * holds input itself from the stop on (consolehold.h), and input flows
+ * during pre-copy. */
+bool console_migrate_holds_input(const char *migrate_line, bool hold_at_stop)
 {
     if (!strncmp(migrate_line, "recovering ", 11))
         return true;
     if (strncmp(migrate_line, "running ", 8))
         return false;
-    return !engine_drains;
+    return !hold_at_stop;
 }
 
 /* Read the domain's vmmigfs migrate file once: does it hold input, and
  * where is the domain being migrated to ("running HOST ...", else ""). */
-static bool moving(const char *mount, const char *name, bool engine_drains, char *host,
+static bool moving(const char *mount, const char *name, bool hold_at_stop, char *host,
                    size_t size)
 {
     char path[512], *text = NULL;
@@ -334,7 +334,7 @@ static bool moving(const char *mount, const char *name, bool engine_drains, char
     snprintf(path, sizeof path, "%s/%s/migrate", mount, name);
     host[0] = 0;
     if (!read_file(path, &text, NULL)) {
-        busy = console_migrate_holds_input(text, engine_drains);
+        busy = console_migrate_holds_input(text, hold_at_stop);
         size_t n = strncmp(text, "running ", 8) ? 0 : strcspn(text + 8, " \n");
         if (n && n < size) {
             memcpy(host, text + 8, n);
@@ -355,7 +355,7 @@ static const char *not_running(const struct mig_engine_ops *eng, struct mig_engi
 {
     char id[16];
     struct mig_dom d;
-    bool drains = eng->console_drain && hold_fd >= 0;
+    bool hold_at_stop = eng->console_hold_at_stop && hold_fd >= 0;
     to[0] = 0;
     snprintf(id, sizeof id, "%u", domid);
     if (eng->lookup(e, id, &d))
@@ -366,7 +366,7 @@ static const char *not_running(const struct mig_engine_ops *eng, struct mig_engi
      * and the client is told where it goes once it is held.  Not while the
      * relay keeps the shared lock itself: a send waits for it, and testing
      * it on the same fd would let it go. */
-    if (drains && !hold_kept && console_hold_held(hold_fd))
+    if (hold_at_stop && !hold_kept && console_hold_held(hold_fd))
         return "stopping";
     if (d.paused)
         return "paused";
@@ -374,7 +374,7 @@ static const char *not_running(const struct mig_engine_ops *eng, struct mig_engi
         return "suspended";
     if (strcmp(d.name, name))
         return "arriving";
-    if (moving(mount, name, drains, to, tolen))
+    if (moving(mount, name, hold_at_stop, to, tolen))
         return "migrating";
     return NULL;
 }
@@ -494,7 +494,7 @@ int console_serve(struct proto_conn *c, const struct mig_engine_ops *eng, struct
         if (found && !eng->console_path(e, d.domid, path, sizeof path) &&
             !console_open(path, from_start, &io)) {
             /* Without the lock file input waits for the whole migration. */
-            int hold_fd = eng->console_drain ? console_hold_open(state_dir, d.uuid) : -1;
+            int hold_fd = eng->console_hold_at_stop ? console_hold_open(state_dir, d.uuid) : -1;
             bool client_there = relay(c, &in, eng, e, &io, d.domid, name, mount, hold_fd);
             hold_release(&in);
             if (hold_fd >= 0)

@@ -19,10 +19,10 @@ int console_serve(struct proto_conn *c, const struct mig_engine_ops *eng, struct
                   int wait_ms);
 
 /* Does a migrate file's line say input must wait (the domain is being
- * recovered; or migrated, when the engine cannot drain the console before
- * the stop and `vmmig send` does not hold it from there: see
+ * recovered; or migrated, unless hold_at_stop: the engine's
+ * console_hold_at_stop, `vmmig send` holding input from the stop on; see
  * consolehold.h)? */
-bool console_migrate_holds_input(const char *migrate_line, bool engine_drains);
+bool console_migrate_holds_input(const char *migrate_line, bool hold_at_stop);
 
 /* "done hostB" / "migrated hostB at ..." / "running hostB ..." -> hostB in
  * host when the line says the domain left (done/migrated); else false. */

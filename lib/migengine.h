@@ -132,12 +132,15 @@ struct mig_engine_ops {
     /* The path of the domain's console, for vmmig console: a pty, or a unix
      * socket NAME.sock for input whose output is recorded in NAME.log. */
     int (*console_path)(struct mig_engine *e, uint32_t domid, char *buf, size_t size);
-    /* Optional: wait up to timeout_ms until the guest has read all console
-     * input already given to it (0), else the bytes still unread (> 0) or
-     * -errno.  An engine with it loses input that is unread when the domain
-     * stops (Xen's restore clears the console ring), so console input is
-     * held from the stop only (consolehold.h); without it, for the whole
-     * migration. */
+    /* Console input is held from the stop only (consolehold.h): `vmmig
+     * send` takes the console hold before the domain stops and input flows
+     * until then.  Without it (an engine that cannot say when its domain
+     * stops), input waits for the whole migration. */
+    bool console_hold_at_stop;
+    /* Optional, with console_hold_at_stop: once the hold is taken, wait up
+     * to timeout_ms until the guest has read all console input already
+     * given to it (0), else the bytes still unread (> 0) or -errno (Xen's
+     * restore clears the console ring, so unread input would be lost). */
     int (*console_drain)(struct mig_engine *e, uint32_t domid, int timeout_ms);
     /* Optional: fn runs before save() stops the domain (NULL clears it);
      * an engine without it stops when its hypervisor decides. */

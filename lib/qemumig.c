@@ -1083,15 +1083,6 @@ static void qm_set_console_hook(struct mig_engine *e, void (*fn)(void *arg), voi
     e->console_hook_arg = arg;
 }
 
-/* QEMU's virtio console has put what it read from its socket into the
- * guest's own buffers, which move with its memory: nothing to wait for
- * once the hold has waited for QEMU to read it all (consolehold.h). */
-static int qm_console_drain(struct mig_engine *e, uint32_t domid, int timeout_ms)
-{
-    (void)e, (void)domid, (void)timeout_ms;
-    return 0;
-}
-
 static int qm_is_suspended(struct mig_engine *e, uint32_t domid)
 {
     struct qemu_dom d;
@@ -1331,7 +1322,10 @@ const struct mig_engine_ops qemu_mig_engine = {
     .guest_hold_get = qm_guest_hold_get,
     .guest_hold_put = qm_guest_hold_put,
     .console_path = qm_console_path,
-    .console_drain = qm_console_drain,
+    /* no console_drain: QEMU's virtio console has put what it read from
+     * its socket into the guest's own buffers, which move with its memory,
+     * and the hold waits for QEMU to read it all (consolehold.h) */
+    .console_hold_at_stop = true,
     .set_stop_hook = qm_set_stop_hook,
     .set_console_hook = qm_set_console_hook,
     .set_postcopy_recover = qm_set_postcopy_recover,

@@ -499,6 +499,7 @@ const struct mig_engine_ops xen_mig_engine = {
     .guest_hold_get = xm_guest_hold_get,
     .guest_hold_put = xm_guest_hold_put,
     .console_path = xm_console_path,
+    .console_hold_at_stop = true,
     .console_drain = xm_console_drain,
     .set_stop_hook = xm_set_stop_hook,
 };

@@ -648,7 +648,7 @@ static void *monitor_main(void *arg)
  * flowed (the relay writes only without this lock). */
 static void console_hold(struct job *j)
 {
-    if (!j->eng->console_drain || j->console_hold_fd >= 0)
+    if (!j->eng->console_hold_at_stop || j->console_hold_fd >= 0)
         return;
     const char *dir = j->state_dir ? j->state_dir : env_default("VMMIG_STATE_DIR", DEFAULT_STATE_DIR);
     long long t0 = epoch_ms();
@@ -663,7 +663,7 @@ static void console_hold(struct job *j)
     }
     j->console_hold_fd = fd; /* held until this process ends */
     long long t1 = epoch_ms();
-    int unread = j->eng->console_drain(j->e, j->dom.domid, 1000);
+    int unread = j->eng->console_drain ? j->eng->console_drain(j->e, j->dom.domid, 1000) : 0;
     j->console_drain_ms = epoch_ms() - t1;
     if (t1 - t0 + j->console_drain_ms > 100)
         error_msg("holding %s's console input took %lld ms (the lock %lld ms, the guest reading "

@@ -71,6 +71,7 @@ static const struct mig_engine_ops fake_draining = {
     .lookup = fake_lookup,
     .is_suspended = fake_is_suspended,
     .console_path = fake_console_path,
+    .console_hold_at_stop = true,
     .console_drain = fake_drain,
 };
 
@@ -87,6 +88,7 @@ static const struct mig_engine_ops fake_slow = {
     .lookup = slow_lookup,
     .is_suspended = fake_is_suspended,
     .console_path = fake_console_path,
+    .console_hold_at_stop = true,
     .console_drain = fake_drain,
 };
 
@@ -409,6 +411,12 @@ int main(void)
 
     setvbuf(stdout, NULL, _IONBF, 0);
     signal(SIGPIPE, SIG_IGN); /* the slow link's ends close while it writes */
+    /* Both real engines hold input from the stop only; Xen then waits for
+     * the guest to read its ring, QEMU has nothing to wait for. */
+    ok(xen_mig_engine.console_hold_at_stop && xen_mig_engine.console_drain,
+       "xen engine: console held at the stop, the ring drained");
+    ok(qemu_mig_engine.console_hold_at_stop && !qemu_mig_engine.console_drain,
+       "qemu engine: console held at the stop, nothing to drain");
     snprintf(dir, sizeof dir, "/tmp/vmmig-cr.XXXXXX");
     if (!mkdtemp(dir))
         return 1;
@@ -472,9 +480,9 @@ int main(void)
     pthread_join(t, NULL);
     close(cfd);
 
-    /* During a migration: an engine without console_drain holds input for
-     * the whole job; one with it (Xen) lets it flow until `vmmig send`
-     * takes the console hold, before the stop. */
+    /* During a migration: an engine without console_hold_at_stop holds
+     * input for the whole job; one with it (Xen, QEMU) lets it flow until
+     * `vmmig send` takes the console hold, before the stop. */
     dom_here = true;
     char got[200];
     set_line(path, "running hostB stage=2 iterative-pre-copy round=2\n");
